@@ -1,0 +1,18 @@
+"""keras-evit: EfficientViT-M0..M5 (MSRA, CVPR 2023) for Keras 3, exact to the timm reference."""
+
+__version__ = "0.1.0"
+
+from . import layers
+from .configs import VARIANTS, get_variant
+from .fusion import fuse_batchnorm
+from .models import (
+    EfficientViTM0, EfficientViTM1, EfficientViTM2, EfficientViTM3, EfficientViTM4, EfficientViTM5,
+    build_model, feature_extractor,
+)
+from .preprocessing import decode_predictions, load_image, preprocess_input
+
+__all__ = [
+    "EfficientViTM0", "EfficientViTM1", "EfficientViTM2", "EfficientViTM3", "EfficientViTM4",
+    "EfficientViTM5", "VARIANTS", "build_model", "decode_predictions", "feature_extractor",
+    "fuse_batchnorm", "get_variant", "layers", "load_image", "preprocess_input",
+]

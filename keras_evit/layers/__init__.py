@@ -1,0 +1,11 @@
+"""Serializable Keras layers for every part of EfficientViT-M."""
+
+from .attention import CascadedGroupAttention, LocalWindowAttention, attention_bias_index
+from .blocks import EfficientViTBlock, SubsampleBlock
+from .conv import FFN, ConvBN, NormLinear, PatchEmbedding, PatchMerging, SqueezeExcite, TokenInteraction
+
+__all__ = [
+    "CascadedGroupAttention", "ConvBN", "EfficientViTBlock", "FFN", "LocalWindowAttention", "NormLinear",
+    "PatchEmbedding", "PatchMerging", "SqueezeExcite", "SubsampleBlock", "TokenInteraction",
+    "attention_bias_index",
+]

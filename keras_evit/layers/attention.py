@@ -1,0 +1,149 @@
+"""Cascaded group attention and the local-window wrapper (spec 1.5, 1.6)."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from ..configs import KEY_DIM, WINDOW_SIZE
+from .conv import ConvBN
+
+register = keras.saving.register_keras_serializable(package="keras_evit")
+
+
+def attention_bias_index(resolution):
+    """(N, N) index into the (r*r,) bias table: |drow| * r + |dcol| (spec 1.5, closed form)."""
+    rows, cols = np.divmod(np.arange(resolution * resolution), resolution)
+    return (np.abs(rows[:, None] - rows[None, :]) * resolution
+            + np.abs(cols[:, None] - cols[None, :])).astype("int32")
+
+
+@register
+class CascadedGroupAttention(keras.layers.Layer):
+    """Attention on an (r, r) window where head i sees channel split i plus head i-1's output.
+
+    Heads are sequential by construction, so they are a Python loop of small ops, not one batched
+    matmul. The learned bias table (heads, r*r) is gathered into (heads, N, N) with a constant index.
+    """
+
+    def __init__(self, num_heads, kernels, key_dim=KEY_DIM, fused=False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.kernels = tuple(int(k) for k in kernels)
+        self.key_dim = int(key_dim)
+        self.fused = bool(fused)
+        self.scale = self.key_dim ** -0.5
+        if len(self.kernels) < self.num_heads:
+            raise ValueError(f"{self.name}: {self.num_heads} heads need as many kernels, got {self.kernels}")
+        self.resolution = None
+        self.qkvs, self.dws, self.proj = [], [], None
+
+    def build(self, input_shape):
+        _, height, width, dim = input_shape
+        if height is None or height != width:
+            raise ValueError(f"{self.name}: CascadedGroupAttention needs a static square window, got "
+                             f"{height}x{width}")
+        if dim % self.num_heads:
+            raise ValueError(f"{self.name}: {dim} channels do not split into {self.num_heads} heads")
+        self.resolution = int(height)
+        self.val_dim = dim // self.num_heads
+        split_shape = (input_shape[0], height, width, self.val_dim)
+        for i in range(self.num_heads):
+            qkv = ConvBN(2 * self.key_dim + self.val_dim, fused=self.fused, name=f"qkvs.{i}")
+            dw = ConvBN(self.key_dim, self.kernels[i], depthwise=True, fused=self.fused, name=f"dws.{i}")
+            qkv.build(split_shape)
+            dw.build(split_shape[:3] + (self.key_dim,))
+            self.qkvs.append(qkv)
+            self.dws.append(dw)
+        self.proj = ConvBN(dim, bn_gamma_init=0.0, fused=self.fused, name="proj.1")
+        self.proj.build(split_shape[:3] + (self.val_dim * self.num_heads,))
+        self.attention_biases = self.add_weight(
+            shape=(self.num_heads, self.resolution ** 2), initializer="zeros", name="attention_biases")
+        self._bias_index = attention_bias_index(self.resolution)
+        self.built = True
+
+    def call(self, x, training=None):
+        size = self.resolution
+        tokens = size * size
+        kd, vd = self.key_dim, self.val_dim
+        splits = ops.split(x, self.num_heads, axis=-1)
+        bias = ops.take(self.attention_biases, self._bias_index, axis=1)  # (heads, N, N)
+        outputs = []
+        feat = splits[0]
+        for i in range(self.num_heads):
+            if i > 0:
+                feat = feat + splits[i]
+            qkv = self.qkvs[i](feat, training=training)
+            q, k, v = qkv[..., :kd], qkv[..., kd:2 * kd], qkv[..., 2 * kd:]
+            q = self.dws[i](q, training=training)
+            q = ops.reshape(q, (-1, tokens, kd)) * self.scale
+            k = ops.reshape(k, (-1, tokens, kd))
+            v = ops.reshape(v, (-1, tokens, vd))
+            attn = ops.matmul(q, ops.transpose(k, (0, 2, 1))) + bias[i]
+            attn = ops.softmax(attn, axis=-1)
+            feat = ops.reshape(ops.matmul(attn, v), (-1, size, size, vd))
+            outputs.append(feat)
+        out = ops.concatenate(outputs, axis=-1) if len(outputs) > 1 else outputs[0]
+        return self.proj(ops.relu(out), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "kernels": list(self.kernels),
+                "key_dim": self.key_dim, "fused": self.fused}
+
+
+@register
+class LocalWindowAttention(keras.layers.Layer):
+    """Runs the CGA on non-overlapping windows of ``min(window_size, H, W)``.
+
+    The map is zero-padded bottom/right to whole windows (padded tokens are not masked, as in the
+    reference); a map exactly one window big is attended whole. Partition and reverse use rank-4
+    reshapes/transposes only, which TFLite and its GPU delegate support.
+    """
+
+    def __init__(self, num_heads, kernels, key_dim=KEY_DIM, window_size=WINDOW_SIZE, fused=False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = int(num_heads)
+        self.kernels = tuple(int(k) for k in kernels)
+        self.key_dim = int(key_dim)
+        self.window_size = int(window_size)
+        self.fused = bool(fused)
+        self.attn = CascadedGroupAttention(self.num_heads, self.kernels, self.key_dim, fused=fused, name="attn")
+
+    def build(self, input_shape):
+        _, height, width, dim = input_shape
+        if height is None or width is None:
+            raise ValueError(f"{self.name}: window attention needs a static feature-map size")
+        self.window_resolution = min(self.window_size, height, width)
+        self.attn.build((input_shape[0], self.window_resolution, self.window_resolution, dim))
+        self.built = True
+
+    def call(self, x, training=None):
+        _, height, width, dim = x.shape
+        ws = self.window_resolution
+        if height == ws and width == ws:
+            return self.attn(x, training=training)
+        pad_b, pad_r = (ws - height % ws) % ws, (ws - width % ws) % ws
+        if pad_b or pad_r:
+            x = ops.pad(x, [[0, 0], [0, pad_b], [0, pad_r], [0, 0]])
+        ph, pw = height + pad_b, width + pad_r
+        nh, nw = ph // ws, pw // ws
+        # (B, nh*ws, nw*ws, C) -> (B*nh, ws, nw, ws*C) -> (B*nh, nw, ws, ws*C) -> (B*nh*nw, ws, ws, C)
+        x = ops.reshape(x, (-1, ws, nw, ws * dim))
+        x = ops.transpose(x, (0, 2, 1, 3))
+        x = ops.reshape(x, (-1, ws, ws, dim))
+        x = self.attn(x, training=training)
+        x = ops.reshape(x, (-1, nw, ws, ws * dim))
+        x = ops.transpose(x, (0, 2, 1, 3))
+        x = ops.reshape(x, (-1, ph, pw, dim))
+        if pad_b or pad_r:
+            x = x[:, :height, :width, :]
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads, "kernels": list(self.kernels),
+                "key_dim": self.key_dim, "window_size": self.window_size, "fused": self.fused}

@@ -1,0 +1,298 @@
+"""Convolutional building blocks: ConvBN and what is made of it (stem, FFN, patch merging, head).
+
+Every layer takes ``fused``: False holds Conv + BatchNorm as trained; True holds one Conv with bias,
+the deploy form that :func:`keras_evit.fuse_batchnorm` produces. Sublayer names follow timm's module
+names so that variable paths map to timm keys by one rule (see ``keras_evit.weights.keymap``).
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from ..configs import BN_EPSILON, BN_MOMENTUM, MLP_RATIO
+
+register = keras.saving.register_keras_serializable(package="keras_evit")
+
+
+def torch_conv_initializer(fan_in):
+    """PyTorch's default conv/linear init (kaiming-uniform, a=sqrt(5)) is uniform(+-1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+def _conv_output_size(size, kernel_size, strides):
+    if size is None:
+        return None
+    pad = kernel_size // 2
+    return (size + 2 * pad - kernel_size) // strides + 1
+
+
+@register
+class ConvBN(keras.layers.Layer):
+    """Conv2d (no bias) + BatchNorm2d with PyTorch padding semantics (symmetric ``k // 2``).
+
+    ``depthwise=True`` is a depthwise conv (groups = channels). ``bn_gamma_init`` is 0 for branches
+    that start as identity (spec 1.10).
+    """
+
+    def __init__(self, filters, kernel_size=1, strides=1, depthwise=False, bn_gamma_init=1.0,
+                 fused=False, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.depthwise = bool(depthwise)
+        self.bn_gamma_init = float(bn_gamma_init)
+        self.fused = bool(fused)
+        # stride-1 odd kernels: Keras "same" is symmetric; stride 2 needs explicit symmetric padding
+        self._explicit_pad = self.strides > 1 and self.kernel_size > 1
+        padding = "valid" if self._explicit_pad or self.kernel_size == 1 else "same"
+        if self.depthwise:
+            self.conv = keras.layers.DepthwiseConv2D(
+                self.kernel_size, self.strides, padding=padding, use_bias=self.fused,
+                depthwise_initializer=torch_conv_initializer(self.kernel_size ** 2), name="conv")
+        else:
+            self.conv = keras.layers.Conv2D(
+                self.filters, self.kernel_size, self.strides, padding=padding, use_bias=self.fused,
+                name="conv")
+        self.bn = None if self.fused else keras.layers.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+            gamma_initializer=keras.initializers.Constant(self.bn_gamma_init), name="bn")
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if self.depthwise and channels != self.filters:
+            raise ValueError(f"{self.name}: depthwise ConvBN needs {self.filters} input channels, got {channels}")
+        if not self.depthwise:
+            self.conv.kernel_initializer = torch_conv_initializer(channels * self.kernel_size ** 2)
+        conv_in = list(input_shape)
+        if self._explicit_pad:
+            p = self.kernel_size // 2
+            conv_in[1] = None if conv_in[1] is None else conv_in[1] + 2 * p
+            conv_in[2] = None if conv_in[2] is None else conv_in[2] + 2 * p
+        self.conv.build(tuple(conv_in))
+        if self.bn is not None:
+            self.bn.build(self.compute_output_shape(input_shape))
+        self.built = True
+
+    def call(self, x, training=None):
+        if self._explicit_pad:
+            p = self.kernel_size // 2
+            x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], _conv_output_size(input_shape[1], self.kernel_size, self.strides),
+                _conv_output_size(input_shape[2], self.kernel_size, self.strides), self.filters)
+
+    def fused_weights(self):
+        """[kernel, bias] of the equivalent single conv (spec 1.11)."""
+        if self.fused:
+            return [np.asarray(w) for w in self.conv.get_weights()]
+        gamma, beta, mean, var = (np.asarray(w, np.float64) for w in self.bn.get_weights())
+        scale = gamma / np.sqrt(var + self.bn.epsilon)
+        kernel = np.asarray(self.conv.get_weights()[0], np.float64)
+        # output channels are axis 2 for DepthwiseConv2D (kh, kw, C, 1), axis 3 for Conv2D
+        kernel = kernel * (scale[None, None, :, None] if self.depthwise else scale[None, None, None, :])
+        return [kernel.astype(np.float32), (beta - mean * scale).astype(np.float32)]
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "depthwise": self.depthwise,
+                "bn_gamma_init": self.bn_gamma_init, "fused": self.fused}
+
+
+@register
+class TokenInteraction(ConvBN):
+    """The sandwich's 3x3 depthwise ConvBN (token interaction); callers add the residual."""
+
+    def __init__(self, filters, bn_gamma_init=0.0, fused=False, **kwargs):
+        for key in ("kernel_size", "strides", "depthwise"):
+            kwargs.pop(key, None)
+        super().__init__(filters, 3, 1, depthwise=True, bn_gamma_init=bn_gamma_init, fused=fused, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("kernel_size", "strides", "depthwise"):
+            config.pop(key)
+        return config
+
+
+@register
+class PatchEmbedding(keras.layers.Layer):
+    """Overlapping patch embedding: four 3x3 stride-2 ConvBNs (ReLU after the first three)."""
+
+    def __init__(self, embed_dim, fused=False, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.fused = bool(fused)
+        dims = [self.embed_dim // 8, self.embed_dim // 4, self.embed_dim // 2, self.embed_dim]
+        self.convs = [ConvBN(d, 3, 2, fused=fused, name=f"conv{i + 1}") for i, d in enumerate(dims)]
+
+    def build(self, input_shape):
+        shape = input_shape
+        for conv in self.convs:
+            conv.build(shape)
+            shape = conv.compute_output_shape(shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        for i, conv in enumerate(self.convs):
+            x = conv(x, training=training)
+            if i < 3:
+                x = ops.relu(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        for conv in self.convs:
+            input_shape = conv.compute_output_shape(input_shape)
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "embed_dim": self.embed_dim, "fused": self.fused}
+
+
+@register
+class FFN(keras.layers.Layer):
+    """Pointwise FFN: ConvBN(E->2E) -> ReLU -> ConvBN(2E->E, gamma 0). Callers add the residual."""
+
+    def __init__(self, dim, fused=False, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = int(dim)
+        self.fused = bool(fused)
+        self.pw1 = ConvBN(self.dim * MLP_RATIO, fused=fused, name="pw1")
+        self.pw2 = ConvBN(self.dim, bn_gamma_init=0.0, fused=fused, name="pw2")
+
+    def build(self, input_shape):
+        self.pw1.build(input_shape)
+        self.pw2.build(self.pw1.compute_output_shape(input_shape))
+        self.built = True
+
+    def call(self, x, training=None):
+        return self.pw2(ops.relu(self.pw1(x, training=training)), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "fused": self.fused}
+
+
+@register
+class SqueezeExcite(keras.layers.Layer):
+    """timm SEModule: mean over H, W -> 1x1 conv (bias) -> ReLU -> 1x1 conv (bias) -> sigmoid gate."""
+
+    def __init__(self, reduced_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.reduced_dim = int(reduced_dim)
+        self.fc1 = keras.layers.Conv2D(self.reduced_dim, 1, name="fc1")
+        self.fc2 = None
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        init = torch_conv_initializer(channels)
+        self.fc1.kernel_initializer = self.fc1.bias_initializer = init
+        init2 = torch_conv_initializer(self.reduced_dim)
+        self.fc2 = keras.layers.Conv2D(channels, 1, kernel_initializer=init2, bias_initializer=init2,
+                                       name="fc2")
+        self.fc1.build((input_shape[0], 1, 1, channels))
+        self.fc2.build((input_shape[0], 1, 1, self.reduced_dim))
+        self.built = True
+
+    def call(self, x):
+        s = ops.mean(x, axis=(1, 2), keepdims=True)
+        s = self.fc2(ops.relu(self.fc1(s)))
+        return x * ops.sigmoid(s)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "reduced_dim": self.reduced_dim}
+
+
+@register
+class PatchMerging(keras.layers.Layer):
+    """Stride-2 downsampling: 1x1 expand x4 -> 3x3 DW stride 2 -> SE -> 1x1 project (spec 1.7)."""
+
+    def __init__(self, out_dim, fused=False, **kwargs):
+        super().__init__(**kwargs)
+        self.out_dim = int(out_dim)
+        self.fused = bool(fused)
+        self.conv1 = self.conv2 = self.se = None
+        self.conv3 = ConvBN(self.out_dim, fused=fused, name="conv3")
+
+    def build(self, input_shape):
+        in_dim = input_shape[-1]
+        hidden = in_dim * 4
+        self.conv1 = ConvBN(hidden, fused=self.fused, name="conv1")
+        self.conv2 = ConvBN(hidden, 3, 2, depthwise=True, fused=self.fused, name="conv2")
+        self.se = SqueezeExcite(in_dim, name="se")  # make_divisible(4 * in_dim * 0.25, 8) == in_dim
+        self.conv1.build(input_shape)
+        shape = self.conv1.compute_output_shape(input_shape)
+        self.conv2.build(shape)
+        shape = self.conv2.compute_output_shape(shape)
+        self.se.build(shape)
+        self.conv3.build(shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        x = ops.relu(self.conv1(x, training=training))
+        x = ops.relu(self.conv2(x, training=training))
+        return self.conv3(self.se(x), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], _conv_output_size(input_shape[1], 3, 2),
+                _conv_output_size(input_shape[2], 3, 2), self.out_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "out_dim": self.out_dim, "fused": self.fused}
+
+
+@register
+class NormLinear(keras.layers.Layer):
+    """Classifier head: BatchNorm1d -> Dropout -> Linear (timm NormLinear); fused: one Dense."""
+
+    def __init__(self, units, dropout=0.0, fused=False, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.dropout = float(dropout)
+        self.fused = bool(fused)
+        self.bn = None if self.fused else keras.layers.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="bn")
+        self.drop = keras.layers.Dropout(self.dropout) if self.dropout > 0 else None
+        self.linear = keras.layers.Dense(
+            self.units, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="linear")
+
+    def build(self, input_shape):
+        if self.bn is not None:
+            self.bn.build(input_shape)
+        self.linear.build(input_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        if self.bn is not None:
+            x = self.bn(x, training=training)
+        if self.drop is not None:
+            x = self.drop(x, training=training)
+        return self.linear(x)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def fused_weights(self):
+        if self.fused:
+            return [np.asarray(w) for w in self.linear.get_weights()]
+        gamma, beta, mean, var = (np.asarray(w, np.float64) for w in self.bn.get_weights())
+        kernel, bias = (np.asarray(w, np.float64) for w in self.linear.get_weights())
+        scale = gamma / np.sqrt(var + self.bn.epsilon)
+        shift = beta - mean * scale
+        return [(kernel * scale[:, None]).astype(np.float32), (shift @ kernel + bias).astype(np.float32)]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "dropout": self.dropout, "fused": self.fused}
