@@ -7,8 +7,10 @@ and verified, so an interrupted or failed download never leaves a file that a la
 import os
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 
+from ..utils import atomic_output
 from .checkpoint import CheckpointError, read_checkpoint
 
 DEFAULT_URL_BASE = "https://github.com/xinyuliu-jeffrey/EfficientViT_Model_Zoo/releases/download/v1.0"
@@ -42,7 +44,9 @@ def download(url, dest_dir, progress=True, timeout=60):
     """Stream ``url`` to a temporary file in ``dest_dir``; returns its path. Checks the length."""
     from tqdm.auto import tqdm
 
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".download-", suffix=".part")
+    # ".part" marks it unfinished; the real extension tells read_checkpoint the format
+    suffix = ".part" + os.path.splitext(urllib.parse.urlparse(url).path)[1]
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".download-", suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0)
@@ -83,18 +87,12 @@ def get_imagenet_weights(variant, progress=True):
     os.makedirs(cache_dir(), exist_ok=True)
     url = weights_url(variant)
     raw = download(url, cache_dir(), progress=progress)
-    tmp_h5 = None
     try:
         state = read_checkpoint(raw)
         reference = build_model(variant, weights=None, classifier_activation=None)
         assign_state_dict(reference, state, variant=variant, allow_resize=False, source=f"download {url}")
-        fd, tmp_h5 = tempfile.mkstemp(dir=cache_dir(), prefix=".convert-", suffix=".weights.h5")
-        os.close(fd)
-        reference.save_weights(tmp_h5, overwrite=True)
-        os.replace(tmp_h5, final)
-        tmp_h5 = None
+        with atomic_output(final) as tmp:
+            reference.save_weights(tmp)
     finally:
         _remove(raw)
-        if tmp_h5:
-            _remove(tmp_h5)
     return final

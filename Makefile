@@ -1,0 +1,24 @@
+# Two commands set everything up on a fresh machine:  make demo  |  make test
+PY ?= python3
+PIP = $(PY) -m pip -q --disable-pip-version-check
+
+.PHONY: install install-test demo test test-all
+
+install:
+	$(PIP) install -e .
+
+# torch first, pinned to the CPU build (nothing may pull a CUDA torch); timm without its
+# torchvision dependency (no CPU wheel here: the tests stub it, see keras_evit/reference.py)
+install-test:
+	$(PIP) install torch==2.13.0
+	$(PIP) install --no-deps timm==1.0.31
+	$(PIP) install -e ".[test,reference]"
+
+demo: install
+	keras-evit demo
+
+test: install-test
+	KERAS_EVIT_REQUIRE_REFERENCE=1 $(PY) -m pytest
+
+test-all: install-test
+	KERAS_EVIT_REQUIRE_REFERENCE=1 $(PY) -m pytest -m ""

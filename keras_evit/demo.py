@@ -1,0 +1,86 @@
+"""The main job: build the default model, classify the ImageNet sample images, print the result.
+
+ImageNet weights need one download (cached after). Offline and without a cache, the demo says so
+and runs with random weights, so the pipeline still runs end to end (its predictions are then noise).
+"""
+
+import os
+import sys
+import time
+
+SAMPLE_ENV = "KERAS_EVIT_SAMPLE_DIR"
+
+
+def find_sample_dir():
+    """``$KERAS_EVIT_SAMPLE_DIR``, else ``shared/data/imagenet-sample`` beside the checkout or cwd."""
+    candidates = [os.environ.get(SAMPLE_ENV)]
+    here = os.path.dirname(os.path.abspath(__file__))
+    for base in (os.getcwd(), os.path.dirname(here)):
+        candidates += [os.path.join(base, "..", "shared", "data", "imagenet-sample"),
+                       os.path.join(base, "shared", "data", "imagenet-sample")]
+    for path in candidates:
+        if path and os.path.isdir(path):
+            return os.path.normpath(path)
+    return None
+
+
+def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=sys.stdout):
+    import numpy as np
+
+    import keras_evit as ke
+    from keras_evit.preprocessing import imagenet_classes, list_images
+    from keras_evit.weights import CheckpointError
+
+    folder = images or find_sample_dir()
+    if folder is None:
+        print(f"No sample images found: pass --images DIR or set {SAMPLE_ENV}.", file=out)
+        return 1
+    files = list_images(folder)[:limit]
+    started = time.perf_counter()
+    try:
+        net = ke.build_model(model, weights=weights)
+        weights_note = weights or "random init"
+    except CheckpointError as exc:
+        print(f"WARNING: ImageNet weights unavailable ({exc})\n"
+              "WARNING: running with RANDOM weights: predictions below are meaningless.", file=out)
+        net = ke.build_model(model, weights=None)
+        weights_note = "random init (weights unavailable)"
+    print(f"{net.name}: {net.count_params():,} parameters, weights: {weights_note}, "
+          f"built in {time.perf_counter() - started:.1f}s", file=out)
+
+    batch, kept = [], []
+    for path in files:
+        try:
+            batch.append(ke.load_image(path))
+            kept.append(path)
+        except ValueError as exc:
+            print(f"skipped: {exc}", file=out)
+    if not batch:
+        print(f"No readable images in {folder}", file=out)
+        return 1
+    started = time.perf_counter()
+    probs = net.predict(ke.preprocess_input(np.stack(batch)), batch_size=16, verbose=0)
+    elapsed = time.perf_counter() - started
+    synsets = [s for s, _ in imagenet_classes()]
+    top1 = top5 = labelled = 0
+    for path, row, decoded in zip(kept, probs, ke.decode_predictions(probs, top=5)):
+        truth = os.path.basename(path).split("_")[0]
+        mark = ""
+        if truth in synsets:
+            labelled += 1
+            hits = [d[0] for d in decoded]
+            top1 += hits[0] == truth
+            top5 += truth in hits
+            mark = "ok " if hits[0] == truth else ("top5" if truth in hits else "-- ")
+        best = decoded[0]
+        print(f"{mark:4} {os.path.basename(path):42} -> {best[1]:<28} {best[2]:.3f}", file=out)
+    print(f"{len(kept)} images in {elapsed:.2f}s ({len(kept) / elapsed:.1f} img/s)", file=out)
+    if labelled:
+        print(f"top-1 {100 * top1 / labelled:.1f}%  top-5 {100 * top5 / labelled:.1f}%  "
+              f"on {labelled} labelled images", file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(run_demo())

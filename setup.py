@@ -1,0 +1,64 @@
+"""keras-evit: EfficientViT-M0..M5 for Keras 3 / TensorFlow, made for phones.
+
+The repo's top-level ``export/`` and ``training/`` folders install as ``keras_evit.export`` and
+``keras_evit.training`` (never as generic top-level names).
+"""
+
+import os
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+packages = ["keras_evit", "keras_evit.layers", "keras_evit.weights"]
+package_dir = {"keras_evit": "keras_evit"}
+for folder in ("export", "training"):
+    if os.path.isfile(os.path.join(HERE, folder, "__init__.py")):
+        packages.append(f"keras_evit.{folder}")
+        package_dir[f"keras_evit.{folder}"] = folder
+        for sub in sorted(os.listdir(os.path.join(HERE, folder))):
+            if os.path.isfile(os.path.join(HERE, folder, sub, "__init__.py")):
+                packages.append(f"keras_evit.{folder}.{sub}")
+                package_dir[f"keras_evit.{folder}.{sub}"] = f"{folder}/{sub}"
+
+# Versions seen working together (Python 3.11, CPU, 2026-11).
+CORE = [
+    "tensorflow==2.21.0",
+    "keras==3.15.1",
+    "numpy>=1.26,<3",
+    "h5py==3.14.0",
+    "pillow==13.0.0",
+    "safetensors==0.8.0",
+    "tqdm==4.70.1",
+]
+MOBILE = [
+    "ai-edge-litert==2.3.0",
+    "onnx==1.23.2",
+    "onnxruntime==1.32.0",
+    "tf2onnx==1.17.0",
+    "matplotlib==3.11.2",
+]
+TRAIN = [
+    "matplotlib==3.11.2",
+    "scikit-learn==1.9.1",
+]
+# torch must be the local CPU build: install it first (`pip install torch==2.13.0`), then timm with
+# --no-deps (its torchvision dependency has no CPU wheel here); see the Makefile.
+REFERENCE = ["torch==2.13.0", "pyyaml>=6", "huggingface_hub>=0.20"]
+TEST = ["pytest==9.0.3"] + MOBILE + TRAIN
+
+setup(
+    name="keras-evit",
+    version="0.1.0",
+    description="EfficientViT-M0..M5 (MSRA, CVPR 2023) for Keras 3: exact to timm, exportable to TFLite/ONNX",
+    long_description=open(os.path.join(HERE, "README.md")).read() if os.path.exists(os.path.join(HERE, "README.md")) else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=packages,
+    package_dir=package_dir,
+    package_data={"keras_evit": ["data/*.json"]},
+    install_requires=CORE,
+    extras_require={"mobile": MOBILE, "train": TRAIN, "reference": REFERENCE, "test": TEST},
+    entry_points={"console_scripts": ["keras-evit=keras_evit.cli:main"]},
+)

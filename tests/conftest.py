@@ -1,0 +1,39 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+IMAGENET_SAMPLE = os.path.join(SHARED, "imagenet-sample")
+HYMENOPTERA = os.path.join(SHARED, "hymenoptera")
+
+
+def _reference_or_skip():
+    """The timm oracle; CI sets KERAS_EVIT_REQUIRE_REFERENCE=1 so a missing install fails loudly."""
+    try:
+        from keras_evit import reference
+
+        reference.import_timm()
+        return reference
+    except ImportError as exc:
+        if os.environ.get("KERAS_EVIT_REQUIRE_REFERENCE") == "1":
+            raise
+        pytest.skip(f"torch/timm reference not installed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def ref():
+    return _reference_or_skip()
+
+
+@pytest.fixture(scope="session")
+def sample_dir():
+    if not os.path.isdir(IMAGENET_SAMPLE):
+        pytest.skip("shared/data/imagenet-sample not present")
+    return IMAGENET_SAMPLE
+
+
+def random_images(n, height, width=None, seed=0):
+    return np.random.RandomState(seed).randn(n, height, width or height, 3).astype("float32")

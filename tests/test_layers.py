@@ -1,0 +1,68 @@
+import itertools
+
+import keras
+import numpy as np
+import pytest
+
+from keras_evit import layers as L
+
+
+def _reference_index(resolution):
+    """The official enumeration: offsets numbered in order of first appearance."""
+    points = list(itertools.product(range(resolution), range(resolution)))
+    offsets, idxs = {}, []
+    for p1 in points:
+        for p2 in points:
+            off = (abs(p1[0] - p2[0]), abs(p1[1] - p2[1]))
+            idxs.append(offsets.setdefault(off, len(offsets)))
+    return np.array(idxs).reshape(len(points), len(points))
+
+
+@pytest.mark.parametrize("resolution", [1, 3, 4, 5, 7])
+def test_attention_bias_index_matches_official_enumeration(resolution):
+    np.testing.assert_array_equal(L.attention_bias_index(resolution), _reference_index(resolution))
+
+
+LAYERS = [
+    (lambda: L.ConvBN(8, 3, 2), (2, 16, 16, 4)),
+    (lambda: L.TokenInteraction(8), (2, 9, 9, 8)),
+    (lambda: L.PatchEmbedding(64), (1, 64, 64, 3)),
+    (lambda: L.FFN(8), (2, 5, 5, 8)),
+    (lambda: L.SqueezeExcite(4), (2, 5, 5, 16)),
+    (lambda: L.PatchMerging(12), (2, 9, 9, 8)),
+    (lambda: L.CascadedGroupAttention(2, [5, 3]), (3, 4, 4, 16)),
+    (lambda: L.LocalWindowAttention(2, [5, 3]), (2, 10, 9, 16)),
+    (lambda: L.EfficientViTBlock(2, [5, 3]), (2, 9, 9, 16)),
+    (lambda: L.SubsampleBlock(24), (2, 9, 9, 16)),
+    (lambda: L.NormLinear(10), (2, 16)),
+]
+
+
+@pytest.mark.parametrize("factory,shape", LAYERS, ids=[f().__class__.__name__ for f, _ in LAYERS])
+def test_layer_config_roundtrip_and_shape(factory, shape):
+    layer = factory()
+    x = np.random.RandomState(0).randn(*shape).astype("float32")
+    y = np.asarray(layer(x))
+    assert y.shape == tuple(s for s in layer.compute_output_shape(shape))
+    clone = layer.__class__.from_config(layer.get_config())
+    clone(x)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(np.asarray(clone(x)), y, atol=1e-6)
+
+
+def test_layers_are_registered_serializable():
+    for cls in (L.ConvBN, L.TokenInteraction, L.PatchEmbedding, L.FFN, L.SqueezeExcite, L.PatchMerging,
+                L.CascadedGroupAttention, L.LocalWindowAttention, L.EfficientViTBlock, L.SubsampleBlock,
+                L.NormLinear):
+        assert keras.saving.get_registered_object(f"keras_evit>{cls.__name__}") is cls
+
+
+def test_window_partition_is_exact_inverse():
+    """With the attention replaced by identity, the window wrapper must return its input."""
+    layer = L.LocalWindowAttention(2, [3, 3])
+    x = np.random.RandomState(1).randn(2, 17, 10, 8).astype("float32")
+    layer.build(x.shape)
+    assert layer.window_resolution == 7
+    layer.attn.call = lambda t, training=None: t
+    np.testing.assert_array_equal(np.asarray(layer(x)), x)
+
