@@ -1,0 +1,63 @@
+"""Mobile export: TFLite (fp32 / fp16 / dynamic int8 / full int8) and ONNX, each verified on write."""
+
+import os
+
+import numpy as np
+
+from keras_evit.utils import atomic_output
+
+from .onnx import DEFAULT_OPSET, to_onnx
+from .runners import ONNXRunner, TFLiteRunner
+from .tflite import QUANTIZE_MODES, gpu_compatibility, non_builtin_ops, to_tflite
+from .verify import compare, describe
+
+__all__ = ["DEFAULT_OPSET", "QUANTIZE_MODES", "ExportError", "compare", "describe", "export_model",
+           "gpu_compatibility", "non_builtin_ops", "to_onnx", "to_tflite"]
+
+FORMATS = ("tflite", "onnx")
+
+
+class ExportError(RuntimeError):
+    """An export that failed its verification; no file was left behind."""
+
+
+def check_export_args(fmt, quantize, output, calibration_images=None):
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}: choose tflite or onnx")
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZE_MODES)}")
+    if fmt == "onnx" and quantize != "none":
+        raise ValueError("ONNX export is fp32 only: use --format tflite for fp16/int8")
+    if fmt == "tflite" and quantize == "int8" and calibration_images is None:
+        raise ValueError("full-integer int8 needs calibration images: pass --calibration-dir DIR")
+    if not str(output).endswith("." + fmt):
+        raise ValueError(f"--output should end with .{fmt}, got {output!r}")
+
+
+def export_model(model, output, fmt="tflite", quantize="none", calibration_images=None, batch_size=1,
+                 int8_io=False, verify_images=None, opset=DEFAULT_OPSET):
+    """Exports, verifies against ``model`` on ``verify_images``, then renames into place.
+
+    Returns a report dict. fp32/fp16 files failing their threshold raise :class:`ExportError`
+    and are not kept; int8 results are reported (cosine similarity, top-1 agreement).
+    """
+    check_export_args(fmt, quantize, output, calibration_images)
+    report = {"output": os.fspath(output), "format": fmt, "quantize": quantize, "batch_size": batch_size}
+    with atomic_output(output) as tmp:
+        if fmt == "tflite":
+            to_tflite(model, tmp, quantize, calibration_images, batch_size, int8_io)
+            report["non_builtin_ops"] = non_builtin_ops(tmp)
+            report["gpu_delegate_compatible"], report["gpu_report"] = gpu_compatibility(tmp)
+            runner = TFLiteRunner(tmp)
+        else:
+            to_onnx(model, tmp, opset=opset, batch_size=batch_size)
+            report["opset"] = opset
+            runner = ONNXRunner(tmp)
+        if verify_images is not None:
+            x = np.asarray(verify_images, np.float32)
+            result = compare(model.predict(x, batch_size=16, verbose=0), runner(x), quantize)
+            report["verification"] = result
+            if result["passed"] is False:
+                raise ExportError(f"{output}: verification failed, file not written. {describe(result)}")
+        report["bytes"] = os.path.getsize(tmp)
+    return report

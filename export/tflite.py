@@ -1,0 +1,110 @@
+"""Keras -> TFLite (LiteRT) with builtin ops only: fp32, fp16, dynamic-range int8, full int8."""
+
+import contextlib
+import functools
+import io
+import os
+import re
+import tempfile
+
+import numpy as np
+
+from keras_evit.utils import atomic_output
+
+QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
+
+
+def deploy_model(model, fuse=True):
+    """The model to export: BatchNorm folded (fewer ops, same outputs)."""
+    import keras_evit
+
+    return keras_evit.fuse_batchnorm(model) if fuse else model
+
+
+def input_spec(model, batch_size):
+    import tensorflow as tf
+
+    shape = tuple(model.inputs[0].shape[1:])
+    return tf.TensorSpec((batch_size,) + shape, tf.float32, name="image")
+
+
+def _saved_model(model, batch_size, directory):
+    """Keras 3 ExportArchive -> SavedModel, the conversion path TensorFlow recommends for Keras 3."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                         input_signature=[input_spec(model, batch_size)])
+    archive.write_out(directory, verbose=False)
+
+
+def _representative(images, batch_size):
+    def gen():
+        for start in range(0, len(images) - batch_size + 1, batch_size):
+            yield [images[start:start + batch_size].astype(np.float32)]
+    return gen
+
+
+def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1, int8_io=False):
+    """TFLite flatbuffer bytes. ``calibration_images``: preprocessed float images for ``int8``."""
+    import tensorflow as tf
+
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZE_MODES)}")
+    if quantize == "int8" and (calibration_images is None or len(calibration_images) < batch_size):
+        raise ValueError("full-integer int8 needs calibration images: pass --calibration-dir DIR "
+                         "(a folder of images, e.g. ../shared/data/imagenet-sample)")
+    with tempfile.TemporaryDirectory() as saved:
+        _saved_model(model, batch_size, saved)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quantize == "int8":
+            converter.representative_dataset = _representative(calibration_images, batch_size)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        return converter.convert()
+
+
+def op_names(tflite_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [op["op_name"] for op in Interpreter(model_path=tflite_path)._get_ops_details()]
+
+
+def non_builtin_ops(tflite_path):
+    """Flex (Select TF) and custom ops, which stock mobile runtimes do not have."""
+    return sorted({name for name in op_names(tflite_path)
+                   if not re.fullmatch(r"[A-Z0-9_]+", name) or name in ("CUSTOM", "DELEGATE")})
+
+
+def gpu_compatibility(tflite_path):
+    """(compatible, report) from the TFLite analyzer's GPU-delegate check."""
+    import tensorflow as tf
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        tf.lite.experimental.Analyzer.analyze(model_path=tflite_path, gpu_compatibility=True)
+    report = buffer.getvalue()
+    compatible = "looks compatible with GPU delegate" in report
+    issues = [line.strip() for line in report.splitlines() if "GPU COMPATIBILITY WARNING" in line
+              or "not supported" in line.lower()]
+    return compatible, "\n".join(issues) if issues else ("compatible" if compatible else report[-2000:])
+
+
+def to_tflite(model, output, quantize="none", calibration_images=None, batch_size=1, int8_io=False, fuse=True):
+    """Writes a builtin-ops-only .tflite (atomically) and returns its path."""
+    data = convert_tflite(deploy_model(model, fuse), quantize, calibration_images, batch_size, int8_io)
+    with atomic_output(output) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        bad = non_builtin_ops(tmp)
+        if bad:
+            raise RuntimeError(f"TFLite conversion produced non-builtin ops {bad}; refusing to write {output}")
+    return os.fspath(output)
