@@ -37,10 +37,13 @@ MOBILE = [
     "onnxruntime==1.32.0",
     "tf2onnx==1.17.0",
     "matplotlib==3.11.2",
+    "coremltools==9.0",
 ]
 TRAIN = [
     "matplotlib==3.11.2",
     "scikit-learn==1.9.1",
+    "tensorboard==2.21.0",
+    "tensorflow-datasets==4.9.10",
 ]
 # torch must be the local CPU build: install it first (`pip install torch==2.13.0`), then timm with
 # --no-deps (its torchvision dependency has no CPU wheel here); see the Makefile.

@@ -14,7 +14,7 @@ from .verify import compare, describe
 __all__ = ["DEFAULT_OPSET", "QUANTIZE_MODES", "ExportError", "compare", "describe", "export_model",
            "gpu_compatibility", "non_builtin_ops", "to_onnx", "to_tflite"]
 
-FORMATS = ("tflite", "onnx")
+FORMATS = ("tflite", "onnx", "coreml")
 
 
 class ExportError(RuntimeError):
@@ -23,15 +23,18 @@ class ExportError(RuntimeError):
 
 def check_export_args(fmt, quantize, output, calibration_images=None):
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}: choose tflite or onnx")
+        raise ValueError(f"unknown export format {fmt!r}: choose tflite, onnx or coreml")
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZE_MODES)}")
     if fmt == "onnx" and quantize != "none":
         raise ValueError("ONNX export is fp32 only: use --format tflite for fp16/int8")
+    if fmt == "coreml" and quantize not in ("none", "fp16"):
+        raise ValueError("Core ML export supports --quantize none (fp32) or fp16")
     if fmt == "tflite" and quantize == "int8" and calibration_images is None:
         raise ValueError("full-integer int8 needs calibration images: pass --calibration-dir DIR")
-    if not str(output).endswith("." + fmt):
-        raise ValueError(f"--output should end with .{fmt}, got {output!r}")
+    suffix = ".mlpackage" if fmt == "coreml" else "." + fmt
+    if not str(output).endswith(suffix):
+        raise ValueError(f"--output should end with {suffix}, got {output!r}")
 
 
 def export_model(model, output, fmt="tflite", quantize="none", calibration_images=None, batch_size=1,
@@ -42,6 +45,8 @@ def export_model(model, output, fmt="tflite", quantize="none", calibration_image
     and are not kept; int8 results are reported (cosine similarity, top-1 agreement).
     """
     check_export_args(fmt, quantize, output, calibration_images)
+    if fmt == "coreml":
+        return _export_coreml(model, output, quantize, batch_size)
     report = {"output": os.fspath(output), "format": fmt, "quantize": quantize, "batch_size": batch_size}
     with atomic_output(output) as tmp:
         if fmt == "tflite":
@@ -61,3 +66,15 @@ def export_model(model, output, fmt="tflite", quantize="none", calibration_image
                 raise ExportError(f"{output}: verification failed, file not written. {describe(result)}")
         report["bytes"] = os.path.getsize(tmp)
     return report
+
+
+def _export_coreml(model, output, quantize, batch_size):
+    from .coreml import can_run_coreml, coreml_io, to_coreml
+
+    to_coreml(model, output, "fp16" if quantize == "fp16" else "fp32", batch_size)
+    inputs, outputs = coreml_io(output)
+    size = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(output) for f in files)
+    note = ("Core ML runs only on macOS/iOS: converted and structurally checked, outputs not verified here"
+            if not can_run_coreml() else "run on this Mac: use coremltools' MLModel.predict to compare")
+    return {"output": os.fspath(output), "format": "coreml", "quantize": quantize, "batch_size": batch_size,
+            "inputs": inputs, "outputs": outputs, "bytes": size, "note": note}

@@ -36,6 +36,10 @@ def cmd_export(args):
                           args.int8_io, verify_images)
     print(f"wrote {report['output']} ({report['bytes'] / 1e6:.2f} MB, {args.format}, {args.quantize}, "
           f"batch {args.batch_size})")
+    if args.format == "coreml":
+        print(f"Core ML ML Program (iOS 16+): inputs {report['inputs']}, outputs {report['outputs']}")
+        print(report["note"])
+        return 0
     if args.format == "tflite":
         ops = report["non_builtin_ops"]
         print(f"builtin ops only: {'yes' if not ops else 'NO ' + str(ops)}")
@@ -60,7 +64,7 @@ def register(sub):
     p = sub.add_parser("export", help="export to TFLite (fp32/fp16/int8) or ONNX, verified")
     p.add_argument("--model", default="m0")
     p.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
-    p.add_argument("--format", default="tflite", help="tflite or onnx")
+    p.add_argument("--format", default="tflite", help="tflite, onnx, or coreml (.mlpackage for iOS)")
     p.add_argument("--quantize", default="none", help="none, fp16, dynamic, int8")
     p.add_argument("--calibration-dir", default=None, help="images for int8 calibration")
     p.add_argument("--calibration-limit", type=int, default=200)

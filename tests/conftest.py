@@ -37,3 +37,20 @@ def sample_dir():
 
 def random_images(n, height, width=None, seed=0):
     return np.random.RandomState(seed).randn(n, height, width or height, 3).astype("float32")
+
+
+def randomize(model, seed=0):
+    """Non-trivial BN statistics/affines and attention biases, so outputs are O(1), not ~0."""
+    import keras
+
+    import keras_evit as ke
+
+    rng = np.random.RandomState(seed)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.75, 1.25, n), rng.randn(n) * 0.1, rng.randn(n) * 0.1,
+                               rng.uniform(0.75, 1.25, n)])
+        elif isinstance(layer, ke.layers.CascadedGroupAttention):
+            layer.attention_biases.assign(rng.randn(*layer.attention_biases.shape) * 0.5)
+    return model

@@ -4,24 +4,13 @@ import pytest
 
 import keras_evit as ke
 
-from conftest import random_images
-
-
-def _randomize_bn(model, seed=0):
-    rng = np.random.RandomState(seed)
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.75, 1.25, n), rng.randn(n) * 0.1, rng.randn(n) * 0.1,
-                               rng.uniform(0.75, 1.25, n)])
-        elif isinstance(layer, ke.layers.CascadedGroupAttention):
-            layer.attention_biases.assign(rng.randn(*layer.attention_biases.shape) * 0.5)
+from conftest import random_images, randomize
 
 
 @pytest.mark.parametrize("variant,shape", [("m0", (224, 224, 3)), ("m5", (160, 208, 3))])
 def test_fused_matches_unfused(variant, shape):
     model = ke.build_model(variant, weights=None, input_shape=shape, classifier_activation=None)
-    _randomize_bn(model)
+    randomize(model)
     fused = ke.fuse_batchnorm(model)
     assert not [l for l in fused._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
     x = random_images(2, shape[0], shape[1])

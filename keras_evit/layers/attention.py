@@ -78,12 +78,11 @@ class CascadedGroupAttention(keras.layers.Layer):
             q = ops.reshape(q, (-1, tokens, kd)) * self.scale
             k = ops.reshape(k, (-1, tokens, kd))
             v = ops.reshape(v, (-1, tokens, vd))
-            if tokens == 1:  # a 1x1 window attends only to itself: softmax is exactly 1
-                feat = ops.reshape(v, (-1, size, size, vd))
-                outputs.append(feat)
-                continue
             attn = ops.matmul(q, ops.transpose(k, (0, 2, 1))) + bias[i]
-            attn = ops.softmax(attn, axis=-1)
+            if tokens == 1:  # softmax over one key is exactly 1; keep q/k/bias gradients zero, not None
+                attn = attn * 0.0 + 1.0
+            else:
+                attn = ops.softmax(attn, axis=-1)
             feat = ops.reshape(ops.matmul(attn, v), (-1, size, size, vd))
             outputs.append(feat)
         out = ops.concatenate(outputs, axis=-1) if len(outputs) > 1 else outputs[0]

@@ -1,0 +1,25 @@
+import json
+import os
+
+from keras_evit.cli import main
+
+
+def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
+    out_json, out_png = str(tmp_path / "b.json"), str(tmp_path / "b.png")
+    code = main(["bench", "--model", "m0", "--runtimes", "litert,onnxruntime,torch", "--threads", "1",
+                 "--batch-sizes", "1,2", "--image-size", "64", "--min-time", "0.05",
+                 "--workdir", str(tmp_path / "work"), "--json", out_json, "--plot", out_png])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "torch-onnx" in table and "x ref" in table and "litert-int8" in table
+    rows = json.load(open(out_json))["rows"]
+    runtimes = {r["runtime"] for r in rows}
+    assert {"litert", "litert-fp16", "litert-int8", "onnxruntime", "torch", "torch-onnx"} <= runtimes
+    assert all("error" not in r and r["img_per_s"] > 0 for r in rows)
+    assert all(abs(r["vs_reference"] - 1.0) < 1e-9 for r in rows if r["runtime"] == "torch-onnx")
+    assert os.path.getsize(out_png) > 10_000
+
+
+def test_bench_unknown_runtime(capsys):
+    assert main(["bench", "--runtimes", "tensorrt"]) == 2
+    assert "unknown runtime" in capsys.readouterr().err

@@ -1,0 +1,126 @@
+"""TFLite (every quantization) and ONNX export: builtin ops only, verified parity, clean failures."""
+
+import os
+
+import numpy as np
+import pytest
+
+import keras_evit as ke
+from keras_evit.cli import main
+from keras_evit.export import ExportError, export_model, non_builtin_ops
+from keras_evit.export.images import load_folder
+
+from conftest import randomize
+
+
+@pytest.fixture(scope="module")
+def m0():
+    return randomize(ke.EfficientViTM0(weights=None, classifier_activation=None))
+
+
+@pytest.fixture(scope="module")
+def images(sample_dir):
+    return load_folder(sample_dir, 224, limit=24)[0]
+
+
+@pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic", "int8"])
+def test_tflite_builtin_ops_and_parity(m0, images, tmp_path, quantize):
+    out = str(tmp_path / f"m0_{quantize}.tflite")
+    report = export_model(m0, out, "tflite", quantize, calibration_images=images, verify_images=images)
+    assert os.path.isfile(out) and report["non_builtin_ops"] == [] and non_builtin_ops(out) == []
+    assert report["gpu_delegate_compatible"] is True
+    v = report["verification"]
+    assert np.abs(m0.predict(images[:4], verbose=0)).max() > 0.5  # logits are not trivially ~0
+    if quantize == "none":
+        assert v["passed"] and v["max_abs_diff"] <= 1e-4
+    elif quantize == "fp16":
+        assert v["passed"] and v["max_rel_diff"] <= 1e-2
+    else:
+        print(f"{quantize}: cosine {v['cosine_mean']:.4f}, top-1 agreement {v['top1_agreement']:.2%}")
+        assert v["cosine_mean"] > 0.9 and v["passed"] is None
+
+
+def test_int8_io_and_fixed_batch(m0, images, tmp_path):
+    from keras_evit.export import TFLiteRunner
+
+    out = str(tmp_path / "m0_int8io_b4.tflite")
+    report = export_model(m0, out, "tflite", "int8", calibration_images=images, batch_size=4, int8_io=True,
+                          verify_images=images)
+    runner = TFLiteRunner(out)
+    assert runner.input["dtype"] == np.int8 and runner.batch_size == 4
+    assert report["verification"]["cosine_mean"] > 0.9
+
+
+def test_onnx_parity(m0, images, tmp_path):
+    out = str(tmp_path / "m0.onnx")
+    report = export_model(m0, out, "onnx", verify_images=images, batch_size=None)
+    assert report["verification"]["passed"] and report["verification"]["max_abs_diff"] <= 1e-4
+    assert report["opset"] == 17
+
+
+def test_failed_verification_leaves_no_file(m0, images, tmp_path, monkeypatch):
+    import keras_evit.export.verify as verify
+
+    monkeypatch.setattr(verify, "FP32_ATOL", -1.0)  # impossible threshold
+    with pytest.raises(ExportError, match="verification failed"):
+        export_model(m0, str(tmp_path / "m0.onnx"), "onnx", verify_images=images[:2])
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--format", "tensorrt", "--output", "x.plan"], "unknown export format"),
+    (["--format", "coreml", "--quantize", "int8", "--output", "x.mlpackage"], "supports --quantize none"),
+    (["--quantize", "int4", "--output", "x.tflite"], "unknown quantization"),
+    (["--quantize", "int8", "--output", "x.tflite"], "needs calibration images"),
+    (["--quantize", "int8", "--calibration-dir", "/nonexistent/dir", "--output", "x.tflite"],
+     "image folder not found"),
+    (["--format", "onnx", "--quantize", "fp16", "--output", "x.onnx"], "fp32 only"),
+])
+def test_cli_bad_inputs(tmp_path, capsys, argv, match, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--model", "m0", "--weights", "none", *argv]) == 2
+    assert match in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_unreadable_images_are_skipped_and_reported(tmp_path, sample_dir):
+    import shutil
+
+    shutil.copy(os.path.join(sample_dir, "n01440764_tench.JPEG"), tmp_path / "ok.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    images, skipped = load_folder(str(tmp_path), 64)
+    assert images.shape == (1, 64, 64, 3)
+    assert len(skipped) == 1 and "broken.jpg" in skipped[0]
+    (tmp_path / "ok.jpg").unlink()
+    with pytest.raises(ValueError, match="no readable images"):
+        load_folder(str(tmp_path), 64)
+
+
+def test_cli_export_prints_verdict(tmp_path, capsys, sample_dir):
+    out = str(tmp_path / "m0.tflite")
+    assert main(["export", "--model", "m0", "--weights", "none", "--image-size", "96", "--output", out,
+                 "--verify-dir", sample_dir, "--verify-limit", "8", "--report", str(tmp_path / "r.json")]) == 0
+    text = capsys.readouterr().out
+    assert "builtin ops only: yes" in text and "PASS" in text and "GPU delegate" in text
+    assert sorted(os.listdir(tmp_path)) == ["m0.tflite", "r.json"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["m1", "m2", "m3", "m4", "m5"])
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_all_variants_export(variant, quantize, images, tmp_path):
+    model = randomize(ke.build_model(variant, weights=None, classifier_activation=None))
+    report = export_model(model, str(tmp_path / "m.tflite"), "tflite", quantize, calibration_images=images,
+                          verify_images=images)
+    assert report["non_builtin_ops"] == []
+    assert report["verification"]["passed"] in (True, None)
+
+
+def test_coreml_conversion(tmp_path, capsys):
+    pytest.importorskip("coremltools")
+    out = str(tmp_path / "m0.mlpackage")
+    assert main(["export", "--model", "m0", "--weights", "none", "--format", "coreml", "--quantize", "fp16",
+                 "--image-size", "96", "--output", out]) == 0
+    text = capsys.readouterr().out
+    assert "inputs [('image', (1, 96, 96, 3))]" in text and "(1, 1000)" in text
+    assert os.path.isdir(out) and sorted(os.listdir(tmp_path)) == ["m0.mlpackage"]

@@ -1,0 +1,153 @@
+"""End-to-end training runs: outputs, finetune on real images, resume after SIGKILL, 2 workers."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_evit.cli import main
+from keras_evit.training import TrainingDiverged
+from keras_evit.training.checkpoint import AtomicCheckpoint
+
+from conftest import HYMENOPTERA
+
+TINY = ["--model", "m0", "--image-size", "64", "--checkpoint-every", "2"]
+
+
+def _env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+
+
+def test_nan_loss_stops_with_step(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(1e30), "mse")
+    x = np.full((64, 4), 1e3, np.float32)
+    with pytest.raises(TrainingDiverged, match=r"at step \d+ \(epoch 1, batch \d+\)"):
+        model.fit(x, x[:, :1], batch_size=8, epochs=1, verbose=0,
+                  callbacks=[AtomicCheckpoint(str(tmp_path), 0, write=False)])
+
+
+def test_distillation_losses():
+    from keras_evit.training.distill import Distiller
+
+    student = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    x = np.random.RandomState(0).randn(8, 3).astype("float32")
+    y = keras.ops.one_hot(np.arange(8) % 4, 4)
+    losses = {}
+    for kind in ("soft", "hard"):
+        d = Distiller(student, teacher, kind, alpha=1.0, tau=2.0)
+        d.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        losses[kind] = float(d.compute_loss(x, y, d(x)))
+    s, t = student.predict(x, verbose=0) / 2, teacher.predict(x, verbose=0) / 2
+    p_t = np.exp(t) / np.exp(t).sum(1, keepdims=True)
+    kl = (p_t * (np.log(p_t) - (s - np.log(np.exp(s).sum(1, keepdims=True))))).sum(1).mean() * 4
+    assert losses["soft"] == pytest.approx(kl, rel=1e-4)
+    s1 = student.predict(x, verbose=0)
+    ce = -(s1 - np.log(np.exp(s1).sum(1, keepdims=True)))[np.arange(8), (t * 2).argmax(1)].mean()
+    assert losses["hard"] == pytest.approx(ce, rel=1e-4)
+
+
+def test_finetune_hymenoptera_then_evaluate(tmp_path, capsys):
+    if not os.path.isdir(HYMENOPTERA):
+        pytest.skip("shared/data/hymenoptera not present")
+    import keras_evit as ke
+
+    pretrained = str(tmp_path / "pretrained.weights.h5")
+    ke.EfficientViTM0(weights=None).save_weights(pretrained)
+    run = str(tmp_path / "run")
+    code = main(["finetune", *TINY, "--weights", pretrained, "--data", f"folder:{HYMENOPTERA}", "--epochs", "1",
+                 "--batch-size", "16", "--steps-per-epoch", "3", "--output", run, "--freeze-backbone"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 unreadable or unsupported file(s)" in out and "imageNotFound.gif" in out
+    assert {"model.keras", "model.weights.h5", "metrics.csv", "curves.png", "logs", "checkpoints"} <= set(os.listdir(run))
+    assert main(["evaluate", "--model", "m0", "--weights", os.path.join(run, "model.keras"),
+                 "--data", f"folder:{HYMENOPTERA}", "--image-size", "64", "--batch-size", "32"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def _train_cmd(run, extra=()):
+    return [sys.executable, "-m", "keras_evit.cli", "train", *TINY, "--data", "digits", "--recipe", "digits",
+            "--epochs", "2", "--batch-size", "32", "--steps-per-epoch", "30", "--strategy", "default",
+            "--output", run, *extra]
+
+
+def test_resume_after_kill_mid_epoch(tmp_path):
+    run = str(tmp_path / "run")
+    state_path = os.path.join(run, "checkpoints", "state.json")
+    proc = subprocess.Popen(_train_cmd(run), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    state = None
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(state_path):
+            state = json.load(open(state_path))
+            if state["epoch"] == 0 and state["step"] >= 2:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state is not None and state["epoch"] == 0 and 2 <= state["step"] < 30, state
+    saved = json.load(open(state_path))  # the last complete checkpoint at kill time
+    assert not [f for f in os.listdir(os.path.dirname(state_path)) if ".tmp" in f]
+
+    done = subprocess.run(_train_cmd(run), env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (f"resuming from {saved['weights']}: epoch 1, step {saved['step']} "
+            f"(global step {saved['global_step']})") in done.stdout
+    final = json.load(open(state_path))
+    assert (final["epoch"], final["step"], final["global_step"]) == (2, 0, 60)  # no step lost or repeated
+    import h5py
+
+    import keras_evit  # noqa: F401
+    from keras_evit.training import get_recipe
+    from keras_evit.training.optim import make_schedule
+
+    with h5py.File(os.path.join(run, "checkpoints", final["weights"]), "r") as f:
+        assert "optimizer" in f  # checkpoints carry the optimizer state, not only the model
+    model = keras.models.load_model(os.path.join(run, "model.keras"))
+    assert int(model.optimizer.iterations.numpy()) == 60
+    expected_lr = float(make_schedule(get_recipe("digits", epochs=2, batch_size=32), 30)(60))
+    assert float(model.optimizer.learning_rate) == pytest.approx(expected_lr, rel=1e-6)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_workers_on_loopback_end_identical(tmp_path):
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for i in range(2):
+        env = _env()
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        cmd = _train_cmd(str(tmp_path / f"w{i}"))
+        cmd[cmd.index("--strategy") + 1] = "multiworker"
+        cmd[cmd.index("--epochs") + 1] = "1"
+        cmd[cmd.index("--steps-per-epoch") + 1] = "3"
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        out, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+    import keras_evit as ke
+
+    weights = []
+    for path in (tmp_path / "w0" / "model.weights.h5", tmp_path / "w1" / "worker-1" / "model.weights.h5"):
+        model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None)
+        model.load_weights(str(path))
+        weights.append(model.get_weights())
+    start = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=10).get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(weights[0], start) if a.shape == b.shape)
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)

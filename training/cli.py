@@ -1,0 +1,90 @@
+"""``keras-evit train``, ``finetune`` and ``evaluate``."""
+
+import sys
+
+
+def _recipe(args, preset):
+    from .recipe import get_recipe
+
+    return get_recipe(
+        args.recipe or preset, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+        base_lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        mixed_precision=args.mixed_precision or None, cache=args.cache or None,
+        sync_bn=False if args.no_sync_bn else None,
+        distill_teacher=getattr(args, "distill_teacher", None), distill_type=getattr(args, "distill_type", None))
+
+
+def _run(args, preset, weights=None, freeze=False):
+    from .checkpoint import TrainingDiverged
+    from .loop import train
+
+    try:
+        train(args.model, args.data, args.output, _recipe(args, preset), strategy=args.strategy, weights=weights,
+              data_dir=args.data_dir, freeze_backbone=freeze, steps_per_epoch=args.steps_per_epoch,
+              verbose="auto" if sys.stdout.isatty() else 2)
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_train(args):
+    return _run(args, "imagenet")
+
+
+def cmd_finetune(args):
+    return _run(args, "finetune", weights=None if args.weights == "none" else args.weights,
+                freeze=args.freeze_backbone)
+
+
+def cmd_evaluate(args):
+    from .loop import evaluate
+
+    evaluate(args.model, args.weights, args.data, args.split, args.batch_size or 64, args.image_size or 224,
+             args.data_dir)
+    return 0
+
+
+def _common(p):
+    p.add_argument("--model", default="m0")
+    p.add_argument("--data", required=True, help="folder:PATH, tfds:NAME, or digits")
+    p.add_argument("--data-dir", default=None, help="TFDS data dir (manual downloads such as ImageNet)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size")
+    p.add_argument("--image-size", type=int, default=None)
+
+
+def _training(p):
+    _common(p)
+    p.add_argument("--output", required=True, help="run directory (re-run the same command to resume)")
+    p.add_argument("--strategy", default="mirrored", help="mirrored, multiworker (TF_CONFIG), tpu, default")
+    p.add_argument("--recipe", default=None, help="imagenet (paper), finetune, digits")
+    p.add_argument("--lr", type=float, default=None, help="base lr per 512 images (paper: 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
+    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--cache", action="store_true", help="cache decoded evaluation images in memory")
+    p.add_argument("--no-sync-bn", action="store_true",
+                   help="per-replica BatchNorm statistics when distributed (default: synchronized)")
+
+
+def register(sub):
+    p = sub.add_parser("train", help="train from scratch (the paper's recipe by default)")
+    _training(p)
+    p.add_argument("--distill-teacher", default=None, help="a .keras teacher model")
+    p.add_argument("--distill-type", default=None, help="soft or hard")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="transfer learning from pretrained weights")
+    _training(p)
+    p.add_argument("--weights", default="imagenet", help="imagenet or a weights/.keras file")
+    p.add_argument("--freeze-backbone", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="top-1/top-5 with the reference eval transform")
+    _common(p)
+    p.add_argument("--weights", required=True)
+    p.add_argument("--split", default="validation")
+    p.set_defaults(func=cmd_evaluate)

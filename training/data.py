@@ -1,0 +1,196 @@
+"""Input pipelines: ``folder:PATH``, ``tfds:NAME`` and ``digits`` (scikit-learn's bundled digits).
+
+Records (paths or small arrays) are shuffled per epoch with seed ``seed + epoch``, so a resumed run
+sees the same epoch order; decoding and augmentation run in parallel and the result is prefetched.
+"""
+
+import os
+from dataclasses import dataclass, field
+from typing import List
+
+import numpy as np
+
+TRAIN_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass
+class Source:
+    kind: str
+    class_names: List[str]
+    splits: dict                      # split -> (records..., ) numpy arrays or a tfds dataset
+    sizes: dict
+    skipped: List[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def _check_image(path):
+    """None if PIL can identify the file as a training format, else the reason to skip it."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.lower().endswith(".gif"):
+        return f"{path}: GIF skipped (not a photo format used for training; convert it to JPEG/PNG)"
+    if not path.lower().endswith(TRAIN_EXTENSIONS):
+        return f"{path}: not an image file (.jpg/.jpeg/.png/.bmp)"
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        return f"{path}: unreadable image ({exc})"
+    return None
+
+
+def _scan(root, class_names=None):
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder not found: {root}")
+    names = class_names or sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not names:
+        raise ValueError(f"{root} has no class sub-folders: expected one folder of images per class")
+    paths, labels, skipped = [], [], []
+    for label, name in enumerate(names):
+        folder = os.path.join(root, name)
+        if not os.path.isdir(folder):
+            continue
+        for fname in sorted(os.listdir(folder)):
+            path = os.path.join(folder, fname)
+            reason = _check_image(path)
+            if reason:
+                skipped.append(reason)
+            else:
+                paths.append(path)
+                labels.append(label)
+    if not paths:
+        raise ValueError(f"no readable training images under {root}")
+    return names, np.array(paths), np.array(labels, np.int32), skipped
+
+
+def folder_source(root, val_fraction=0.1, seed=0):
+    """One sub-folder per class, or ``train/`` and ``val/`` (or ``validation/``) each holding them."""
+    val_dir = next((os.path.join(root, d) for d in ("val", "validation") if os.path.isdir(os.path.join(root, d))),
+                   None)
+    if os.path.isdir(os.path.join(root, "train")) and val_dir:
+        names, tp, tl, skipped = _scan(os.path.join(root, "train"))
+        _, vp, vl, vskipped = _scan(val_dir, names)
+        skipped += vskipped
+    else:
+        names, paths, labels, skipped = _scan(root)
+        order = np.random.RandomState(seed).permutation(len(paths))
+        n_val = max(1, int(round(len(paths) * val_fraction)))
+        tp, tl = paths[order[n_val:]], labels[order[n_val:]]
+        vp, vl = paths[order[:n_val]], labels[order[:n_val]]
+    return Source("folder", names, {"train": (tp, tl), "validation": (vp, vl)},
+                  {"train": len(tp), "validation": len(vp)}, skipped)
+
+
+def digits_source(seed=0):
+    """scikit-learn's 1,797 real 8x8 handwritten digits, as 3-channel uint8 images (80/20 split)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = np.repeat((data.images * (255.0 / 16.0)).round().astype(np.uint8)[..., None], 3, axis=-1)
+    order = np.random.RandomState(seed).permutation(len(images))
+    n_val = len(images) // 5
+    val, train = order[:n_val], order[n_val:]
+    return Source("digits", [str(i) for i in range(10)],
+                  {"train": (images[train], data.target[train].astype(np.int32)),
+                   "validation": (images[val], data.target[val].astype(np.int32))},
+                  {"train": len(train), "validation": len(val)})
+
+
+def tfds_source(name, data_dir=None, eval_split=None):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    builder.download_and_prepare()
+    info = builder.info
+    label = info.supervised_keys[1] if info.supervised_keys else "label"
+    names = list(info.features[label].names)
+    available = list(info.splits.keys())  # empty under tfds.testing.mock_data
+    if eval_split is None:
+        eval_split = next((s for s in ("validation", "test") if s in available), "test" if not available else "train")
+
+    def size(split):
+        if split in info.splits:
+            return info.splits[split].num_examples
+        count = int(builder.as_dataset(split=split).cardinality())
+        return count if count >= 0 else sum(1 for _ in builder.as_dataset(split=split))
+
+    splits = {"train": ("tfds", builder, "train"), "validation": ("tfds", builder, eval_split)}
+    sizes = {"train": size("train"), "validation": size(eval_split)}
+    return Source("tfds", names, splits, sizes)
+
+
+def load_source(spec, data_dir=None, seed=0, eval_split=None):
+    """``folder:PATH``, ``tfds:NAME`` or ``digits``."""
+    if spec == "digits":
+        return digits_source(seed)
+    kind, _, value = spec.partition(":")
+    if kind == "folder" and value:
+        return folder_source(value, seed=seed)
+    if kind == "tfds" and value:
+        return tfds_source(value, data_dir, eval_split)
+    raise ValueError(f"unknown --data {spec!r}: use folder:PATH, tfds:NAME or digits")
+
+
+def _records(source, split):
+    import tensorflow as tf
+
+    entry = source.splits[split]
+    if isinstance(entry[0], str) and entry[0] == "tfds":
+        _, builder, name = entry
+        return builder.as_dataset(split=name, as_supervised=True, shuffle_files=False), True
+    return tf.data.Dataset.from_tensor_slices(entry), False
+
+
+def _decode(record, label):
+    import tensorflow as tf
+
+    if record.dtype == tf.string:
+        image = tf.io.decode_image(tf.io.read_file(record), channels=3, expand_animations=False)
+    else:
+        image = record
+    image = tf.cast(image, tf.uint8)
+    if image.shape.rank == 3 and image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    image.set_shape([None, None, 3])
+    return image, tf.cast(label, tf.int32)
+
+
+def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, skip_steps=0, drop_remainder=None):
+    """A batched, prefetched dataset. Training: infinite epochs from ``start_epoch``, first
+    ``skip_steps`` batches skipped (mid-epoch resume), labels one-hot (mixed when Mixup/CutMix)."""
+    import tensorflow as tf
+
+    from .augment import eval_transform, mix_batch, train_transform
+
+    records, is_tfds = _records(source, split)
+    autotune = tf.data.AUTOTUNE
+    if training:
+        size = source.sizes[split]
+        buffer = 10_000 if is_tfds else size
+        per_epoch = (size // batch_size) * batch_size
+        if per_epoch == 0:
+            raise ValueError(f"{size} training images are fewer than one batch of {batch_size}: lower --batch-size")
+        # each epoch: records shuffled with seed (seed + epoch), cut to whole batches, so a resumed
+        # run sees the same order and epochs start on batch boundaries
+        ds = tf.data.Dataset.range(start_epoch, recipe.epochs + 1).flat_map(
+            lambda e: records.shuffle(buffer, seed=e + recipe.seed, reshuffle_each_iteration=False).take(per_epoch))
+        ds = ds.map(_decode, num_parallel_calls=autotune)
+        transform = train_transform(recipe)
+        ds = ds.map(lambda x, y: (transform(x), y), num_parallel_calls=autotune)
+        ds = ds.batch(batch_size, drop_remainder=True)
+        mixer = mix_batch(recipe, source.num_classes)
+        ds = ds.map(mixer, num_parallel_calls=autotune)
+        if skip_steps:
+            ds = ds.skip(skip_steps)
+    else:
+        ds = records.map(_decode, num_parallel_calls=autotune)
+        transform = eval_transform(recipe.image_size)
+        ds = ds.map(lambda x, y: (transform(x), tf.one_hot(y, source.num_classes)), num_parallel_calls=autotune)
+        if recipe.cache:
+            ds = ds.cache()
+        ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
+    return ds.prefetch(autotune)
+
