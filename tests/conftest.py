@@ -5,7 +5,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+# the shared sample data beside the checkout (../shared/data), or wherever KERAS_EVIT_DATA points
+SHARED = os.environ.get("KERAS_EVIT_DATA") or os.path.normpath(
+    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 IMAGENET_SAMPLE = os.path.join(SHARED, "imagenet-sample")
 HYMENOPTERA = os.path.join(SHARED, "hymenoptera")
 
@@ -31,7 +33,7 @@ def ref():
 @pytest.fixture(scope="session")
 def sample_dir():
     if not os.path.isdir(IMAGENET_SAMPLE):
-        pytest.skip("shared/data/imagenet-sample not present")
+        pytest.skip(f"{IMAGENET_SAMPLE} not present (set KERAS_EVIT_DATA to the shared data folder)")
     return IMAGENET_SAMPLE
 
 
