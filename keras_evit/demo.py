@@ -24,13 +24,14 @@ def find_sample_dir():
     return None
 
 
-def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=sys.stdout):
+def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
     import numpy as np
 
     import keras_evit as ke
     from keras_evit.preprocessing import imagenet_classes, list_images
     from keras_evit.weights import CheckpointError
 
+    out = out or sys.stdout  # looked up per call: sys.stdout may be replaced after import
     folder = images or find_sample_dir()
     if folder is None:
         print(f"No sample images found: pass --images DIR or set {SAMPLE_ENV}.", file=out)
