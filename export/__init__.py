@@ -1,4 +1,4 @@
-"""Mobile export: TFLite (fp32 / fp16 / dynamic int8 / full int8) and ONNX, each verified on write."""
+"""Mobile export: TFLite (fp32 / fp16 / dynamic int8 / full int8 / int8-mixed) and ONNX, each verified on write."""
 
 import os
 
@@ -8,7 +8,7 @@ from keras_evit.utils import atomic_output
 
 from .onnx import DEFAULT_OPSET, to_onnx
 from .runners import ONNXRunner, TFLiteRunner
-from .tflite import QUANTIZE_MODES, gpu_compatibility, non_builtin_ops, to_tflite
+from .tflite import CALIBRATED_MODES, QUANTIZE_MODES, gpu_compatibility, non_builtin_ops, to_tflite
 from .verify import compare, describe
 
 __all__ = ["DEFAULT_OPSET", "QUANTIZE_MODES", "ExportError", "compare", "describe", "export_model",
@@ -21,7 +21,7 @@ class ExportError(RuntimeError):
     """An export that failed its verification; no file was left behind."""
 
 
-def check_export_args(fmt, quantize, output, calibration_images=None):
+def check_export_args(fmt, quantize, output, calibration_images=None, int8_io=False):
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: choose tflite, onnx or coreml")
     if quantize not in QUANTIZE_MODES:
@@ -30,8 +30,10 @@ def check_export_args(fmt, quantize, output, calibration_images=None):
         raise ValueError("ONNX export is fp32 only: use --format tflite for fp16/int8")
     if fmt == "coreml" and quantize not in ("none", "fp16"):
         raise ValueError("Core ML export supports --quantize none (fp32) or fp16")
-    if fmt == "tflite" and quantize == "int8" and calibration_images is None:
-        raise ValueError("full-integer int8 needs calibration images: pass --calibration-dir DIR")
+    if fmt == "tflite" and quantize in CALIBRATED_MODES and calibration_images is None:
+        raise ValueError(f"{quantize} needs calibration images: pass --calibration-dir DIR")
+    if int8_io and (fmt, quantize) != ("tflite", "int8"):
+        raise ValueError("--int8-io needs --format tflite --quantize int8")
     suffix = ".mlpackage" if fmt == "coreml" else "." + fmt
     if not str(output).endswith(suffix):
         raise ValueError(f"--output should end with {suffix}, got {output!r}")
@@ -44,7 +46,7 @@ def export_model(model, output, fmt="tflite", quantize="none", calibration_image
     Returns a report dict. fp32/fp16 files failing their threshold raise :class:`ExportError`
     and are not kept; int8 results are reported (cosine similarity, top-1 agreement).
     """
-    check_export_args(fmt, quantize, output, calibration_images)
+    check_export_args(fmt, quantize, output, calibration_images, int8_io)
     if fmt == "coreml":
         return _export_coreml(model, output, quantize, batch_size)
     report = {"output": os.fspath(output), "format": fmt, "quantize": quantize, "batch_size": batch_size}

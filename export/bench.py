@@ -21,7 +21,7 @@ REFERENCE = "torch-onnx"  # timm's own ONNX export on ONNX Runtime: the ratio ba
 def add_arguments(p):
     p.add_argument("--model", default="m0", help="variant(s), comma separated: m0,m2,m5")
     p.add_argument("--runtimes", default=",".join(ALL_RUNTIMES),
-                   help="keras,xla,litert,onnxruntime,torch (litert = fp32+fp16+int8; torch = eager + "
+                   help="keras,xla,litert,onnxruntime,torch (litert = fp32+fp16+int8+int8-mixed; torch = eager + "
                         "its ONNX on ONNX Runtime)")
     p.add_argument("--threads", default=f"1,{os.cpu_count()}", help="thread counts, comma separated")
     p.add_argument("--batch-sizes", default="1,16")
@@ -42,10 +42,10 @@ def _expand(runtimes):
     out = []
     for name in runtimes:
         if name == "litert":
-            out += ["litert", "litert-fp16", "litert-int8"]
+            out += ["litert", "litert-fp16", "litert-int8", "litert-int8-mixed"]
         elif name == "torch":
             out += ["torch", REFERENCE]
-        elif name in ("keras", "xla", "onnxruntime", "litert-fp16", "litert-int8", REFERENCE):
+        elif name in ("keras", "xla", "onnxruntime", "litert-fp16", "litert-int8", "litert-int8-mixed", REFERENCE):
             out.append(name)
         else:
             raise ValueError(f"unknown runtime {name!r}: choose from {', '.join(ALL_RUNTIMES)}")
@@ -78,14 +78,15 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
         files["keras"] = os.path.join(workdir, f"{variant}.keras")
         fused.save(files["keras"])
     calibration = None
-    if "litert-int8" in runtimes:
+    if {"litert-int8", "litert-int8-mixed"} & set(runtimes):
         folder = calibration_dir or find_sample_dir()
         if folder:
             calibration, _ = load_folder(folder, image_size, limit=64)
         else:
             log("no calibration images found: int8 calibrated on random inputs (speed is unaffected)")
             calibration = np.random.RandomState(0).randn(32, image_size, image_size, 3).astype("float32")
-    for runtime, quantize in (("litert", "none"), ("litert-fp16", "fp16"), ("litert-int8", "int8")):
+    for runtime, quantize in (("litert", "none"), ("litert-fp16", "fp16"), ("litert-int8", "int8"),
+                              ("litert-int8-mixed", "int8-mixed")):
         if runtime in runtimes:
             for bs in batch_sizes:
                 path = os.path.join(workdir, f"{variant}_{quantize}_b{bs}.tflite")
@@ -242,7 +243,7 @@ def format_table(rows):
                   key=lambda k: (k[0], str(k[2]), k[1]))
     batches = sorted({r["batch_size"] for r in rows})
     lookup = {(r["model"], r["runtime"], r["threads"], r["batch_size"]): r for r in rows}
-    header = f"{'model':<6} {'runtime':<13} {'threads':>7} " + " ".join(
+    header = f"{'model':<6} {'runtime':<17} {'threads':>7} " + " ".join(
         f"{'batch ' + str(b):>14} {'x ref':>6}" for b in batches)
     lines = [header, "-" * len(header)]
     for model, runtime, threads in keys:
@@ -251,7 +252,7 @@ def format_table(rows):
             row = lookup.get((model, runtime, threads, b))
             ratio = f"{row['vs_reference']:.2f}" if row and "vs_reference" in row else "-"
             cells.append(f"{_cell(row):>14} {ratio:>6}")
-        lines.append(f"{model:<6} {runtime:<13} {str(threads):>7} " + " ".join(cells))
+        lines.append(f"{model:<6} {runtime:<17} {str(threads):>7} " + " ".join(cells))
     return "\n".join(lines)
 
 

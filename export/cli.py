@@ -12,11 +12,12 @@ def cmd_export(args):
     from keras_evit.demo import find_sample_dir
 
     from . import check_export_args, describe, export_model
+    from .tflite import CALIBRATED_MODES
     from .images import load_folder
 
-    check_export_args(args.format, args.quantize, args.output, args.calibration_dir)
+    check_export_args(args.format, args.quantize, args.output, args.calibration_dir, args.int8_io)
     calibration = None
-    if args.quantize == "int8":
+    if args.quantize in CALIBRATED_MODES:
         calibration, skipped = load_folder(args.calibration_dir, args.image_size, args.calibration_limit)
         for msg in skipped:
             print(f"skipped: {msg}", file=sys.stderr)
@@ -65,7 +66,8 @@ def register(sub):
     p.add_argument("--model", default="m0")
     p.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
     p.add_argument("--format", default="tflite", help="tflite, onnx, or coreml (.mlpackage for iOS)")
-    p.add_argument("--quantize", default="none", help="none, fp16, dynamic, int8")
+    p.add_argument("--quantize", default="none", help="none, fp16, dynamic, int8 (full integer), "
+                   "int8-mixed (int8 convs/dense, float attention: fastest on CPU/XNNPACK)")
     p.add_argument("--calibration-dir", default=None, help="images for int8 calibration")
     p.add_argument("--calibration-limit", type=int, default=200)
     p.add_argument("--verify-dir", default=None, help="images for verification (default: calibration "

@@ -1,4 +1,5 @@
-"""Keras -> TFLite (LiteRT) with builtin ops only: fp32, fp16, dynamic-range int8, full int8."""
+"""Keras -> TFLite (LiteRT) with builtin ops only: fp32, fp16, dynamic-range int8, full int8, and
+int8 with float attention (``int8-mixed``)."""
 
 import contextlib
 import functools
@@ -11,7 +12,12 @@ import numpy as np
 
 from keras_evit.utils import atomic_output
 
-QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
+QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8", "int8-mixed")
+CALIBRATED_MODES = ("int8", "int8-mixed")
+# XNNPACK has no int8 kernels for these: in a full-int8 file each one splits the delegate graph and
+# runs on TFLite's slower builtin kernels (M0: 32 partitions, int8 slower than fp32 on x86). Kept
+# in float, every conv/dense stays int8 and the attention runs on XNNPACK's fp32 kernels.
+FLOAT_OPS = ("BATCH_MATMUL", "SOFTMAX", "RELU")
 
 
 def deploy_model(model, fuse=True):
@@ -52,7 +58,7 @@ def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1
 
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZE_MODES)}")
-    if quantize == "int8" and (calibration_images is None or len(calibration_images) < batch_size):
+    if quantize in CALIBRATED_MODES and (calibration_images is None or len(calibration_images) < batch_size):
         raise ValueError("full-integer int8 needs calibration images: pass --calibration-dir DIR "
                          "(a folder of images, e.g. ../shared/data/imagenet-sample)")
     with tempfile.TemporaryDirectory() as saved:
@@ -69,7 +75,24 @@ def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1
             if int8_io:
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
+        if quantize == "int8-mixed":
+            if int8_io:
+                raise ValueError("--int8-io needs --quantize int8 (int8-mixed keeps float input/output)")
+            return _mixed_int8(converter, calibration_images, batch_size)
         return converter.convert()
+
+
+def _mixed_int8(converter, calibration_images, batch_size):
+    """Full-int8 calibration with ``FLOAT_OPS`` left in float (TFLite's selective quantization)."""
+    import tensorflow as tf
+
+    converter.representative_dataset = _representative(calibration_images, batch_size)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS))
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=_representative(calibration_images[:batch_size], batch_size),
+        debug_options=options)
+    return debugger.get_nondebug_quantized_model()
 
 
 def op_names(tflite_path):

@@ -14,7 +14,7 @@ def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
     assert "torch-onnx" in table and "x ref" in table and "litert-int8" in table
     rows = json.load(open(out_json))["rows"]
     runtimes = {r["runtime"] for r in rows}
-    assert {"litert", "litert-fp16", "litert-int8", "onnxruntime", "torch", "torch-onnx"} <= runtimes
+    assert {"litert", "litert-fp16", "litert-int8", "litert-int8-mixed", "onnxruntime", "torch", "torch-onnx"} <= runtimes
     assert all("error" not in r and r["img_per_s"] > 0 for r in rows)
     assert all(abs(r["vs_reference"] - 1.0) < 1e-9 for r in rows if r["runtime"] == "torch-onnx")
     assert os.path.getsize(out_png) > 10_000

@@ -23,7 +23,7 @@ def images(sample_dir):
     return load_folder(sample_dir, 224, limit=24)[0]
 
 
-@pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic", "int8"])
+@pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic", "int8", "int8-mixed"])
 def test_tflite_builtin_ops_and_parity(m0, images, tmp_path, quantize):
     out = str(tmp_path / f"m0_{quantize}.tflite")
     report = export_model(m0, out, "tflite", quantize, calibration_images=images, verify_images=images)
@@ -51,6 +51,28 @@ def test_int8_io_and_fixed_batch(m0, images, tmp_path):
     assert report["verification"]["cosine_mean"] > 0.9
 
 
+def _op_input_types(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=path)
+    dtypes = {t["index"]: t["dtype"] for t in it.get_tensor_details()}
+    return [(op["op_name"], dtypes[op["inputs"][0]]) for op in it._get_ops_details()
+            if len(op["inputs"]) and op["op_name"] != "DELEGATE"]
+
+
+def test_int8_mixed_keeps_attention_float(m0, images, tmp_path):
+    from keras_evit.export.tflite import FLOAT_OPS
+
+    full, mixed = str(tmp_path / "full.tflite"), str(tmp_path / "mixed.tflite")
+    export_model(m0, full, "tflite", "int8", calibration_images=images)
+    export_model(m0, mixed, "tflite", "int8-mixed", calibration_images=images)
+    for path, attention_type in ((full, np.int8), (mixed, np.float32)):
+        ops = _op_input_types(path)
+        assert {t for name, t in ops if name in FLOAT_OPS} == {attention_type}, path
+        convs = [t for name, t in ops if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+        assert len(convs) > 100 and set(convs) == {np.int8}, path
+
+
 def test_onnx_parity(m0, images, tmp_path):
     out = str(tmp_path / "m0.onnx")
     report = export_model(m0, out, "onnx", verify_images=images, batch_size=None)
@@ -75,6 +97,8 @@ def test_failed_verification_leaves_no_file(m0, images, tmp_path, monkeypatch):
     (["--quantize", "int8", "--calibration-dir", "/nonexistent/dir", "--output", "x.tflite"],
      "image folder not found"),
     (["--format", "onnx", "--quantize", "fp16", "--output", "x.onnx"], "fp32 only"),
+    (["--quantize", "int8-mixed", "--int8-io", "--calibration-dir", ".", "--output", "x.tflite"],
+     "--int8-io needs"),
 ])
 def test_cli_bad_inputs(tmp_path, capsys, argv, match, monkeypatch):
     monkeypatch.chdir(tmp_path)
