@@ -23,3 +23,18 @@ def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
 def test_bench_unknown_runtime(capsys):
     assert main(["bench", "--runtimes", "tensorrt"]) == 2
     assert "unknown runtime" in capsys.readouterr().err
+
+
+def test_bench_large_batch_mixed_precision(tmp_path, capsys):
+    """The GPU protocol path (forced on CPU with --large-batch): TF and XLA under a mixed policy."""
+    out_json = str(tmp_path / "b.json")
+    assert main(["bench", "--model", "m0", "--runtimes", "keras", "--threads", "1", "--batch-sizes", "1",
+                 "--image-size", "64", "--min-time", "0.05", "--large-batch", "4", "--json", out_json]) == 0
+    rows = json.load(open(out_json))["rows"]
+    amp = {r["runtime"]: r for r in rows if r["batch_size"] == 4}
+    assert set(amp) == {"keras-amp", "xla-amp"}
+    assert all(r["policy"].startswith("mixed_") and r["img_per_s"] > 0 for r in amp.values())
+    assert "xla-amp" in capsys.readouterr().out
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "float32"  # policy restored
