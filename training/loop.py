@@ -31,8 +31,8 @@ def build_classifier(variant, num_classes, weights=None, image_size=224, dropout
         try:
             full.load_weights(weights)
             return full
-        except Exception:
-            pass  # not a run of this shape: load as pretrained features below
+        except ValueError:
+            pass  # another head (e.g. an ImageNet .weights.h5): load as pretrained features below
     backbone = ke.build_model(variant, weights=weights, include_top=False, input_shape=shape)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     x = NormLinear(num_classes, dropout=dropout, name="head")(x)
