@@ -16,6 +16,8 @@ import numpy as np
 
 ALL_RUNTIMES = ("keras", "xla", "litert", "onnxruntime", "torch")
 REFERENCE = "torch-onnx"  # timm's own ONNX export on ONNX Runtime: the ratio baseline
+# runtime name -> quantization of the .tflite it runs; "--runtimes litert" means all of them
+LITERT = {"litert": "none", "litert-fp16": "fp16", "litert-int8": "int8", "litert-int8-mixed": "int8-mixed"}
 
 
 def add_arguments(p):
@@ -42,10 +44,10 @@ def _expand(runtimes):
     out = []
     for name in runtimes:
         if name == "litert":
-            out += ["litert", "litert-fp16", "litert-int8", "litert-int8-mixed"]
+            out += list(LITERT)
         elif name == "torch":
             out += ["torch", REFERENCE]
-        elif name in ("keras", "xla", "onnxruntime", "litert-fp16", "litert-int8", "litert-int8-mixed", REFERENCE):
+        elif name in ("keras", "xla", "onnxruntime", REFERENCE) or name in LITERT:
             out.append(name)
         else:
             raise ValueError(f"unknown runtime {name!r}: choose from {', '.join(ALL_RUNTIMES)}")
@@ -69,6 +71,7 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
 
     from . import to_onnx, to_tflite
     from .images import load_folder
+    from .tflite import CALIBRATED_MODES
 
     files = {}
     model = ke.build_model(variant, weights=weights, classifier_activation=None,
@@ -78,15 +81,14 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
         files["keras"] = os.path.join(workdir, f"{variant}.keras")
         fused.save(files["keras"])
     calibration = None
-    if {"litert-int8", "litert-int8-mixed"} & set(runtimes):
+    if any(LITERT.get(r) in CALIBRATED_MODES for r in runtimes):
         folder = calibration_dir or find_sample_dir()
         if folder:
             calibration, _ = load_folder(folder, image_size, limit=64)
         else:
             log("no calibration images found: int8 calibrated on random inputs (speed is unaffected)")
             calibration = np.random.RandomState(0).randn(32, image_size, image_size, 3).astype("float32")
-    for runtime, quantize in (("litert", "none"), ("litert-fp16", "fp16"), ("litert-int8", "int8"),
-                              ("litert-int8-mixed", "int8-mixed")):
+    for runtime, quantize in LITERT.items():
         if runtime in runtimes:
             for bs in batch_sizes:
                 path = os.path.join(workdir, f"{variant}_{quantize}_b{bs}.tflite")

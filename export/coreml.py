@@ -6,9 +6,9 @@ structurally checked but its outputs cannot be verified.
 """
 
 import os
-import shutil
 import sys
-import tempfile
+
+from keras_evit.utils import atomic_output
 
 from .tflite import deploy_model, input_spec
 
@@ -25,17 +25,8 @@ def to_coreml(model, output, precision="fp16", batch_size=1, fuse=True):
                          minimum_deployment_target=ct.target.iOS16,
                          compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32)
     output = os.fspath(output)
-    parent = os.path.dirname(os.path.abspath(output))
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.", suffix=".tmp.mlpackage")
-    try:
-        shutil.rmtree(tmp)
+    with atomic_output(output, directory=True) as tmp:
         mlmodel.save(tmp)
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
     return output
 
 

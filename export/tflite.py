@@ -59,8 +59,10 @@ def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZE_MODES)}")
     if quantize in CALIBRATED_MODES and (calibration_images is None or len(calibration_images) < batch_size):
-        raise ValueError("full-integer int8 needs calibration images: pass --calibration-dir DIR "
+        raise ValueError(f"{quantize} needs calibration images: pass --calibration-dir DIR "
                          "(a folder of images, e.g. ../shared/data/imagenet-sample)")
+    if int8_io and quantize != "int8":
+        raise ValueError(f"--int8-io needs --quantize int8 ({quantize} keeps float input/output)")
     with tempfile.TemporaryDirectory() as saved:
         _saved_model(model, batch_size, saved)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
@@ -69,15 +71,14 @@ def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "fp16":
             converter.target_spec.supported_types = [tf.float16]
-        if quantize == "int8":
+        if quantize in CALIBRATED_MODES:
             converter.representative_dataset = _representative(calibration_images, batch_size)
+        if quantize == "int8":
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if int8_io:
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
         if quantize == "int8-mixed":
-            if int8_io:
-                raise ValueError("--int8-io needs --quantize int8 (int8-mixed keeps float input/output)")
             return _mixed_int8(converter, calibration_images, batch_size)
         return converter.convert()
 
@@ -86,7 +87,6 @@ def _mixed_int8(converter, calibration_images, batch_size):
     """Full-int8 calibration with ``FLOAT_OPS`` left in float (TFLite's selective quantization)."""
     import tensorflow as tf
 
-    converter.representative_dataset = _representative(calibration_images, batch_size)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS))
     debugger = tf.lite.experimental.QuantizationDebugger(
