@@ -13,6 +13,8 @@ install-test:
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps timm==1.0.31
 	$(PIP) install -e ".[test,reference]"
+	$(PIP) install jax==0.10.2 jaxlib==0.10.2   # CPU: the JAX-backend tests
+	keras-evit setup-mediapipe   # MediaPipe's metadata writer and Tasks client, in a venv of its own
 
 demo: install
 	keras-evit demo

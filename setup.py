@@ -10,16 +10,15 @@ from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-packages = ["keras_evit", "keras_evit.layers", "keras_evit.weights"]
-package_dir = {"keras_evit": "keras_evit"}
-for folder in ("export", "training"):
-    if os.path.isfile(os.path.join(HERE, folder, "__init__.py")):
-        packages.append(f"keras_evit.{folder}")
-        package_dir[f"keras_evit.{folder}"] = folder
-        for sub in sorted(os.listdir(os.path.join(HERE, folder))):
-            if os.path.isfile(os.path.join(HERE, folder, sub, "__init__.py")):
-                packages.append(f"keras_evit.{folder}.{sub}")
-                package_dir[f"keras_evit.{folder}.{sub}"] = f"{folder}/{sub}"
+# The layout, declared (not discovered): installed name -> folder in this repo.
+PACKAGE_DIR = {
+    "keras_evit": "keras_evit",
+    "keras_evit.layers": "keras_evit/layers",
+    "keras_evit.weights": "keras_evit/weights",
+    "keras_evit.export": "export",
+    "keras_evit.training": "training",
+    "keras_evit.training.examples": "training/examples",
+}
 
 # Versions seen working together (Python 3.11, CPU, 2026-11).
 CORE = [
@@ -48,7 +47,9 @@ TRAIN = [
 # torch must be the local CPU build: install it first (`pip install torch==2.13.0`), then timm with
 # --no-deps (its torchvision dependency has no CPU wheel here); see the Makefile.
 REFERENCE = ["torch==2.13.0", "pyyaml>=6", "huggingface_hub>=0.20"]
-TEST = ["pytest==9.0.3"] + MOBILE + TRAIN
+# MediaPipe (TFLite metadata writer, Tasks client) pins protobuf<5 and numpy<2, which TensorFlow 2.21
+# cannot share: `keras-evit setup-mediapipe` installs mediapipe==0.10.21 in a venv of its own.
+TEST = ["pytest==9.0.3", "hypothesis==6.155.2"] + MOBILE + TRAIN
 
 setup(
     name="keras-evit",
@@ -58,9 +59,9 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=packages,
-    package_dir=package_dir,
-    package_data={"keras_evit": ["data/*.json"]},
+    packages=list(PACKAGE_DIR),
+    package_dir=PACKAGE_DIR,
+    package_data={"keras_evit": ["data/*.json"], "keras_evit.export": ["phones/*"]},
     install_requires=CORE,
     extras_require={"mobile": MOBILE, "train": TRAIN, "reference": REFERENCE, "test": TEST},
     entry_points={"console_scripts": ["keras-evit=keras_evit.cli:main"]},

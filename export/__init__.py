@@ -8,7 +8,7 @@ from keras_evit.utils import atomic_output
 
 from .onnx import DEFAULT_OPSET, to_onnx
 from .runners import ONNXRunner, TFLiteRunner
-from .tflite import CALIBRATED_MODES, QUANTIZE_MODES, gpu_compatibility, non_builtin_ops, to_tflite
+from .tflite import QUANTIZE_MODES, check_calibration, gpu_compatibility, non_builtin_ops, to_tflite
 from .verify import compare, describe
 
 __all__ = ["DEFAULT_OPSET", "QUANTIZE_MODES", "ExportError", "compare", "describe", "export_model",
@@ -30,8 +30,8 @@ def check_export_args(fmt, quantize, output, calibration_images=None, int8_io=Fa
         raise ValueError("ONNX export is fp32 only: use --format tflite for fp16/int8")
     if fmt == "coreml" and quantize not in ("none", "fp16"):
         raise ValueError("Core ML export supports --quantize none (fp32) or fp16")
-    if fmt == "tflite" and quantize in CALIBRATED_MODES and calibration_images is None:
-        raise ValueError(f"{quantize} needs calibration images: pass --calibration-dir DIR")
+    if fmt == "tflite":
+        check_calibration(quantize, calibration_images, 1)
     if int8_io and (fmt, quantize) != ("tflite", "int8"):
         raise ValueError("--int8-io needs --format tflite --quantize int8")
     suffix = ".mlpackage" if fmt == "coreml" else "." + fmt
@@ -40,24 +40,34 @@ def check_export_args(fmt, quantize, output, calibration_images=None, int8_io=Fa
 
 
 def export_model(model, output, fmt="tflite", quantize="none", calibration_images=None, batch_size=1,
-                 int8_io=False, verify_images=None, opset=DEFAULT_OPSET):
+                 int8_io=False, verify_images=None, opset=DEFAULT_OPSET, metadata=None):
     """Exports, verifies against ``model`` on ``verify_images``, then renames into place.
 
+    ``metadata``: :func:`keras_evit.export.metadata.model_info` facts written into the file (TFLite
+    metadata for MediaPipe/LiteRT, ONNX ``metadata_props``, Core ML classifier labels), or None.
     Returns a report dict. fp32/fp16 files failing their threshold raise :class:`ExportError`
     and are not kept; int8 results are reported (cosine similarity, top-1 agreement).
     """
     check_export_args(fmt, quantize, output, calibration_images, int8_io)
     if fmt == "coreml":
-        return _export_coreml(model, output, quantize, batch_size)
-    report = {"output": os.fspath(output), "format": fmt, "quantize": quantize, "batch_size": batch_size}
+        return _export_coreml(model, output, quantize, batch_size, metadata)
+    report = {"output": os.fspath(output), "format": fmt, "quantize": quantize, "batch_size": batch_size,
+              "metadata": metadata is not None}
     with atomic_output(output) as tmp:
         if fmt == "tflite":
             to_tflite(model, tmp, quantize, calibration_images, batch_size, int8_io)
+            if metadata is not None:
+                from .metadata import write_tflite_metadata
+
+                write_tflite_metadata(tmp, metadata)
             report["non_builtin_ops"] = non_builtin_ops(tmp)
             report["gpu_delegate_compatible"], report["gpu_report"] = gpu_compatibility(tmp)
             runner = TFLiteRunner(tmp)
         else:
-            to_onnx(model, tmp, opset=opset, batch_size=batch_size)
+            from .metadata import onnx_metadata
+
+            to_onnx(model, tmp, opset=opset, batch_size=batch_size,
+                    metadata_props=onnx_metadata(metadata) if metadata is not None else None)
             report["opset"] = opset
             runner = ONNXRunner(tmp)
         if verify_images is not None:
@@ -70,10 +80,10 @@ def export_model(model, output, fmt="tflite", quantize="none", calibration_image
     return report
 
 
-def _export_coreml(model, output, quantize, batch_size):
+def _export_coreml(model, output, quantize, batch_size, metadata=None):
     from .coreml import can_run_coreml, coreml_io, to_coreml
 
-    to_coreml(model, output, "fp16" if quantize == "fp16" else "fp32", batch_size)
+    to_coreml(model, output, "fp16" if quantize == "fp16" else "fp32", batch_size, metadata=metadata)
     inputs, outputs = coreml_io(output)
     size = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(output) for f in files)
     note = ("Core ML runs only on macOS/iOS: converted and structurally checked, outputs not verified here"

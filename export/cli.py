@@ -1,42 +1,54 @@
 """``keras-evit export`` and ``keras-evit bench``."""
 
 import json
-import os
 import sys
+
+from keras_evit.cli import image_size_arg, non_negative_int, positive_int
 
 
 def cmd_export(args):
     import numpy as np
 
     import keras_evit as ke
+    from keras_evit.artifacts import model_image_size
     from keras_evit.demo import find_sample_dir
+    from keras_evit.preprocessing import model_inputs
+    from keras_evit.utils import check_output_path
 
     from . import check_export_args, describe, export_model
-    from .tflite import CALIBRATED_MODES
     from .images import load_folder
+    from .metadata import model_info, require_mediapipe
+    from .tflite import CALIBRATED_MODES
 
+    # everything that can be refused is refused before the model is built or any file is read
     check_export_args(args.format, args.quantize, args.output, args.calibration_dir, args.int8_io)
-    calibration = None
-    if args.quantize in CALIBRATED_MODES:
-        calibration, skipped = load_folder(args.calibration_dir, args.image_size, args.calibration_limit)
-        for msg in skipped:
-            print(f"skipped: {msg}", file=sys.stderr)
-    verify_dir = args.verify_dir or args.calibration_dir or find_sample_dir()
-    if verify_dir:
-        verify_images, _ = load_folder(verify_dir, args.image_size, args.verify_limit)
-        where = verify_dir
-    else:
-        verify_images = np.random.RandomState(0).randn(8, args.image_size, args.image_size, 3).astype("float32")
-        where = "random inputs (no image folder found: pass --verify-dir)"
-    weights = None if args.weights in ("none", "") else args.weights
-    model = ke.build_model(args.model, weights=weights, classifier_activation=None,
-                           input_shape=(args.image_size, args.image_size, 3))
+    check_output_path(args.output, directory=args.format == "coreml")
     if args.batch_size == 0 and args.format == "tflite":
         raise ValueError("TFLite export needs a fixed --batch-size >= 1 (XNNPACK rejects dynamic batch)")
+    if args.format == "tflite" and args.metadata:
+        require_mediapipe()
+    model, class_names = ke.load_classifier(args.weights, args.model, args.image_size,
+                                            classifier_activation=None if args.logits else "softmax")
+    size = model_image_size(model)
+    calibration = None
+    if args.quantize in CALIBRATED_MODES:
+        calibration, skipped = load_folder(args.calibration_dir, size, args.calibration_limit)
+        for msg in skipped:
+            print(f"skipped: {msg}", file=sys.stderr)
+        calibration = model_inputs(model, calibration)
+    verify_dir = args.verify_dir or args.calibration_dir or find_sample_dir()
+    if verify_dir:
+        verify_images, _ = load_folder(verify_dir, size, args.verify_limit)
+        where = verify_dir
+    else:
+        verify_images = np.random.RandomState(0).uniform(0, 255, (8, size, size, 3)).astype("float32")
+        where = "random inputs (no image folder found: pass --verify-dir)"
+    info = model_info(model, class_names, probabilities=not args.logits) if args.metadata else None
     report = export_model(model, args.output, args.format, args.quantize, calibration, args.batch_size or None,
-                          args.int8_io, verify_images)
+                          args.int8_io, model_inputs(model, verify_images), metadata=info)
     print(f"wrote {report['output']} ({report['bytes'] / 1e6:.2f} MB, {args.format}, {args.quantize}, "
-          f"batch {args.batch_size})")
+          f"batch {args.batch_size}, {'logits' if args.logits else 'probabilities'}"
+          f"{', ' + str(len(info['labels'])) + ' labels in metadata' if info else ', no metadata'})")
     if args.format == "coreml":
         print(f"Core ML ML Program (iOS 16+): inputs {report['inputs']}, outputs {report['outputs']}")
         print(report["note"])
@@ -50,8 +62,17 @@ def cmd_export(args):
         print(f"ONNX opset {report['opset']}, onnx.checker passed")
     print(f"verified on {where}: {describe(report['verification'])}")
     if args.report:
-        with open(args.report, "w") as f:
+        from keras_evit.utils import atomic_output
+
+        with atomic_output(args.report) as tmp, open(tmp, "w") as f:
             json.dump(report, f, indent=2)
+    return 0
+
+
+def cmd_setup_mediapipe(args):
+    from .metadata import setup_mediapipe
+
+    setup_mediapipe()
     return 0
 
 
@@ -64,21 +85,29 @@ def cmd_bench(args):
 def register(sub):
     p = sub.add_parser("export", help="export to TFLite (fp32/fp16/int8) or ONNX, verified")
     p.add_argument("--model", default="m0")
-    p.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet, none, a weights file, a .keras model, or a training run folder")
     p.add_argument("--format", default="tflite", help="tflite, onnx, or coreml (.mlpackage for iOS)")
     p.add_argument("--quantize", default="none", help="none, fp16, dynamic, int8 (full integer), "
                    "int8-mixed (int8 convs/dense, float attention: fastest on CPU/XNNPACK)")
     p.add_argument("--calibration-dir", default=None, help="images for int8 calibration")
-    p.add_argument("--calibration-limit", type=int, default=200)
+    p.add_argument("--calibration-limit", type=positive_int, default=200)
     p.add_argument("--verify-dir", default=None, help="images for verification (default: calibration "
                    "dir, else the ImageNet sample folder)")
-    p.add_argument("--verify-limit", type=int, default=100)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=1, help="fixed batch (0: dynamic, ONNX only)")
-    p.add_argument("--int8-io", action="store_true", help="int8 input/output tensors (full int8 only)")
+    p.add_argument("--verify-limit", type=positive_int, default=100)
+    p.add_argument("--image-size", type=image_size_arg, default=None, help="default 224 (a .keras model: its own)")
+    p.add_argument("--batch-size", type=non_negative_int, default=1, help="fixed batch (0: dynamic, ONNX only)")
+    p.add_argument("--int8-io", action="store_true",
+                   help="uint8 image in, uint8 scores out (full int8 only; what MediaPipe takes from integer models)")
+    p.add_argument("--no-metadata", dest="metadata", action="store_false",
+                   help="skip the metadata (TFLite: MediaPipe/LiteRT image-classifier metadata with labels)")
+    p.add_argument("--logits", action="store_true", help="output logits instead of probabilities")
     p.add_argument("--output", required=True)
     p.add_argument("--report", default=None, help="write the export report as JSON")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("setup-mediapipe", help=f"make MediaPipe's own environment (TFLite metadata writer)")
+    p.set_defaults(func=cmd_setup_mediapipe)
 
     from .bench import add_arguments
 

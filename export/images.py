@@ -1,4 +1,4 @@
-"""Real images for calibration and verification, with the model's own preprocessing."""
+"""Real images for calibration and verification, through the one eval transform."""
 
 import os
 
@@ -6,17 +6,19 @@ import numpy as np
 
 
 def load_folder(folder, image_size, limit=None):
-    """(preprocessed float32 NHWC array, skipped messages) from the images in ``folder`` (recursive)."""
+    """(RGB 0..255 float32 NHWC array, skipped messages) from the images in ``folder`` (recursive).
+
+    Feed the array through :func:`keras_evit.preprocessing.model_inputs` for models without
+    in-model preprocessing.
+    """
     import keras_evit
-    from keras_evit.preprocessing import IMAGE_EXTENSIONS
+    from keras_evit.preprocessing import list_images
 
     if not folder or not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder!r} (pass a folder of JPEG/PNG images, "
                                 "e.g. ../shared/data/imagenet-sample)")
-    paths = sorted(os.path.join(root, f) for root, _, files in os.walk(folder) for f in files
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
     images, skipped = [], []
-    for path in paths:
+    for path in list_images(folder, recursive=True):
         if limit and len(images) >= limit:
             break
         try:
@@ -25,4 +27,4 @@ def load_folder(folder, image_size, limit=None):
             skipped.append(str(exc))
     if not images:
         raise ValueError(f"no readable images in {folder}")
-    return keras_evit.preprocess_input(np.stack(images)), skipped
+    return np.stack(images).astype(np.float32), skipped

@@ -9,8 +9,10 @@ from .tflite import deploy_model, input_spec
 DEFAULT_OPSET = 17
 
 
-def to_onnx(model, output, opset=DEFAULT_OPSET, batch_size=None, fuse=True):
-    """Writes an ONNX model (NHWC input named "image"; ``batch_size=None`` keeps the batch dynamic)."""
+def to_onnx(model, output, opset=DEFAULT_OPSET, batch_size=None, fuse=True, metadata_props=None):
+    """Writes an ONNX model (NHWC input named "image"; ``batch_size=None`` keeps the batch dynamic).
+
+    ``metadata_props``: {key: string} stored in the model (labels, preprocessing, ...)."""
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -23,6 +25,9 @@ def to_onnx(model, output, opset=DEFAULT_OPSET, batch_size=None, fuse=True):
 
     proto, _ = tf2onnx.convert.from_function(
         tf.function(serve), input_signature=[input_spec(model, batch_size)], opset=opset)
+    for key, value in (metadata_props or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     with atomic_output(output) as tmp:
         with open(tmp, "wb") as f:

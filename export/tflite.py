@@ -52,17 +52,35 @@ def _representative(images, batch_size):
     return gen
 
 
+def check_calibration(quantize, calibration_images, batch_size):
+    if quantize not in CALIBRATED_MODES:
+        return
+    if calibration_images is None:
+        raise ValueError(f"{quantize} needs calibration images: pass --calibration-dir DIR "
+                         "(a folder of images, e.g. ../shared/data/imagenet-sample)")
+    if len(calibration_images) < batch_size:
+        raise ValueError(f"{quantize} calibration has {len(calibration_images)} image(s), fewer than the export "
+                         f"batch size {batch_size}: add images to the calibration folder or lower --batch-size")
+
+
+def with_pixel_extremes(images, batch_size):
+    """``images`` plus a black and a white batch, so the calibrated input range is exactly 0..255."""
+    shape = (batch_size,) + tuple(images.shape[1:])
+    return np.concatenate([np.zeros(shape, np.float32), np.full(shape, 255.0, np.float32),
+                           np.asarray(images, np.float32)])
+
+
 def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1, int8_io=False):
     """TFLite flatbuffer bytes. ``calibration_images``: preprocessed float images for ``int8``."""
     import tensorflow as tf
 
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZE_MODES)}")
-    if quantize in CALIBRATED_MODES and (calibration_images is None or len(calibration_images) < batch_size):
-        raise ValueError(f"{quantize} needs calibration images: pass --calibration-dir DIR "
-                         "(a folder of images, e.g. ../shared/data/imagenet-sample)")
+    check_calibration(quantize, calibration_images, batch_size)
     if int8_io and quantize != "int8":
         raise ValueError(f"--int8-io needs --quantize int8 ({quantize} keeps float input/output)")
+    if int8_io:  # integer input is raw pixel bytes: pin its range to 0..255 so scale 1, zero point 0
+        calibration_images = with_pixel_extremes(calibration_images, batch_size)
     with tempfile.TemporaryDirectory() as saved:
         _saved_model(model, batch_size, saved)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
@@ -75,9 +93,9 @@ def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1
             converter.representative_dataset = _representative(calibration_images, batch_size)
         if quantize == "int8":
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if int8_io:
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
+            if int8_io:  # uint8, not int8: the integer type MediaPipe and most app code accept
+                converter.inference_input_type = tf.uint8
+                converter.inference_output_type = tf.uint8
         if quantize == "int8-mixed":
             return _mixed_int8(converter, calibration_images, batch_size)
         return converter.convert()

@@ -2,17 +2,18 @@
 
 __version__ = "0.1.0"
 
-from . import layers
+from . import layers, optimizers  # optimizers: registers AGCAdamW, which run outputs name
+from .artifacts import load_classifier
 from .configs import VARIANTS, get_variant
 from .fusion import fuse_batchnorm
 from .models import (
     EfficientViTM0, EfficientViTM1, EfficientViTM2, EfficientViTM3, EfficientViTM4, EfficientViTM5,
     build_model, feature_extractor,
 )
-from .preprocessing import decode_predictions, load_image, preprocess_input
+from .preprocessing import decode_predictions, load_image, normalize_images, preprocess_input
 
 __all__ = [
     "EfficientViTM0", "EfficientViTM1", "EfficientViTM2", "EfficientViTM3", "EfficientViTM4",
     "EfficientViTM5", "VARIANTS", "build_model", "decode_predictions", "feature_extractor",
-    "fuse_batchnorm", "get_variant", "layers", "load_image", "preprocess_input",
+    "fuse_batchnorm", "get_variant", "layers", "load_classifier", "load_image", "normalize_images", "preprocess_input",
 ]

@@ -1,6 +1,7 @@
 """``keras-evit`` command line: predict, convert, demo, export, bench, train, finetune, evaluate."""
 
 import argparse
+import errno
 import os
 import sys
 
@@ -9,45 +10,63 @@ def _quiet_tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _weights_arg(value):
-    return None if value in ("none", "None", "") else value
+def positive_int(value):
+    """argparse type: an integer >= 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return number
+
+
+def non_negative_int(value):
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def image_size_arg(value):
+    from keras_evit.preprocessing import check_image_size
+
+    try:
+        return check_image_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_predict(args):
     import numpy as np
 
     import keras_evit as ke
+    from keras_evit.artifacts import model_image_size
+    from keras_evit.preprocessing import model_inputs
 
-    model = ke.build_model(args.model, weights=_weights_arg(args.weights),
-                           input_shape=(args.image_size, args.image_size, 3))
+    model, class_names = ke.load_classifier(args.weights, args.model, args.image_size)
+    size = model_image_size(model)
     failed = 0
     for path in args.images:
         try:
-            image = ke.load_image(path, args.image_size)
+            image = ke.load_image(path, size)
         except (ValueError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        probs = model.predict(ke.preprocess_input(image[None]), verbose=0)
+        probs = model.predict(model_inputs(model, image[None]), verbose=0)
         print(path)
-        for rank, (synset, name, score) in enumerate(ke.decode_predictions(np.asarray(probs), args.top)[0], 1):
-            print(f"  {rank}. {name:<30} {synset}  {score:.4f}")
+        decoded = ke.decode_predictions(np.asarray(probs), min(args.top, probs.shape[-1]), class_names)[0]
+        for rank, (synset, name, score) in enumerate(decoded, 1):
+            label = name if synset == name else f"{name:<30} {synset}"
+            print(f"  {rank}. {label}  {score:.4f}")
     return 2 if failed else 0
 
 
 def cmd_convert(args):
     import keras_evit as ke
-    from keras_evit.utils import atomic_output
+    from keras_evit.utils import check_output_path, save_keras
 
-    model = ke.build_model(args.model, weights=args.checkpoint, classifier_activation=None,
-                           input_shape=(args.image_size, args.image_size, 3))
-    if not args.output.endswith((".weights.h5", ".keras")):
-        raise SystemExit("error: --output must end with .weights.h5 (weights) or .keras (whole model)")
-    with atomic_output(args.output) as tmp:
-        if args.output.endswith(".keras"):
-            model.save(tmp)
-        else:
-            model.save_weights(tmp)
+    check_output_path(args.output, (".weights.h5", ".keras"))
+    model, _ = ke.load_classifier(args.checkpoint, args.model, args.image_size, classifier_activation=None)
+    save_keras(model, args.output)
     print(f"wrote {args.output} ({model.name}, {model.count_params():,} parameters)")
     return 0
 
@@ -55,7 +74,7 @@ def cmd_convert(args):
 def cmd_demo(args):
     from keras_evit.demo import run_demo
 
-    return run_demo(model=args.model, weights=_weights_arg(args.weights), images=args.images, limit=args.limit)
+    return run_demo(model=args.model, weights=args.weights, images=args.images, limit=args.limit)
 
 
 def build_parser():
@@ -65,40 +84,48 @@ def build_parser():
     p = sub.add_parser("predict", help="classify images with an ImageNet model")
     p.add_argument("images", nargs="+")
     p.add_argument("--model", default="m2")
-    p.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
-    p.add_argument("--top", type=int, default=5)
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet, none, a weights file, a .keras model, or a training run folder")
+    p.add_argument("--top", type=positive_int, default=5)
+    p.add_argument("--image-size", type=image_size_arg, default=None, help="default 224 (a .keras model: its own)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("convert", help="convert an official/timm checkpoint to Keras weights")
-    p.add_argument("checkpoint")
-    p.add_argument("--model", required=True)
+    p = sub.add_parser("convert", help="convert an official/timm checkpoint (or a run's model) to Keras files")
+    p.add_argument("checkpoint", help="a checkpoint file, a .keras model, or a training run folder")
+    p.add_argument("--model", default="m2")
     p.add_argument("--output", required=True, help="*.weights.h5 or *.keras")
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--image-size", type=image_size_arg, default=None)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="classify the bundled ImageNet sample images")
     p.add_argument("--model", default="m2")
     p.add_argument("--weights", default="imagenet")
     p.add_argument("--images", default=None, help="folder of images (default: shared imagenet-sample)")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=positive_int, default=None)
     p.set_defaults(func=cmd_demo)
 
-    for register in _optional_commands():
-        register(sub)
+    from keras_evit.export.cli import register as register_export
+    from keras_evit.training.cli import register as register_training
+
+    register_export(sub)     # export, setup-mediapipe, bench
+    register_training(sub)   # train, finetune, evaluate
     return parser
 
 
-def _optional_commands():
-    """Subcommands from keras_evit.export and keras_evit.training, when those are installed."""
-    found = []
-    for module in ("keras_evit.export.cli", "keras_evit.training.cli"):
-        try:
-            found.append(__import__(module, fromlist=["register"]).register)
-        except ImportError as exc:
-            if exc.name not in (module, module.rsplit(".", 1)[0]):
-                raise
-    return found
+# optional dependencies -> the extra that installs them, for "install keras-evit[...]" guidance
+EXTRAS = {"ai_edge_litert": "mobile", "onnx": "mobile", "onnxruntime": "mobile", "tf2onnx": "mobile",
+          "coremltools": "mobile", "sklearn": "train", "tensorboard": "train", "tensorflow_datasets": "train",
+          "matplotlib": "train", "torch": "reference", "timm": "reference"}
+
+
+def missing_extra_message(exc):
+    """What to install for a ModuleNotFoundError of an optional dependency, else None."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return None
+    return (f"this command needs the optional dependency {top!r}: install it with "
+            f"pip install 'keras-evit[{extra}]' (or `make install-test` in a checkout)")
 
 
 def main(argv=None):
@@ -106,8 +133,21 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # RuntimeError: a failed export/setup step
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        advice = "" if "Free some space" in str(exc.strerror) else ": free some space or write elsewhere"
+        print(f"error: no space left on the device for {exc.filename or 'the output'} ({exc.strerror}){advice}",
+              file=sys.stderr)
         return 2
 
 

@@ -1,4 +1,4 @@
-"""The one table of EfficientViT-M variant configurations (spec section 1.8)."""
+"""The one table of EfficientViT-M variant configurations (docs/ARCHITECTURE.md)."""
 
 from dataclasses import dataclass
 from typing import Tuple

@@ -28,7 +28,8 @@ def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
     import numpy as np
 
     import keras_evit as ke
-    from keras_evit.preprocessing import imagenet_classes, list_images
+    from keras_evit.artifacts import model_image_size, weights_arg
+    from keras_evit.preprocessing import imagenet_classes, list_images, model_inputs
     from keras_evit.weights import CheckpointError
 
     out = out or sys.stdout  # looked up per call: sys.stdout may be replaced after import
@@ -38,21 +39,25 @@ def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
         return 1
     files = list_images(folder)[:limit]
     started = time.perf_counter()
+    weights = weights_arg(weights)
     try:
-        net = ke.build_model(model, weights=weights)
+        net, class_names = ke.load_classifier(weights, model)
         weights_note = weights or "random init"
     except CheckpointError as exc:
+        if weights != "imagenet":
+            raise
         print(f"WARNING: ImageNet weights unavailable ({exc})\n"
-              "WARNING: running with RANDOM weights: predictions below are meaningless.", file=out)
-        net = ke.build_model(model, weights=None)
-        weights_note = "random init (weights unavailable)"
+              "WARNING: FALLING BACK TO RANDOM WEIGHTS: the predictions below are meaningless.", file=out)
+        net, class_names = ke.load_classifier(None, model)
+        weights_note = "RANDOM init (ImageNet weights unavailable)"
     print(f"{net.name}: {net.count_params():,} parameters, weights: {weights_note}, "
           f"built in {time.perf_counter() - started:.1f}s", file=out)
 
     batch, kept = [], []
+    size = model_image_size(net)
     for path in files:
         try:
-            batch.append(ke.load_image(path))
+            batch.append(ke.load_image(path, size))
             kept.append(path)
         except ValueError as exc:
             print(f"skipped: {exc}", file=out)
@@ -60,11 +65,11 @@ def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
         print(f"No readable images in {folder}", file=out)
         return 1
     started = time.perf_counter()
-    probs = net.predict(ke.preprocess_input(np.stack(batch)), batch_size=16, verbose=0)
+    probs = net.predict(model_inputs(net, np.stack(batch)), batch_size=16, verbose=0)
     elapsed = time.perf_counter() - started
     synsets = [s for s, _ in imagenet_classes()]
     top1 = top5 = labelled = 0
-    for path, row, decoded in zip(kept, probs, ke.decode_predictions(probs, top=5)):
+    for path, row, decoded in zip(kept, probs, ke.decode_predictions(probs, min(5, probs.shape[-1]), class_names)):
         truth = os.path.basename(path).split("_")[0]
         mark = ""
         if truth in synsets:

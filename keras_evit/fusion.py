@@ -1,4 +1,4 @@
-"""Fold BatchNorm into the preceding conv / following linear for deployment (spec 1.11)."""
+"""Fold BatchNorm into the preceding conv / following linear for deployment (docs/ARCHITECTURE.md)."""
 
 import keras
 
@@ -27,7 +27,7 @@ def _copy_fused(src, dst):
     own = [v for v in src._trainable_variables + src._non_trainable_variables]
     if own:
         for target, value in zip(dst._trainable_variables + dst._non_trainable_variables, own):
-            target.assign(value)
+            target.assign(value.numpy())  # a copy: on JAX, predict donates (frees) a model's own buffers
     for a, b in zip(src_children, dst_children):
         _copy_fused(a, b)
 

@@ -1,4 +1,11 @@
-"""ImageNet preprocessing as the reference evaluates: resize 256 bicubic, center-crop 224, mean/std."""
+"""Images in, as the reference evaluates them: decode, resize 256 bicubic, center-crop 224, normalize.
+
+Models built with ``include_preprocessing=True`` (the default, as keras.applications EfficientNetV2)
+hold the ImageNet normalization as their first layer and take RGB 0..255, uint8 or float; then
+:func:`preprocess_input` is a documented pass-through. :func:`normalize_images` is the same
+normalization outside the model, for ``include_preprocessing=False`` models.
+See docs/ARCHITECTURE.md ("Preprocessing").
+"""
 
 import functools
 import json
@@ -10,24 +17,61 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_PCT = 0.875
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+# the largest image side the models are built for, and the largest file we decode (pixels): bigger
+# files are refused per image with a clear message instead of exhausting memory
+MAX_IMAGE_SIZE = 4096
+MAX_DECODE_PIXELS = 100_000_000
+PREPROCESSING_LAYER = "preprocessing"
+
+
+def preprocessing_layer():
+    """The in-model normalization: x * 1/(255 std) - mean/std, per channel (a Keras Rescaling)."""
+    import keras
+
+    scale = [1.0 / (255.0 * s) for s in IMAGENET_STD]
+    offset = [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
+    return keras.layers.Rescaling(scale=scale, offset=offset, name=PREPROCESSING_LAYER)
+
+
+def has_preprocessing(model):
+    """True when ``model`` takes raw RGB 0..255 (it holds the normalization layer)."""
+    return any(layer.name == PREPROCESSING_LAYER for layer in model.layers)
 
 
 def preprocess_input(x, data_format=None):
+    """A pass-through, as ``keras.applications.efficientnet_v2.preprocess_input``.
+
+    keras_evit models normalize inside (``include_preprocessing=True``, the default): feed them RGB
+    0..255. For models built with ``include_preprocessing=False`` use :func:`normalize_images`.
+    """
+    return x
+
+
+def normalize_images(x, data_format=None):
     """RGB in [0, 255] (uint8 or float, channels last) -> (x / 255 - mean) / std, float32.
 
-    Like ``keras.applications``, float inputs are taken as 0..255, not 0..1.
+    Only for models built with ``include_preprocessing=False``; float inputs are taken as 0..255.
     """
     if data_format not in (None, "channels_last"):
         raise ValueError("keras_evit models are channels-last; pass NHWC images")
     if tuple(np.shape(x))[-1:] != (3,):
-        raise ValueError(f"preprocess_input expects RGB images with 3 channels last, got shape {np.shape(x)}")
+        raise ValueError(f"normalize_images expects RGB images with 3 channels last, got shape {np.shape(x)}")
     if isinstance(x, (np.ndarray, list, tuple)):
         x = np.asarray(x).astype("float32")
-    else:  # a backend tensor (tf.data pipelines, symbolic inputs): stay in the graph
+    elif type(x).__module__.startswith("tensorflow"):  # tf.data under any Keras backend
+        import tensorflow as tf
+
+        x = tf.cast(x, "float32")
+    else:  # a backend tensor or a symbolic Keras input
         from keras import ops
 
         x = ops.cast(x, "float32")
     return (x / 255.0 - np.array(IMAGENET_MEAN, "float32")) / np.array(IMAGENET_STD, "float32")
+
+
+def model_inputs(model, images):
+    """``images`` (RGB 0..255) as ``model`` wants them: raw when it normalizes itself, else normalized."""
+    return images if has_preprocessing(model) else normalize_images(images)
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,35 +82,89 @@ def imagenet_classes():
         return [tuple(item) for item in json.load(f)]
 
 
-def decode_predictions(preds, top=5):
-    """[[(synset, name, score), ...] per image], best first, as ``keras.applications`` returns."""
+def imagenet_class_names():
+    """The 1000 human-readable names, as :func:`decode_predictions` names them."""
+    return [name for _, name in imagenet_classes()]
+
+
+def decode_predictions(preds, top=5, class_names=None):
+    """[[(id, name, score), ...] per image], best first, as ``keras.applications`` returns.
+
+    ``class_names``: a fine-tuned model's classes (id = name); default the 1000 ImageNet classes.
+    """
     preds = np.asarray(preds)
-    if preds.ndim != 2 or preds.shape[1] != 1000:
-        raise ValueError(f"decode_predictions expects a (batch, 1000) array, got shape {preds.shape}")
-    classes = imagenet_classes()
+    classes = imagenet_classes() if class_names is None else [(n, n) for n in class_names]
+    if preds.ndim != 2 or preds.shape[1] != len(classes):
+        raise ValueError(f"decode_predictions expects a (batch, {len(classes)}) array, got shape {preds.shape}")
+    if int(top) < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
     results = []
     for row in preds:
-        order = np.argsort(-row, kind="stable")[:top]
+        order = np.argsort(-row, kind="stable")[:int(top)]
         results.append([(classes[i][0], classes[i][1], float(row[i])) for i in order])
     return results
 
 
-def load_image(path, image_size=224, crop_pct=CROP_PCT):
-    """The reference eval transform on one file: RGB uint8 (size, size, 3).
+def _to_rgb(img):
+    """PIL image in any mode -> RGB uint8 array; 16-bit and float modes are scaled, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        data = np.asarray(img, dtype=np.int64)
+        top = 65535 if img.mode.startswith("I;16") or data.max(initial=0) > 255 else 255
+        grey = np.clip(np.round(data * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode == "F":
+        data = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if data.max(initial=0.0) <= 1.0 else 1.0
+        grey = np.clip(np.round(data * scale), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        from PIL import Image
+
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))  # transparent -> white, as browsers
+        img = Image.alpha_composite(background, img)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def decode_image(path):
+    """RGB uint8 array of the file at ``path``; ValueError naming the file when it cannot be used."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > MAX_DECODE_PIXELS:
+                raise ValueError(f"image {path} is {width}x{height} pixels, over the {MAX_DECODE_PIXELS:,}-pixel "
+                                 "limit (a decompression bomb or a huge scan): downscale it first")
+            img.load()
+            return _to_rgb(img)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image {path} is too large to decode ({exc}): a decompression bomb or a huge scan; "
+                         "downscale it first") from exc
+    except ValueError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}. Use a JPEG/PNG/BMP/WebP/GIF file.") from exc
+
+
+def _size_pair(image_size):
+    height, width = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+    return int(height), int(width)
+
+
+def center_crop(image, image_size=224, crop_pct=CROP_PCT):
+    """The reference eval transform on an RGB uint8 array: the one definition predict, evaluate,
+    export calibration/verification and the demo share.
 
     Shorter side resized to ``int(size / crop_pct)`` with bicubic (PIL), then center crop, as timm's
     ``transforms_imagenet_eval`` / the official ``build_transform``.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    height, width = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}. Use a JPEG/PNG/BMP/WebP/GIF file.") from exc
+    height, width = _size_pair(image_size)
+    img = Image.fromarray(np.asarray(image, np.uint8))
     scale = int(min(height, width) / crop_pct)
     w, h = img.size
     if w <= h:
@@ -80,6 +178,26 @@ def load_image(path, image_size=224, crop_pct=CROP_PCT):
     return np.asarray(img, dtype=np.uint8)
 
 
-def list_images(folder):
-    """Image files directly in ``folder``, sorted."""
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+def load_image(path, image_size=224, crop_pct=CROP_PCT):
+    """The reference eval transform on one file: RGB uint8 (size, size, 3)."""
+    return center_crop(decode_image(path), image_size, crop_pct)
+
+
+def check_image_size(image_size):
+    """An int side length in [MIN_SIZE, MAX_IMAGE_SIZE], or a ValueError that says so."""
+    from .configs import MIN_SIZE
+
+    size = int(image_size)
+    if not MIN_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"image size {image_size} is out of range: use {MIN_SIZE}..{MAX_IMAGE_SIZE} px "
+                         "(224 is the ImageNet default)")
+    return size
+
+
+def list_images(folder, recursive=False):
+    """Image files in ``folder`` (with ``recursive``, in its sub-folders too), sorted."""
+    if recursive:
+        found = (os.path.join(root, f) for root, _, files in os.walk(folder) for f in files)
+    else:
+        found = (os.path.join(folder, f) for f in os.listdir(folder))
+    return sorted(p for p in found if p.lower().endswith(IMAGE_EXTENSIONS))

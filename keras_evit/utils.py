@@ -1,9 +1,14 @@
 """Small shared helpers."""
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
+
+# HDF5 metadata per variable and per file, over the raw bytes (a generous bound, measured ~1 kB)
+H5_BYTES_PER_VARIABLE = 4096
+H5_BYTES_PER_FILE = 1 << 20
 
 
 def _suffix(path):
@@ -47,3 +52,49 @@ def atomic_output(path, directory=False):
             shutil.rmtree(tmp)
         elif os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_output_path(path, suffixes=None, directory=False):
+    """Refuses an output path before any work is done: wrong suffix, an existing folder where a file
+    goes, or a parent folder that cannot be created or written."""
+    path = os.fspath(path)
+    if suffixes and not path.endswith(tuple(suffixes)):
+        raise ValueError(f"--output {path!r} should end with {' or '.join(suffixes)}")
+    if os.path.isdir(path) and not directory:
+        raise ValueError(f"--output {path!r} is an existing folder: name a file inside it instead")
+    if os.path.exists(path) and directory and not os.path.isdir(path):
+        raise ValueError(f"--output {path!r} is an existing file, but this output is a folder")
+    parent = os.path.dirname(os.path.abspath(path))
+    existing = parent
+    while not os.path.isdir(existing):
+        if os.path.exists(existing):
+            raise ValueError(f"cannot write {path!r}: {existing} is a file, not a folder")
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path!r}: no write permission in {existing}")
+    return path
+
+
+def ensure_free_space(path, nbytes):
+    """Refuses to start a write of ``nbytes`` into ``path``'s folder when the disk cannot hold it
+    (h5py crashes the process on ENOSPC instead of raising)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(parent).free
+    if free < nbytes:
+        raise OSError(errno.ENOSPC, f"not enough free disk space in {parent} to write {os.path.basename(path)}: "
+                      f"{free / 1e6:.1f} MB free, {nbytes / 1e6:.1f} MB needed. Free some space or write elsewhere",
+                      path)
+
+
+def save_keras(model, path, variables=None):
+    """``model.save`` (``.keras``) or ``model.save_weights`` (``.weights.h5``), atomically and only when the
+    disk has room for it. ``variables``: what the file will hold (default the model's weights)."""
+    variables = model.weights if variables is None else variables
+    needed = sum(int(v.numpy().nbytes) + H5_BYTES_PER_VARIABLE for v in variables) + H5_BYTES_PER_FILE
+    ensure_free_space(path, needed)
+    with atomic_output(path) as tmp:
+        if path.endswith(".keras"):
+            model.save(tmp)
+        else:
+            model.save_weights(tmp)
+    return path

@@ -38,7 +38,24 @@ def sample_dir():
 
 
 def random_images(n, height, width=None, seed=0):
+    """Normalized-scale inputs, for models built with include_preprocessing=False."""
     return np.random.RandomState(seed).randn(n, height, width or height, 3).astype("float32")
+
+
+def raw_images(n, height, width=None, seed=0):
+    """RGB 0..255 float inputs, for models with in-model preprocessing (the default)."""
+    return np.random.RandomState(seed).uniform(0, 255, (n, height, width or height, 3)).astype("float32")
+
+
+def timm_vs_keras(ref, tm, km, x):
+    """max |timm - keras| logits on ``x`` (raw RGB for in-model-preprocessing models, else normalized)."""
+    import keras_evit as ke
+    from keras_evit.preprocessing import has_preprocessing
+
+    expected = ref.timm_logits(tm, ke.normalize_images(x) if has_preprocessing(km) else x)
+    got = km.predict(x, verbose=0)
+    assert np.abs(expected).max() > 0.1, "degenerate reference output"
+    return float(np.abs(expected - got).max())
 
 
 def randomize(model, seed=0):

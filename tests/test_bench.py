@@ -1,9 +1,12 @@
 import json
 import os
 
+import pytest
+
 from keras_evit.cli import main
 
 
+@pytest.mark.slow  # builds and times 7 runtimes: about 2 minutes
 def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
     out_json, out_png = str(tmp_path / "b.json"), str(tmp_path / "b.png")
     code = main(["bench", "--model", "m0", "--runtimes", "litert,onnxruntime,torch", "--threads", "1",

@@ -6,6 +6,8 @@ import pytest
 import keras_evit as ke
 from keras_evit.cli import main
 
+from conftest import raw_images, timm_vs_keras
+
 
 @pytest.fixture(scope="module")
 def m0_weights(tmp_path_factory):
@@ -38,8 +40,7 @@ def test_convert_official_checkpoint(ref, tmp_path, capsys):
     out = str(tmp_path / "m0.weights.h5")
     assert main(["convert", ckpt, "--model", "m0", "--output", out]) == 0
     model = ke.EfficientViTM0(weights=out, classifier_activation=None)
-    x = np.random.RandomState(0).randn(1, 224, 224, 3).astype("float32")
-    assert np.abs(ref.timm_logits(tm, x) - model.predict(x, verbose=0)).max() <= 1e-4
+    assert timm_vs_keras(ref, tm, model, raw_images(1, 224)) <= 1e-4
     assert sorted(os.listdir(tmp_path)) == ["efficientvit_m0.pth", "m0.weights.h5"]
 
 
@@ -62,4 +63,58 @@ def test_demo_runs_offline(sample_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KERAS_EVIT_WEIGHTS_URL", "http://127.0.0.1:9/none")  # closed port: offline
     assert main(["demo", "--model", "m0", "--limit", "4", "--images", sample_dir]) == 0
     out = capsys.readouterr().out
-    assert "RANDOM weights" in out and "4 images" in out and "top-1" in out
+    assert "RANDOM WEIGHTS" in out and "4 images" in out and "top-1" in out
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["predict", "x.jpg", "--top", "-3"], "must be >= 1"),
+    (["predict", "x.jpg", "--image-size", "100000"], "out of range"),
+    (["finetune", "--data", "digits", "--output", "r", "--batch-size", "0"], "must be >= 1"),
+    (["train", "--data", "digits", "--output", "r", "--epochs", "0"], "must be >= 1"),
+    (["export", "--image-size", "8", "--output", "x.tflite"], "out of range"),
+])
+def test_bad_numbers_are_refused_by_the_parser(argv, match, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_predict_goes_on_after_a_bad_image(sample_dir, tmp_path, m0_weights, capsys):
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)
+    good = os.path.join(sample_dir, "n01440764_tench.JPEG")
+    assert main(["predict", str(bomb), good, "--model", "m0", "--weights", m0_weights]) == 2
+    captured = capsys.readouterr()
+    assert "decompression bomb" in captured.err and good in captured.out
+
+
+def test_outputs_are_checked_before_any_work(tmp_path, capsys):
+    (tmp_path / "existing").mkdir()
+    assert main(["export", "--weights", "none", "--output", str(tmp_path / "existing"),
+                 "--format", "onnx"]) == 2
+    assert "should end with .onnx" in capsys.readouterr().err
+    folder_named_like_file = tmp_path / "m.onnx"
+    folder_named_like_file.mkdir()
+    assert main(["export", "--weights", "none", "--format", "onnx", "--output", str(folder_named_like_file)]) == 2
+    assert "is an existing folder" in capsys.readouterr().err
+    assert main(["convert", "missing.pth", "--output", str(tmp_path / "out.txt")]) == 2
+    assert "should end with .weights.h5 or .keras" in capsys.readouterr().err
+
+
+def test_missing_extra_names_what_to_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if the mobile extra were not installed
+    assert main(["export", "--weights", "none", "--format", "onnx", "--image-size", "64", "--verify-limit", "1",
+                 "--output", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install 'keras-evit[mobile]'" in capsys.readouterr().err
+
+
+def test_every_subcommand_is_registered():
+    from keras_evit.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(commands) == {"predict", "convert", "demo", "export", "setup-mediapipe", "bench", "train",
+                             "finetune", "evaluate"}

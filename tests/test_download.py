@@ -3,6 +3,7 @@
 import http.server
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,14 +11,14 @@ import pytest
 import keras_evit as ke
 from keras_evit.weights import CheckpointError
 
-from conftest import random_images
+from conftest import raw_images, timm_vs_keras
 
 
 class _Server:
     """Serves {path: bytes}; ``declared`` overrides Content-Length to fake a cut connection."""
 
     def __init__(self):
-        self.files, self.declared, self.requests = {}, {}, []
+        self.files, self.declared, self.requests, self.trickle = {}, {}, [], {}
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -30,6 +31,12 @@ class _Server:
                 self.send_response(200)
                 self.send_header("Content-Length", str(server.declared.get(self.path, len(body))))
                 self.end_headers()
+                if self.path in server.trickle:  # a byte at a time, each well inside the per-read timeout
+                    for i in range(len(body)):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.trickle[self.path])
+                    return
                 self.wfile.write(body)
 
             def log_message(self, *args):
@@ -78,9 +85,8 @@ def test_imagenet_download_convert_cache(ref, server, tmp_path):
     tm, body = _official_bytes(ref, "m0", tmp_path)
     server.files["/v1.0/efficientvit_m0.pth"] = body
     model = ke.EfficientViTM0(weights="imagenet", classifier_activation=None)
-    x = random_images(2, 224)
-    assert np.abs(ref.timm_logits(tm, x) - model.predict(x, verbose=0)).max() <= 1e-4
-    assert _cache_files(tmp_path) == ["efficientvit_m0_imagenet.weights.h5"]
+    assert timm_vs_keras(ref, tm, model, raw_images(2, 224)) <= 1e-4
+    assert _cache_files(tmp_path) == ["efficientvit_m0_imagenet.weights.h5", "efficientvit_m0_imagenet.weights.h5.sha256"]
     assert server.requests == ["/v1.0/efficientvit_m0.pth"]
 
     server.close()  # second call: no network at all
@@ -131,3 +137,61 @@ def test_classes_mismatch_fails_before_download(server):
     with pytest.raises(ValueError, match="classes=10.*include_top=False"):
         ke.EfficientViTM0(weights="imagenet", classes=10)
     assert server.requests == []
+
+
+def test_nan_download_is_refused_and_never_cached(ref, server, tmp_path):
+    import argparse
+
+    import torch
+
+    tm = ref.create_timm_model("m0")
+    state = ref.official_state_dict(ref.timm_state_dict(tm))
+    state["blocks1.0.mixer.m.attn.attention_biases"][0, 3] = float("nan")
+    path = tmp_path / "nan.pth"
+    torch.save({"model": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
+                "args": argparse.Namespace()}, str(path))
+    server.files["/v1.0/efficientvit_m0.pth"] = path.read_bytes()
+    with pytest.raises(CheckpointError, match="attention_biases has 1 non-finite"):
+        ke.EfficientViTM0(weights="imagenet")
+    assert _cache_files(tmp_path) == []
+
+
+def test_corrupt_cache_is_replaced_or_named(ref, server, tmp_path):
+    """A truncated cache file is caught by its SHA-256: removed and fetched again; offline, the error
+    names the file."""
+    _, body = _official_bytes(ref, "m0", tmp_path)
+    server.files["/v1.0/efficientvit_m0.pth"] = body
+    ke.EfficientViTM0(weights="imagenet")
+    cached = tmp_path / "cache" / "efficientvit_m0_imagenet.weights.h5"
+    good = cached.read_bytes()
+    cached.write_bytes(good[: len(good) // 3])
+    with pytest.warns(UserWarning, match="do not match their recorded SHA-256"):
+        ke.EfficientViTM0(weights="imagenet")
+    assert cached.read_bytes() == good and len(server.requests) == 2
+    cached.write_bytes(good[:100])
+    server.close()
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match=f"cached weights {cached} were corrupt"):
+        ke.EfficientViTM0(weights="imagenet")
+
+
+def test_stale_partial_downloads_are_cleaned(server, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old, fresh = cache / ".download-abc.part.pth", cache / ".download-new.part.pth"
+    old.write_bytes(b"x" * 10)
+    fresh.write_bytes(b"y")
+    os.utime(old, (time.time() - 3 * 86400,) * 2)
+    with pytest.raises(CheckpointError):
+        ke.EfficientViTM0(weights="imagenet")  # 404 here; the stale file goes first
+    assert not old.exists() and fresh.exists()  # a fresh one may belong to a download in progress
+
+
+def test_download_has_an_overall_deadline(server, tmp_path, monkeypatch):
+    server.files["/v1.0/efficientvit_m0.pth"] = b"z" * 40
+    server.trickle["/v1.0/efficientvit_m0.pth"] = 0.1
+    monkeypatch.setenv("KERAS_EVIT_DOWNLOAD_DEADLINE", "1")
+    started = time.monotonic()
+    with pytest.raises(CheckpointError, match="did not finish within 1 s"):
+        ke.EfficientViTM0(weights="imagenet")
+    assert time.monotonic() - started < 3.5
+    assert _cache_files(tmp_path) == []

@@ -47,7 +47,7 @@ def test_int8_io_and_fixed_batch(m0, images, tmp_path):
     report = export_model(m0, out, "tflite", "int8", calibration_images=images, batch_size=4, int8_io=True,
                           verify_images=images)
     runner = TFLiteRunner(out)
-    assert runner.input["dtype"] == np.int8 and runner.batch_size == 4
+    assert runner.input["dtype"] == np.uint8 and runner.batch_size == 4  # what MediaPipe takes
     assert report["verification"]["cosine_mean"] > 0.9
 
 
@@ -147,11 +147,19 @@ def test_all_variants_export(variant, fmt, quantize, images, tmp_path):
         assert v["passed"] is None and v["cosine_mean"] > 0.9
 
 
-def test_coreml_conversion(tmp_path, capsys):
-    pytest.importorskip("coremltools")
+def test_coreml_image_input_and_class_labels(tmp_path, capsys):
+    """Core ML: an RGB image input (raw pixels, the model normalizes) and the labels in the model."""
+    ct = pytest.importorskip("coremltools")
     out = str(tmp_path / "m0.mlpackage")
     assert main(["export", "--model", "m0", "--weights", "none", "--format", "coreml", "--quantize", "fp16",
                  "--image-size", "96", "--output", out]) == 0
-    text = capsys.readouterr().out
-    assert "inputs [('image', (1, 96, 96, 3))]" in text and "(1, 1000)" in text
+    assert "image 96x96 RGB" in capsys.readouterr().out
     assert os.path.isdir(out) and sorted(os.listdir(tmp_path)) == ["m0.mlpackage"]
+    spec = ct.utils.load_spec(out)
+    image = spec.description.input[0].type
+    assert image.WhichOneof("Type") == "imageType" and (image.imageType.width, image.imageType.height) == (96, 96)
+    assert image.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
+    outputs = {o.name: o.type.WhichOneof("Type") for o in spec.description.output}
+    assert outputs == {"classLabel": "stringType", "classLabel_probs": "dictionaryType"}  # a classifier
+    program = spec.mlProgram.SerializeToString()
+    assert all(name.encode() in program for name in ke.preprocessing.imagenet_class_names())

@@ -4,7 +4,7 @@ import pytest
 
 import keras_evit as ke
 
-from conftest import random_images
+from conftest import random_images, raw_images
 
 
 def test_keras_roundtrip(tmp_path):
@@ -67,6 +67,6 @@ def test_transfer_learning_head_trains():
     backbone.trainable = False
     model = keras.Sequential([backbone, keras.layers.Dense(2)])
     model.compile(keras.optimizers.Adam(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x, y = random_images(8, 96), np.array([0, 1] * 4)
+    x, y = raw_images(8, 96), np.array([0, 1] * 4)
     history = model.fit(x, y, epochs=8, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]

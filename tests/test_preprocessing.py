@@ -10,15 +10,36 @@ from keras_evit.preprocessing import imagenet_classes
 from conftest import HYMENOPTERA
 
 
-def test_preprocess_input_values():
+def test_normalize_images_values():
     x = np.array([[[[0, 128, 255]]]], np.uint8)
-    y = ke.preprocess_input(x)
+    y = ke.normalize_images(x)
     expected = (np.array([0, 128, 255]) / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
     np.testing.assert_allclose(y[0, 0, 0], expected, rtol=1e-6)
     assert y.dtype == np.float32
-    np.testing.assert_allclose(ke.preprocess_input(x.astype("float32")), y)
+    np.testing.assert_allclose(ke.normalize_images(x.astype("float32")), y)
     with pytest.raises(ValueError, match="3 channels last"):
-        ke.preprocess_input(np.zeros((1, 3, 4, 4)))
+        ke.normalize_images(np.zeros((1, 3, 4, 4)))
+
+
+def test_preprocess_input_is_a_pass_through_and_the_model_normalizes():
+    """keras.applications EfficientNetV2 convention: raw RGB in, normalization inside the model."""
+    x = np.random.RandomState(0).randint(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+    assert ke.preprocess_input(x) is x
+    raw = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    plain = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classifier_activation=None,
+                              include_preprocessing=False)
+    plain.set_weights(raw.get_weights())
+    np.testing.assert_allclose(raw.predict(x, verbose=0), plain.predict(ke.normalize_images(x), verbose=0),
+                               atol=1e-5)
+    assert raw.get_layer("preprocessing") is not None
+
+
+def test_normalize_images_in_tf_data():
+    import tensorflow as tf
+
+    x = np.full((2, 4, 4, 3), 128, np.uint8)
+    ds = tf.data.Dataset.from_tensor_slices(x).map(ke.normalize_images)
+    np.testing.assert_allclose(np.stack(list(ds.as_numpy_iterator())), ke.normalize_images(x), atol=1e-6)
 
 
 def test_classes_match_sample_labels(sample_dir):
@@ -36,6 +57,10 @@ def test_decode_predictions_order():
     assert decoded[1][0] == ("n01440764", "tench", 1.0)
     with pytest.raises(ValueError, match=r"\(batch, 1000\)"):
         ke.decode_predictions(np.zeros((1, 10)))
+    with pytest.raises(ValueError, match="top must be >= 1"):
+        ke.decode_predictions(preds, top=-3)
+    custom = ke.decode_predictions(np.array([[0.2, 0.8]]), top=5, class_names=["ants", "bees"])
+    assert custom == [[("bees", "bees", 0.8), ("ants", "ants", 0.2)]]
 
 
 def test_eval_transform(sample_dir):
@@ -71,3 +96,44 @@ def test_unreadable_image_names_path(tmp_path):
         ke.load_image(str(bad))
     with pytest.raises(FileNotFoundError, match="image not found"):
         ke.load_image(str(tmp_path / "missing.jpg"))
+
+
+def test_sixteen_bit_png_is_scaled_not_saturated(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((80, 80), 32896, np.uint16)).save(path)  # 16-bit grey, half brightness
+    with Image.open(path) as img:
+        assert img.mode.startswith("I")
+    image = ke.load_image(str(path), 64)
+    assert image.shape == (64, 64, 3) and abs(int(image.mean()) - 128) <= 1
+
+
+def test_decompression_bomb_is_a_clear_per_image_error(tmp_path):
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 400 M pixels in a few kB: PIL's own guard
+    assert os.path.getsize(bomb) < 1_000_000
+    with pytest.raises(ValueError, match="bomb.png is too large to decode.*decompression bomb"):
+        ke.load_image(str(bomb))
+    big = tmp_path / "big.png"
+    Image.new("1", (12000, 10000)).save(big)  # 120 M pixels: under PIL's error line, over ours
+    with pytest.raises(ValueError, match="big.png is 12000x10000 pixels, over the 100,000,000-pixel limit"):
+        ke.load_image(str(big))
+
+
+def test_truncated_jpeg_is_refused(tmp_path, sample_dir):
+    data = open(os.path.join(sample_dir, "n01440764_tench.JPEG"), "rb").read()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot read image .*cut.jpg"):
+        ke.load_image(str(cut))
+
+
+def test_transparent_png_composites_on_white(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "alpha.png"
+    Image.new("RGBA", (70, 70), (0, 0, 0, 0)).save(path)
+    assert ke.load_image(str(path), 64).min() == 255

@@ -70,18 +70,34 @@ def test_mixup_cutmix_soft_labels():
     assert (y.max(-1) < 1.0).any()
 
 
-def test_eval_transform_matches_reference_crop(sample_dir):
+def test_eval_transform_is_predicts(sample_dir):
+    """evaluate's pipeline gives predict's pixels exactly, from a path or from a decoded array."""
     import tensorflow as tf
 
     import keras_evit as ke
     from keras_evit.training.augment import eval_transform
 
     path = os.path.join(sample_dir, "n01530575_brambling.JPEG")
-    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-    ours = np.asarray(eval_transform(224)(image))
-    reference = ke.preprocess_input(ke.load_image(path))
-    assert ours.shape == (224, 224, 3)
-    assert np.abs(ours - reference).mean() < 0.05  # TF vs PIL bicubic differ slightly
+    reference = ke.load_image(path).astype(np.float32)
+    from_path = np.asarray(eval_transform(224)(tf.constant(path)))
+    from_array = np.asarray(eval_transform(224)(tf.constant(ke.preprocessing.decode_image(path))))
+    np.testing.assert_array_equal(from_path, reference)
+    np.testing.assert_array_equal(from_array, reference)
+
+
+def test_evaluate_pipeline_logits_equal_predicts(sample_dir, tmp_path):
+    """The same file gives the same logits through predict's path and evaluate's tf.data pipeline."""
+    import keras_evit as ke
+    from keras_evit.training.data import Source
+
+    files = sorted(os.path.join(sample_dir, f) for f in os.listdir(sample_dir) if f.endswith(".JPEG"))[:4]
+    source = Source("folder", ["a", "b"], {"validation": (np.array(files), np.array([0, 1, 0, 1], np.int32))},
+                    {"validation": 4})
+    model = ke.EfficientViTM0(weights=None, input_shape=(96, 96, 3), classifier_activation=None)
+    x, _ = next(iter(make_dataset(source, "validation", 4, get_recipe("finetune", image_size=96), training=False)))
+    via_evaluate = model.predict(np.asarray(x), verbose=0)
+    via_predict = model.predict(np.stack([ke.load_image(f, 96) for f in files]), verbose=0)
+    assert np.abs(via_evaluate - via_predict).max() <= 1e-4
 
 
 def test_tfds_source_with_mock_data():
@@ -91,3 +107,40 @@ def test_tfds_source_with_mock_data():
         assert source.num_classes == 10
         x, y = next(iter(make_dataset(source, "train", 8, get_recipe("digits", image_size=64), training=True)))
         assert x.shape == (8, 64, 64, 3) and y.shape == (8, 10)
+
+
+def test_one_class_folder_is_an_error(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "only").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((20, 20, 3), i * 40, np.uint8)).save(tmp_path / "only" / f"{i}.png")
+    with pytest.raises(ValueError, match="needs at least 2 classes"):
+        load_source(f"folder:{tmp_path}")
+
+
+def test_scan_decodes_with_the_training_decoder(tmp_path, sample_dir):
+    """A truncated JPEG passes PIL's verify() but not a full decode: skipped at scan time, counted."""
+    from PIL import Image
+
+    data = open(os.path.join(sample_dir, "n01440764_tench.JPEG"), "rb").read()
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((20, 20, 3), i * 40, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "a" / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with Image.open(tmp_path / "a" / "cut.jpg") as img:
+        img.verify()  # the old scan-time check let it through
+    source = load_source(f"folder:{tmp_path}")
+    assert len(source.skipped) == 1 and "cut.jpg" in source.skipped[0]
+    batches = make_dataset(source, "train", 1, get_recipe("digits", image_size=64, epochs=1), training=True)
+    assert sum(1 for _ in batches.take(source.sizes["train"])) == source.sizes["train"]
+
+
+def test_recipe_rejects_values_no_run_can_use():
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        get_recipe("digits", batch_size=0)
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        get_recipe("digits", epochs=-1)
+    with pytest.raises(ValueError, match="out of range"):
+        get_recipe("digits", image_size=100000)

@@ -11,7 +11,7 @@ from keras_evit.weights import CheckpointError, read_checkpoint, state_dict_from
 from keras_evit.weights.checkpoint import _read_torch_zip
 from keras_evit.weights.keymap import official_to_timm, timm_to_official
 
-from conftest import random_images
+from conftest import random_images, raw_images, timm_vs_keras
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,7 @@ def _save_pth(path, state, **extra):
 
 
 def _logits_match(ref, tm, model, size=224):
-    x = random_images(1, size)
-    return float(np.abs(ref.timm_logits(tm, x) - model.predict(x, verbose=0)).max())
+    return timm_vs_keras(ref, tm, model, raw_images(1, size))
 
 
 def test_key_maps_are_inverse(m0):
@@ -108,7 +107,7 @@ def test_include_top_false_skips_head_and_keeps_features(ref, m0, tmp_path):
     tm, state = m0
     path = str(tmp_path / "w.npz")
     np.savez(path, **state)
-    model = ke.EfficientViTM0(include_top=False, weights=path, pooling="avg")
+    model = ke.EfficientViTM0(include_top=False, weights=path, pooling="avg", include_preprocessing=False)
     x = random_images(1, 224)
     import torch
 

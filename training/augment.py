@@ -1,33 +1,57 @@
-"""Train and eval transforms (tf.data side), built from Keras preprocessing layers where they exist."""
+"""Train and eval transforms (tf.data side), built from Keras preprocessing layers where they exist.
+
+Both yield RGB 0..255 float32: the models normalize inside (``include_preprocessing=True``). Decoding
+and the eval transform call the very functions predict calls (PIL, in ``tf.numpy_function``), so a
+file gives the same pixels, and the same logits, through ``predict`` and through ``evaluate``.
+"""
+
+from keras_evit.preprocessing import CROP_PCT, center_crop, decode_image, load_image
 
 
-from keras_evit.preprocessing import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD
+def _path(value):
+    """A numpy_function string argument (bytes in graphs, a 0-d array eagerly) as str."""
+    value = value.item() if hasattr(value, "item") else value
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _normalize(image):
+def _rgb_array(image):
+    import numpy as np
+
+    image = np.asarray(image)
+    if image.ndim == 2 or image.shape[-1] == 1:
+        image = np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=-1)
+    return np.ascontiguousarray(image.astype(np.uint8))
+
+
+def decode(record):
+    """A file path (string tensor) or an image array -> RGB uint8 (H, W, 3), PIL-decoded as predict."""
     import tensorflow as tf
 
-    return (tf.cast(image, tf.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    if record.dtype == tf.string:
+        image = tf.numpy_function(lambda p: decode_image(_path(p)), [record], tf.uint8, stateful=False)
+    else:
+        image = tf.numpy_function(_rgb_array, [record], tf.uint8, stateful=False)
+    image.set_shape([None, None, 3])
+    return image
 
 
 def eval_transform(size, crop_pct=CROP_PCT):
-    """Reference eval transform: shorter side to size / crop_pct (bicubic), center crop, normalize."""
+    """Reference eval transform (``keras_evit.load_image``) on a path or an image array: float32 0..255."""
     import tensorflow as tf
 
-    scale = int(size / crop_pct)
+    def from_path(path):
+        return load_image(_path(path), size, crop_pct)
 
-    def fn(image):
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        factor = scale / tf.reduce_min(shape)
-        new = tf.cast(tf.floor(shape * factor), tf.int32)
-        new = tf.maximum(new, scale)
-        resized = tf.image.resize(image, new, method="bicubic", antialias=True)
-        top = (new[0] - size + 1) // 2
-        left = (new[1] - size + 1) // 2
-        crop = resized[top:top + size, left:left + size]
-        crop = tf.clip_by_value(crop, 0.0, 255.0)
+    def from_array(image):
+        return center_crop(_rgb_array(image), size, crop_pct)
+
+    def fn(record):
+        if record.dtype == tf.string:
+            crop = tf.numpy_function(from_path, [record], tf.uint8, stateful=False)
+        else:
+            crop = tf.numpy_function(from_array, [record], tf.uint8, stateful=False)
         crop.set_shape([size, size, 3])
-        return _normalize(crop)
+        return tf.cast(crop, tf.float32)
     return fn
 
 
@@ -60,8 +84,7 @@ def train_transform(recipe):
             crop = rand_augment(crop, training=True)
         if erasing is not None:
             crop = erasing(crop, training=True)
-        crop = tf.ensure_shape(tf.cast(crop, tf.float32), [size, size, 3])
-        return _normalize(crop)
+        return tf.ensure_shape(tf.cast(crop, tf.float32), [size, size, 3])
     return fn
 
 
@@ -87,4 +110,4 @@ def mix_batch(recipe, num_classes):
     return fn
 
 
-__all__ = ["eval_transform", "mix_batch", "train_transform"]
+__all__ = ["decode", "eval_transform", "mix_batch", "train_transform"]

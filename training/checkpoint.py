@@ -6,7 +6,7 @@ import os
 
 import keras
 
-from keras_evit.utils import atomic_output
+from keras_evit.utils import atomic_output, save_keras
 
 STATE_FILE = "state.json"
 
@@ -15,16 +15,41 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the message names the step."""
 
 
-def read_state(directory):
-    path = os.path.join(directory, STATE_FILE)
-    if not os.path.isfile(path):
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+        if not isinstance(state, dict) or not {"epoch", "step", "global_step", "weights"} <= set(state):
+            return None
+        name = state["weights"]
+        if not isinstance(name, str) or os.path.basename(name) != name or not name.startswith("ckpt-"):
+            return None  # never follow a path out of the checkpoint folder
+        return state
+    except (OSError, ValueError):
         return None
-    with open(path) as f:
-        state = json.load(f)
-    if not os.path.isfile(os.path.join(directory, state["weights"])):
-        raise FileNotFoundError(f"{path} points to a missing checkpoint {state['weights']}: delete "
-                                f"{directory} to start over")
-    return state
+
+
+def checkpoint_states(directory):
+    """States of the checkpoints in ``directory``, newest first (each ``ckpt-N.weights.h5`` has a
+    ``ckpt-N.json`` beside it), so that resume can fall back past a file that does not load.
+    Orphan temporary files of an interrupted save are removed."""
+    if not os.path.isdir(directory):
+        return []
+    for name in os.listdir(directory):
+        if name.startswith(".") and ".tmp" in name:
+            os.remove(os.path.join(directory, name))
+    states = [_read_json(os.path.join(directory, n)) for n in os.listdir(directory)
+              if n.startswith("ckpt-") and n.endswith(".json")]
+    latest = _read_json(os.path.join(directory, STATE_FILE))  # runs from before the sidecar files
+    states = [s for s in states + [latest] if s and os.path.isfile(os.path.join(directory, s["weights"]))]
+    unique = {s["weights"]: s for s in states}
+    return sorted(unique.values(), key=lambda s: s["global_step"], reverse=True)
+
+
+def read_state(directory):
+    """The newest checkpoint's state, or None."""
+    states = checkpoint_states(directory)
+    return states[0] if states else None
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -67,12 +92,18 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             return
         os.makedirs(self.directory, exist_ok=True)
         global_step = int(self.model.optimizer.iterations.numpy())
-        name = f"ckpt-{global_step:08d}.weights.h5"
-        with atomic_output(os.path.join(self.directory, name)) as tmp:
-            self.model.save_weights(tmp)
-        with atomic_output(os.path.join(self.directory, STATE_FILE)) as tmp:
-            with open(tmp, "w") as f:
-                json.dump({"epoch": epoch, "step": step, "global_step": global_step, "weights": name}, f)
+        stem = f"ckpt-{global_step:08d}"
+        name = stem + ".weights.h5"
+        state = {"epoch": epoch, "step": step, "global_step": global_step, "weights": name}
+        save_keras(self.model, os.path.join(self.directory, name),
+                   list(self.model.weights) + list(self.model.optimizer.variables))
+        for target in (stem + ".json", STATE_FILE):
+            with atomic_output(os.path.join(self.directory, target)) as tmp:
+                with open(tmp, "w") as f:
+                    json.dump(state, f)
         old = sorted(f for f in os.listdir(self.directory) if f.startswith("ckpt-") and f.endswith(".weights.h5"))
         for stale in old[:-self.keep]:
             os.remove(os.path.join(self.directory, stale))
+            sidecar = os.path.join(self.directory, stale[:-len(".weights.h5")] + ".json")
+            if os.path.exists(sidecar):
+                os.remove(sidecar)

@@ -2,6 +2,8 @@
 
 import sys
 
+from keras_evit.cli import image_size_arg, positive_int
+
 
 def _recipe(args, preset):
     from .recipe import get_recipe
@@ -40,7 +42,7 @@ def cmd_finetune(args):
 def cmd_evaluate(args):
     from .loop import evaluate
 
-    evaluate(args.model, args.weights, args.data, args.split, args.batch_size or 64, args.image_size or 224,
+    evaluate(args.model, args.weights, args.data, args.split, args.batch_size or 64, args.image_size,
              args.data_dir)
     return 0
 
@@ -49,9 +51,9 @@ def _common(p):
     p.add_argument("--model", default="m0")
     p.add_argument("--data", required=True, help="folder:PATH, tfds:NAME, or digits")
     p.add_argument("--data-dir", default=None, help="TFDS data dir (manual downloads such as ImageNet)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size")
-    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch size")
+    p.add_argument("--image-size", type=image_size_arg, default=None)
 
 
 def _training(p):
@@ -62,8 +64,8 @@ def _training(p):
     p.add_argument("--lr", type=float, default=None, help="base lr per 512 images (paper: 1e-3)")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints")
+    p.add_argument("--steps-per-epoch", type=positive_int, default=None, help="cap steps per epoch (smoke runs)")
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--cache", action="store_true", help="cache decoded evaluation images in memory")
     p.add_argument("--no-sync-bn", action="store_true",
@@ -85,6 +87,6 @@ def register(sub):
 
     p = sub.add_parser("evaluate", help="top-1/top-5 with the reference eval transform")
     _common(p)
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", required=True, help="a training run folder, a .keras model, or a weights file")
     p.add_argument("--split", default="validation")
     p.set_defaults(func=cmd_evaluate)

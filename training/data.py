@@ -2,6 +2,9 @@
 
 Records (paths or small arrays) are shuffled per epoch with seed ``seed + epoch``, so a resumed run
 sees the same epoch order; decoding and augmentation run in parallel and the result is prefetched.
+Files are decoded by the one decoder predict uses (``keras_evit.preprocessing.decode_image``), and
+every file is decoded once at scan time, so a file training could not read is skipped and counted
+up front instead of killing the run at its batch.
 """
 
 import os
@@ -11,6 +14,8 @@ from typing import List
 import numpy as np
 
 TRAIN_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# tfds sets are too big to shuffle whole: a window of this many records (folders shuffle whole)
+TFDS_SHUFFLE_BUFFER = 10_000
 
 
 @dataclass
@@ -27,40 +32,38 @@ class Source:
 
 
 def _check_image(path):
-    """None if PIL can identify the file as a training format, else the reason to skip it."""
-    from PIL import Image, UnidentifiedImageError
+    """None if the training decoder reads the whole file, else the reason to skip it."""
+    from keras_evit.preprocessing import decode_image
 
     if path.lower().endswith(".gif"):
         return f"{path}: GIF skipped (not a photo format used for training; convert it to JPEG/PNG)"
     if not path.lower().endswith(TRAIN_EXTENSIONS):
-        return f"{path}: not an image file (.jpg/.jpeg/.png/.bmp)"
+        return f"{path}: not an image file ({'/'.join(TRAIN_EXTENSIONS)})"
     try:
-        with Image.open(path) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        decode_image(path)
+    except (ValueError, OSError) as exc:
         return f"{path}: unreadable image ({exc})"
     return None
 
 
 def _scan(root, class_names=None):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image folder not found: {root}")
     names = class_names or sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     if not names:
         raise ValueError(f"{root} has no class sub-folders: expected one folder of images per class")
-    paths, labels, skipped = [], [], []
-    for label, name in enumerate(names):
-        folder = os.path.join(root, name)
-        if not os.path.isdir(folder):
-            continue
-        for fname in sorted(os.listdir(folder)):
-            path = os.path.join(folder, fname)
-            reason = _check_image(path)
-            if reason:
-                skipped.append(reason)
-            else:
-                paths.append(path)
-                labels.append(label)
+    candidates = [(os.path.join(root, name, fname), label) for label, name in enumerate(names)
+                  if os.path.isdir(os.path.join(root, name)) for fname in sorted(os.listdir(os.path.join(root, name)))]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
+        reasons = list(tqdm(pool.map(_check_image, [p for p, _ in candidates]), total=len(candidates),
+                            desc=f"checking {root}", unit="img", disable=len(candidates) < 2000))
+    paths = [p for (p, _), r in zip(candidates, reasons) if r is None]
+    labels = [label for (_, label), r in zip(candidates, reasons) if r is None]
+    skipped = [r for r in reasons if r is not None]
     if not paths:
         raise ValueError(f"no readable training images under {root}")
     return names, np.array(paths), np.array(labels, np.int32), skipped
@@ -80,6 +83,9 @@ def folder_source(root, val_fraction=0.1, seed=0):
         n_val = max(1, int(round(len(paths) * val_fraction)))
         tp, tl = paths[order[n_val:]], labels[order[n_val:]]
         vp, vl = paths[order[:n_val]], labels[order[:n_val]]
+    if len(names) < 2:
+        raise ValueError(f"{root} has {len(names)} class folder ({', '.join(names)}): a classifier needs at least 2 "
+                         "classes, one sub-folder of images each")
     return Source("folder", names, {"train": (tp, tl), "validation": (vp, vl)},
                   {"train": len(tp), "validation": len(vp)}, skipped)
 
@@ -147,21 +153,19 @@ def _records(source, split):
 def _decode(record, label):
     import tensorflow as tf
 
-    if record.dtype == tf.string:
-        image = tf.io.decode_image(tf.io.read_file(record), channels=3, expand_animations=False)
-    else:
-        image = record
-    image = tf.cast(image, tf.uint8)
-    if image.shape.rank == 3 and image.shape[-1] == 1:
-        image = tf.image.grayscale_to_rgb(image)
-    image.set_shape([None, None, 3])
-    return image, tf.cast(label, tf.int32)
+    from .augment import decode
+
+    return decode(record), tf.cast(label, tf.int32)
 
 
-def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, skip_steps=0, drop_remainder=None):
-    """A batched, prefetched dataset. Training: infinite epochs from ``start_epoch``, first
+def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, skip_steps=0, drop_remainder=None,
+                 normalize=False):
+    """A batched, prefetched dataset of RGB 0..255 images (``normalize``: ImageNet-normalized, for
+    models without in-model preprocessing). Training: infinite epochs from ``start_epoch``, first
     ``skip_steps`` batches skipped (mid-epoch resume), labels one-hot (mixed when Mixup/CutMix)."""
     import tensorflow as tf
+
+    from keras_evit.preprocessing import normalize_images
 
     from .augment import eval_transform, mix_batch, train_transform
 
@@ -169,7 +173,7 @@ def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, ski
     autotune = tf.data.AUTOTUNE
     if training:
         size = source.sizes[split]
-        buffer = 10_000 if is_tfds else size
+        buffer = TFDS_SHUFFLE_BUFFER if is_tfds else size
         per_epoch = (size // batch_size) * batch_size
         if per_epoch == 0:
             raise ValueError(f"{size} training images are fewer than one batch of {batch_size}: lower --batch-size")
@@ -186,11 +190,12 @@ def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, ski
         if skip_steps:
             ds = ds.skip(skip_steps)
     else:
-        ds = records.map(_decode, num_parallel_calls=autotune)
         transform = eval_transform(recipe.image_size)
-        ds = ds.map(lambda x, y: (transform(x), tf.one_hot(y, source.num_classes)), num_parallel_calls=autotune)
+        ds = records.map(lambda x, y: (transform(x), tf.one_hot(y, source.num_classes)), num_parallel_calls=autotune)
         if recipe.cache:
             ds = ds.cache()
         ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
+    if normalize:
+        ds = ds.map(lambda x, y: (normalize_images(x), y), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
 

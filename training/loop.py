@@ -1,15 +1,18 @@
 """train / finetune / evaluate: model + data + recipe under a tf.distribute strategy, resumable."""
 
+import contextlib
 import json
 import os
 import sys
 
-from .checkpoint import AtomicCheckpoint, read_state
+from .checkpoint import AtomicCheckpoint, checkpoint_states
 from .data import load_source, make_dataset
 from .distributed import is_chief, make_strategy, prebuild, synchronize_batchnorm, task_index
 from .recipe import get_recipe
 
 CHECKPOINT_DIR = "checkpoints"
+METRICS_CSV = "metrics.csv"
+TOP_K = 5
 
 
 def build_classifier(variant, num_classes, weights=None, image_size=224, dropout=0.0):
@@ -20,9 +23,17 @@ def build_classifier(variant, num_classes, weights=None, image_size=224, dropout
     import keras_evit as ke
     from keras_evit.layers import NormLinear
 
+    from keras_evit.artifacts import _model_file, load_keras_file
+
     shape = (image_size, image_size, 3)
-    if weights and str(weights).endswith(".keras"):
-        return keras.models.load_model(weights)
+    model_path = _model_file(weights) if weights and weights != "imagenet" else None
+    if model_path:
+        model = load_keras_file(model_path)
+        units = int(model.outputs[0].shape[-1])
+        if units != num_classes:
+            raise ValueError(f"{model_path} has {units} outputs but the data has {num_classes} classes: fine-tune "
+                             "from its weights file with a new head instead (--weights RUN_DIR/model.weights.h5)")
+        return model
     full = ke.build_model(variant, weights=None, input_shape=shape, classes=num_classes,
                           classifier_activation=None, dropout_rate=dropout)
     if not weights:
@@ -44,12 +55,19 @@ def _compile(model, recipe, steps_per_epoch, num_classes):
 
     from .optim import make_optimizer
 
-    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if num_classes > 5:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))
     model.compile(optimizer=make_optimizer(recipe, steps_per_epoch),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing),
-                  metrics=metrics)
+                  metrics=accuracy_metrics(num_classes))
+
+
+def accuracy_metrics(num_classes):
+    """Top-1, and top-5 where top-5 means something (more than 5 classes)."""
+    import keras
+
+    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if num_classes > TOP_K:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(TOP_K, name="top5"))
+    return metrics
 
 
 def plot_curves(csv_path, png_path):
@@ -82,122 +100,191 @@ def plot_curves(csv_path, png_path):
     plt.close(fig)
 
 
-def train(variant, data, output, recipe=None, strategy="mirrored", weights=None, data_dir=None,
-          freeze_backbone=False, steps_per_epoch=None, verbose="auto", log=print):
-    """Runs (or resumes) a training run in ``output``; returns the final validation metrics."""
+@contextlib.contextmanager
+def precision_policy(mixed):
+    """Mixed precision for the run only: the global Keras policy is restored afterwards."""
     import keras
     import tensorflow as tf
 
-    recipe = recipe or get_recipe()
-    if recipe.mixed_precision:
+    previous = keras.mixed_precision.global_policy()
+    if mixed:
         keras.mixed_precision.set_global_policy(
             "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
-    strat = make_strategy(strategy)
-    chief = is_chief()
-    source = load_source(data, data_dir, seed=recipe.seed)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _steps(source, recipe, steps_per_epoch, log):
     if source.skipped:
         log(f"skipped {len(source.skipped)} unreadable or unsupported file(s):")
         for msg in source.skipped[:10]:
             log(f"  {msg}")
-    batch = recipe.batch_size
-    steps = steps_per_epoch or source.sizes["train"] // batch
+    steps = steps_per_epoch or source.sizes["train"] // recipe.batch_size
     if steps < 1:
-        raise ValueError(f"{source.sizes['train']} training images are fewer than one batch of {batch}")
+        raise ValueError(f"{source.sizes['train']} training images are fewer than one batch of {recipe.batch_size}: "
+                         "lower --batch-size")
+    return steps
+
+
+def _training_model(variant, source, recipe, weights, freeze_backbone, strat):
+    """(model, the model that fit() trains: the model itself or its Distiller), built in ``strat``."""
+    import keras
+
+    model = build_classifier(variant, source.num_classes, weights, recipe.image_size, recipe.dropout)
+    if freeze_backbone:
+        for layer in model.layers:
+            layer.trainable = layer.name == "head"
+    if recipe.sync_bn and strat.num_replicas_in_sync > 1:
+        synchronize_batchnorm(model)
+    if not recipe.distill_teacher:
+        return model, model
+    from .distill import Distiller
+
+    teacher = keras.models.load_model(recipe.distill_teacher)
+    return model, Distiller(model, teacher, recipe.distill_type, recipe.distill_alpha, recipe.distill_tau)
+
+
+def _resume(train_model, ckpt_dir, steps, log):
+    """(start epoch, steps to skip) from the newest checkpoint that loads; (0, 0) for a new run."""
+    candidates = checkpoint_states(ckpt_dir)
+    if not candidates:
+        return 0, 0
+    train_model.optimizer.build(train_model.trainable_variables)
+    for i, state in enumerate(candidates):
+        path = os.path.join(ckpt_dir, state["weights"])
+        try:
+            train_model.load_weights(path)
+        except Exception as exc:  # truncated or corrupt file: h5py/Keras raise many types
+            log(f"WARNING: checkpoint {path} does not load ({type(exc).__name__}: {str(exc)[:200]})"
+                + ("; trying the previous one" if i + 1 < len(candidates) else ""))
+            continue
+        log(f"resuming from {state['weights']}: epoch {state['epoch'] + 1}, step {state['step']} "
+            f"(global step {state['global_step']})")
+        if state["step"] >= steps:
+            return state["epoch"] + 1, 0
+        return state["epoch"], state["step"]
+    raise ValueError(f"no checkpoint in {ckpt_dir} loads (see the warnings above): delete {ckpt_dir} to start "
+                     "the run over, or restore a good checkpoint file")
+
+
+def _callbacks(output, recipe, chief):
+    import keras
+
+    callbacks = [keras.callbacks.CSVLogger(os.path.join(output, METRICS_CSV), append=True)]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(output, "logs"), update_freq="epoch"))
+    if recipe.ema_decay:
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    return callbacks
+
+
+def save_run_outputs(model, class_names, output):
+    """RUN_DIR/model.keras (an inference model: no optimizer, loads with ``import keras_evit``),
+    model.weights.h5, classes.json, curves.png."""
+    import keras
+
+    from keras_evit.artifacts import RUN_CLASSES, RUN_MODEL
+    from keras_evit.utils import atomic_output, save_keras
+
+    inference = keras.Model(model.inputs[0], model.outputs[0], name=model.name)  # same layers, not compiled
+    save_keras(inference, os.path.join(output, RUN_MODEL))
+    save_keras(model, os.path.join(output, "model.weights.h5"))
+    with atomic_output(os.path.join(output, RUN_CLASSES)) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(list(class_names), f)
+    csv_path = os.path.join(output, METRICS_CSV)
+    if os.path.isfile(csv_path):
+        plot_curves(csv_path, os.path.join(output, "curves.png"))
+
+
+def train(variant, data, output, recipe=None, strategy="mirrored", weights=None, data_dir=None,
+          freeze_backbone=False, steps_per_epoch=None, verbose="auto", log=print):
+    """Runs (or resumes) a training run in ``output``; returns the final validation metrics."""
+    recipe = recipe or get_recipe()
+    recipe.validate()
+    with precision_policy(recipe.mixed_precision):
+        return _train(variant, data, output, recipe, strategy, weights, data_dir, freeze_backbone,
+                      steps_per_epoch, verbose, log)
+
+
+def _train(variant, data, output, recipe, strategy, weights, data_dir, freeze_backbone, steps_per_epoch,
+           verbose, log):
+    import tensorflow as tf
+
+    from keras_evit.preprocessing import has_preprocessing
+
+    strat = make_strategy(strategy)
+    chief = is_chief()
+    source = load_source(data, data_dir, seed=recipe.seed)
+    steps = _steps(source, recipe, steps_per_epoch, log)
+    batch = recipe.batch_size
     log(f"{data}: {source.sizes['train']} train / {source.sizes['validation']} validation images, "
         f"{source.num_classes} classes; {steps} steps/epoch at global batch {batch} on "
         f"{strat.num_replicas_in_sync} replica(s); peak lr {recipe.peak_lr:.2e}")
-
     ckpt_dir = os.path.join(output, CHECKPOINT_DIR)
-    state = read_state(ckpt_dir)
+    resuming = bool(checkpoint_states(ckpt_dir))
     with strat.scope():
-        model = build_classifier(variant, source.num_classes, None if state else weights,
-                                 recipe.image_size, recipe.dropout)
-        if freeze_backbone:
-            for layer in model.layers:
-                layer.trainable = layer.name == "head"
-        if recipe.sync_bn and strat.num_replicas_in_sync > 1:
-            synchronize_batchnorm(model)
-        train_model = model
-        if recipe.distill_teacher:
-            from .distill import Distiller
-
-            teacher = keras.models.load_model(recipe.distill_teacher)
-            train_model = Distiller(model, teacher, recipe.distill_type, recipe.distill_alpha, recipe.distill_tau)
+        model, train_model = _training_model(variant, source, recipe, None if resuming else weights,
+                                             freeze_backbone, strat)
         _compile(train_model, recipe, steps, source.num_classes)
-        start_epoch, skip = 0, 0
-        if state:
-            train_model.optimizer.build(train_model.trainable_variables)
-            train_model.load_weights(os.path.join(ckpt_dir, state["weights"]))
-            start_epoch, skip = state["epoch"], state["step"]
-            log(f"resuming from {state['weights']}: epoch {start_epoch + 1}, step {skip} "
-                f"(global step {state['global_step']})")
-            if skip >= steps:
-                start_epoch, skip = start_epoch + 1, 0
-
-    val_ds = make_dataset(source, "validation", batch, recipe, training=False)
+        start_epoch, skip = _resume(train_model, ckpt_dir, steps, log)
+    normalize = not has_preprocessing(model)
+    val_ds = make_dataset(source, "validation", batch, recipe, training=False, normalize=normalize)
     os.makedirs(output, exist_ok=True)
-    csv_path = os.path.join(output, "metrics.csv")
-    callbacks_common = [keras.callbacks.CSVLogger(csv_path, append=True)]
-    if chief:
-        callbacks_common.append(keras.callbacks.TensorBoard(os.path.join(output, "logs"), update_freq="epoch"))
-    if recipe.ema_decay:
-        callbacks_common.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks = _callbacks(output, recipe, chief)
 
     def fit(first_epoch, end_epoch, skip_steps):
         ds = make_dataset(source, "train", batch, recipe, training=True, start_epoch=first_epoch,
-                          skip_steps=skip_steps)
+                          skip_steps=skip_steps, normalize=normalize)
         if isinstance(strat, tf.distribute.MultiWorkerMirroredStrategy):
             prebuild(train_model, strat, ds)
         ckpt = AtomicCheckpoint(ckpt_dir, recipe.checkpoint_every, skip_steps, write=chief)
         return train_model.fit(ds, epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=steps - skip_steps,
-                               validation_data=val_ds, callbacks=[ckpt] + callbacks_common, verbose=verbose,
+                               validation_data=val_ds, callbacks=[ckpt] + callbacks, verbose=verbose,
                                shuffle=False)
 
+    if skip and start_epoch < recipe.epochs:
+        fit(start_epoch, start_epoch + 1, skip)
+        start_epoch += 1
     if start_epoch < recipe.epochs:
-        if skip:
-            fit(start_epoch, start_epoch + 1, skip)
-            start_epoch += 1
-        if start_epoch < recipe.epochs:
-            fit(start_epoch, recipe.epochs, 0)
+        fit(start_epoch, recipe.epochs, 0)
     if recipe.ema_decay:
         train_model.optimizer.finalize_variable_values(model.trainable_variables)
     results = train_model.evaluate(val_ds, return_dict=True, verbose=0)
-    from keras_evit.utils import atomic_output
+    if chief:
+        save_run_outputs(model, source.class_names, output)
+    else:  # other workers keep their (identical) weights apart from the chief's outputs
+        from keras_evit.utils import save_keras
 
-    if not chief:  # other workers keep their (identical) weights apart from the chief's outputs
         worker_dir = os.path.join(output, f"worker-{task_index()}")
         os.makedirs(worker_dir, exist_ok=True)
-        with atomic_output(os.path.join(worker_dir, "model.weights.h5")) as tmp:
-            model.save_weights(tmp)
-    else:
-        with atomic_output(os.path.join(output, "model.keras")) as tmp:
-            model.save(tmp)
-        with atomic_output(os.path.join(output, "model.weights.h5")) as tmp:
-            model.save_weights(tmp)
-        with atomic_output(os.path.join(output, "classes.json")) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(source.class_names, f)
-        if os.path.isfile(csv_path):
-            plot_curves(csv_path, os.path.join(output, "curves.png"))
+        save_keras(model, os.path.join(worker_dir, "model.weights.h5"))
     log("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     return results
 
 
-def evaluate(variant, weights, data, split="validation", batch_size=64, image_size=224, data_dir=None,
+def evaluate(variant, weights, data, split="validation", batch_size=64, image_size=None, data_dir=None,
              log=print):
+    """Top-1 (and top-5) of ``weights`` (a run folder, .keras or checkpoint) on ``data``'s ``split``,
+    through the same eval transform as ``predict``."""
     from .recipe import Recipe
 
     source = load_source(data, data_dir, eval_split=None if split == "validation" else split)
     split = split if split in source.splits else "validation"  # tfds: the requested split is loaded as it
-    recipe = Recipe(image_size=image_size, batch_size=batch_size)
-    model = build_classifier(variant, source.num_classes, weights, image_size)
     import keras
 
-    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if source.num_classes > 5:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))
-    model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=metrics)
-    results = model.evaluate(make_dataset(source, split, batch_size, recipe, training=False), return_dict=True,
-                             verbose="auto" if sys.stdout.isatty() else 2)
+    from keras_evit.artifacts import load_classifier, model_image_size
+    from keras_evit.preprocessing import has_preprocessing
+
+    model, _ = load_classifier(weights, variant, image_size, classifier_activation=None)
+    units = int(model.outputs[0].shape[-1])
+    if units != source.num_classes:
+        raise ValueError(f"the model has {units} outputs but {data} has {source.num_classes} classes")
+    recipe = Recipe(image_size=model_image_size(model), batch_size=batch_size)
+    model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=accuracy_metrics(units))
+    dataset = make_dataset(source, split, batch_size, recipe, training=False, normalize=not has_preprocessing(model))
+    results = model.evaluate(dataset, return_dict=True, verbose="auto" if sys.stdout.isatty() else 2)
     log(f"{data} [{split}]: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     return results

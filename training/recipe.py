@@ -7,7 +7,7 @@ from typing import Optional
 
 @dataclass
 class Recipe:
-    """Defaults = official main.py (spec 2.3): 300 epochs, global batch 2048, AdamW, cosine, EMA, AGC."""
+    """Defaults = official main.py (docs/ARCHITECTURE.md, "Paper boxes"): 300 epochs, global batch 2048, AdamW, cosine, EMA, AGC."""
 
     epochs: int = 300
     batch_size: int = 2048            # global, across replicas
@@ -50,7 +50,20 @@ class Recipe:
         unknown = set(overrides) - known
         if unknown:
             raise ValueError(f"unknown recipe fields {sorted(unknown)}")
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        recipe = dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        recipe.validate()
+        return recipe
+
+    def validate(self):
+        """Clear errors for values no run can use (they used to surface as tracebacks mid-run)."""
+        from keras_evit.preprocessing import check_image_size
+
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_image_size(self.image_size)
+        if self.base_lr <= 0:
+            raise ValueError(f"the learning rate must be > 0, got {self.base_lr}")
 
 
 PRESETS = {

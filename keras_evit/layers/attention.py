@@ -1,4 +1,4 @@
-"""Cascaded group attention and the local-window wrapper (spec 1.5, 1.6)."""
+"""Cascaded group attention and the local-window wrapper (docs/ARCHITECTURE.md)."""
 
 import keras
 import numpy as np
@@ -11,7 +11,7 @@ register = keras.saving.register_keras_serializable(package="keras_evit")
 
 
 def attention_bias_index(resolution):
-    """(N, N) index into the (r*r,) bias table: |drow| * r + |dcol| (spec 1.5, closed form)."""
+    """(N, N) index into the (r*r,) bias table: |drow| * r + |dcol| (closed form)."""
     rows, cols = np.divmod(np.arange(resolution * resolution), resolution)
     return (np.abs(rows[:, None] - rows[None, :]) * resolution
             + np.abs(cols[:, None] - cols[None, :])).astype("int32")
@@ -48,13 +48,13 @@ class CascadedGroupAttention(keras.layers.Layer):
         self.val_dim = dim // self.num_heads
         split_shape = (input_shape[0], height, width, self.val_dim)
         for i in range(self.num_heads):
-            qkv = ConvBN(2 * self.key_dim + self.val_dim, fused=self.fused, name=f"qkvs.{i}")
-            dw = ConvBN(self.key_dim, self.kernels[i], depthwise=True, fused=self.fused, name=f"dws.{i}")
+            qkv = ConvBN(2 * self.key_dim + self.val_dim, fused=self.fused, name=f"qkvs-{i}")
+            dw = ConvBN(self.key_dim, self.kernels[i], depthwise=True, fused=self.fused, name=f"dws-{i}")
             qkv.build(split_shape)
             dw.build(split_shape[:3] + (self.key_dim,))
             self.qkvs.append(qkv)
             self.dws.append(dw)
-        self.proj = ConvBN(dim, bn_gamma_init=0.0, fused=self.fused, name="proj.1")
+        self.proj = ConvBN(dim, bn_gamma_init=0.0, fused=self.fused, name="proj-1")
         self.proj.build(split_shape[:3] + (self.val_dim * self.num_heads,))
         self.attention_biases = self.add_weight(
             shape=(self.num_heads, self.resolution ** 2), initializer="zeros", name="attention_biases")

@@ -34,7 +34,7 @@ class ConvBN(keras.layers.Layer):
     """Conv2d (no bias) + BatchNorm2d with PyTorch padding semantics (symmetric ``k // 2``).
 
     ``depthwise=True`` is a depthwise conv (groups = channels). ``bn_gamma_init`` is 0 for branches
-    that start as identity (spec 1.10).
+    that start as identity (docs/ARCHITECTURE.md).
     """
 
     def __init__(self, filters, kernel_size=1, strides=1, depthwise=False, bn_gamma_init=1.0,
@@ -91,7 +91,7 @@ class ConvBN(keras.layers.Layer):
                 _conv_output_size(input_shape[2], self.kernel_size, self.strides), self.filters)
 
     def fused_weights(self):
-        """[kernel, bias] of the equivalent single conv (spec 1.11)."""
+        """[kernel, bias] of the equivalent single conv (docs/ARCHITECTURE.md)."""
         if self.fused:
             return [np.asarray(w) for w in self.conv.get_weights()]
         gamma, beta, mean, var = (np.asarray(w, np.float64) for w in self.bn.get_weights())
@@ -218,7 +218,7 @@ class SqueezeExcite(keras.layers.Layer):
 
 @register
 class PatchMerging(keras.layers.Layer):
-    """Stride-2 downsampling: 1x1 expand x4 -> 3x3 DW stride 2 -> SE -> 1x1 project (spec 1.7)."""
+    """Stride-2 downsampling: 1x1 expand x4 -> 3x3 DW stride 2 -> SE -> 1x1 project (docs/ARCHITECTURE.md)."""
 
     def __init__(self, out_dim, fused=False, **kwargs):
         super().__init__(**kwargs)

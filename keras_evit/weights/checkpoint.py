@@ -7,6 +7,7 @@ inert placeholder.
 """
 
 import collections
+import io
 import os
 import pickle
 import zipfile
@@ -25,6 +26,12 @@ _STORAGE_DTYPES = {
 }
 
 
+# what a checkpoint may hold at most: EfficientViT-M5 is 12.5 M parameters (50 MB in fp32); a file with
+# optimizer state and EMA copies is a few times that. Anything bigger is refused before it is read.
+MAX_CHECKPOINT_BYTES = 1 << 30
+MAX_PICKLE_BYTES = 64 << 20
+
+
 class _Inert:
     """Stands in for any pickled object that is not a tensor; never runs its code."""
 
@@ -37,6 +44,7 @@ class _Inert:
 
 class _StorageType:
     def __init__(self, name):
+        self.name = name
         self.dtype = _STORAGE_DTYPES[name]
 
 
@@ -44,16 +52,42 @@ def _numpy_dtype(dtype):
     if dtype == "bfloat16":
         import ml_dtypes  # ships with keras
 
-        return ml_dtypes.bfloat16
-    return dtype
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
+def _int(value, what):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"{what} is {value!r}, not an integer")
+    return value
 
 
 def _rebuild_tensor(storage, offset, size, stride, *args):
+    """A tensor from its storage, every index checked against the storage's real length first."""
+    if not isinstance(storage, np.ndarray) or storage.ndim != 1:
+        raise CheckpointError("a tensor refers to something that is not a storage")
+    offset = _int(offset, "tensor offset")
+    size = tuple(_int(n, "tensor size") for n in size)
+    stride = tuple(_int(n, "tensor stride") for n in stride)
+    if len(size) != len(stride):
+        raise CheckpointError(f"tensor size {size} and stride {stride} differ in rank")
+    if offset < 0 or any(n < 0 for n in size) or any(st < 0 for st in stride):
+        raise CheckpointError(f"negative tensor offset/size/stride ({offset}, {size}, {stride})")
+    numel = int(np.prod(size, dtype=object)) if size else 1
+    if numel == 0:
+        return np.zeros(size, storage.dtype)
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride))  # exact: Python ints do not overflow
+    if last >= len(storage):
+        raise CheckpointError(f"tensor (offset {offset}, size {size}, stride {stride}) reads element {last} of a "
+                              f"storage of {len(storage)}: the file is corrupt or crafted")
+    if numel > len(storage):
+        raise CheckpointError(f"tensor of {numel} elements from a storage of {len(storage)} (overlapping strides): "
+                              "refused, it would multiply memory beyond the file's size")
     if not size:
-        return storage[offset:offset + 1].reshape(())
+        return storage[offset:offset + 1].reshape(()).copy()
     itemsize = storage.dtype.itemsize
     return np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)).copy()
+        storage[offset:], shape=size, strides=tuple(st * itemsize for st in stride), writeable=False).copy()
 
 
 def _rebuild_parameter(data, *args):
@@ -68,10 +102,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ("collections", "OrderedDict"): collections.OrderedDict,
     }
 
-    def __init__(self, file, archive, prefix):
+    def __init__(self, file, archive, prefix, budget, byteorder="little"):
         super().__init__(file)
         self._archive = archive
         self._prefix = prefix
+        self._budget = budget
+        self._byteorder = ">" if byteorder == "big" else "<"
+        self._storages = {}
 
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
@@ -81,25 +118,86 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return _Inert
 
     def persistent_load(self, pid):
-        _, storage_type, key, _location, _numel = pid
-        dtype = _numpy_dtype(storage_type.dtype if isinstance(storage_type, _StorageType) else np.float32)
-        raw = self._archive.read(f"{self._prefix}/data/{key}")
-        return np.frombuffer(raw, dtype=dtype)
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise CheckpointError(f"unknown persistent id {str(pid)[:80]}")
+        _, storage_type, key, _location, numel = pid
+        if not isinstance(storage_type, _StorageType):
+            raise CheckpointError(f"storage {key!r} has an unknown type")
+        if not isinstance(key, str) or not key.isalnum():
+            raise CheckpointError(f"storage key {str(key)[:40]!r} is not a plain name")
+        if key in self._storages:
+            return self._storages[key]
+        dtype = _numpy_dtype(storage_type.dtype)
+        nbytes = _int(numel, "storage size") * dtype.itemsize
+        raw = self._read_member(f"{self._prefix}/data/{key}", nbytes)
+        stored = dtype.newbyteorder(self._byteorder) if dtype.itemsize > 1 and dtype.kind != "V" else dtype
+        self._storages[key] = np.frombuffer(raw, dtype=stored).astype(dtype, copy=False)
+        return self._storages[key]
+
+    def _read_member(self, name, nbytes):
+        """Exactly ``nbytes`` (declared element count x item size) of member ``name``, or an error."""
+        try:
+            info = self._archive.getinfo(name)
+        except KeyError:
+            raise CheckpointError(f"storage {name} is missing from the archive") from None
+        if nbytes < 0 or info.file_size != nbytes:
+            raise CheckpointError(f"storage {name} holds {info.file_size} bytes but declares {nbytes}")
+        self._budget[0] -= nbytes
+        if self._budget[0] < 0:
+            raise CheckpointError(f"storages exceed {MAX_CHECKPOINT_BYTES >> 20} MiB: not an EfficientViT checkpoint")
+        with self._archive.open(info) as f:
+            data = f.read(nbytes + 1)  # never more than declared, whatever the stream inflates to
+        if len(data) != nbytes:
+            raise CheckpointError(f"storage {name} is truncated: {len(data)} of {nbytes} bytes")
+        return data
+
+
+def _check_archive(archive, path):
+    """Refuses archives whose members could not fit an EfficientViT checkpoint, before any is read."""
+    total = 0
+    for info in archive.infolist():
+        if info.flag_bits & ~0x080E:  # only compression options, data descriptor, UTF-8 names: as torch's reader
+            raise CheckpointError(f"{path}: member {info.filename} has zip flags {info.flag_bits:#x} (encryption, "
+                                  "patch data, ...): not a PyTorch checkpoint")
+        if info.volume:
+            raise CheckpointError(f"{path}: member {info.filename} is on another disk of a multi-disk archive")
+        with archive.open(info):  # reads and checks the member's local header against the directory
+            pass
+        total += info.file_size
+        if info.file_size > MAX_CHECKPOINT_BYTES or total > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(f"{path}: archive members declare {total:,}+ bytes, more than any EfficientViT "
+                                  f"checkpoint ({MAX_CHECKPOINT_BYTES >> 20} MiB): refused")
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > 1024 * max(info.compress_size, 1):
+            raise CheckpointError(f"{path}: member {info.filename} inflates {info.compress_size} -> "
+                                  f"{info.file_size} bytes (a zip bomb?): refused")
 
 
 def _read_torch_zip(path):
     with zipfile.ZipFile(path) as archive:
+        _check_archive(archive, path)
         pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
         if not pkl:
             raise CheckpointError(f"{path}: not a PyTorch zip checkpoint (no data.pkl inside)")
         prefix = pkl[0][: -len("/data.pkl")] if "/" in pkl[0] else ""
-        with archive.open(pkl[0]) as f:
-            return _RestrictedUnpickler(f, archive, prefix).load()
+        info = archive.getinfo(pkl[0])
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(f"{path}: its pickle is {info.file_size:,} bytes, too large for a state dict")
+        with archive.open(info) as f:
+            payload = io.BytesIO(f.read(MAX_PICKLE_BYTES + 1))
+        byteorder = "little"
+        if f"{prefix}/byteorder" in archive.namelist():
+            with archive.open(f"{prefix}/byteorder") as f:
+                byteorder = f.read(16).decode("ascii", "replace").strip()
+            if byteorder not in ("little", "big"):
+                raise CheckpointError(f"{path}: unknown byte order {byteorder[:16]!r} in the archive")
+        return _RestrictedUnpickler(payload, archive, prefix, [MAX_CHECKPOINT_BYTES], byteorder).load()
 
 
 def _read_with_torch(path):
     import torch
 
+    with zipfile.ZipFile(path) as archive:  # the same size limits as our own reader, before torch reads
+        _check_archive(archive, path)
     obj = torch.load(path, map_location="cpu", weights_only=True)
     return _tensors_to_numpy(obj)
 
@@ -129,12 +227,17 @@ def read_checkpoint(path, prefer_torch=True):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     lower = path.lower()
+    if os.path.getsize(path) > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path} is {os.path.getsize(path):,} bytes, more than any EfficientViT checkpoint "
+                              f"({MAX_CHECKPOINT_BYTES >> 20} MiB): refused")
     try:
         if lower.endswith(".safetensors"):
             from safetensors.numpy import load_file
 
-            return load_file(path)
+            return load_file(path)  # safetensors checks every offset against the file itself
         if lower.endswith(".npz"):
+            with zipfile.ZipFile(path) as archive:
+                _check_archive(archive, path)
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
         if lower.endswith((".pth", ".pt", ".bin", ".ckpt")):
@@ -153,8 +256,10 @@ def read_checkpoint(path, prefer_torch=True):
             if obj is None:
                 obj = _read_torch_zip(path)
             return _flatten_arrays(obj)
-    except CheckpointError:
-        raise
+    except CheckpointError as exc:
+        if path in str(exc):
+            raise
+        raise CheckpointError(f"{path}: {exc}") from exc
     except FileNotFoundError:
         raise
     except Exception as exc:  # corrupt zip, bad header, truncated member, ...

@@ -84,6 +84,12 @@ def assign_state_dict(model, state, variant=None, allow_resize=True, source="che
             missing.append(key)
             continue
         array = np.asarray(state[key])
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            bad = int(np.size(array) - np.isfinite(array).sum())
+            raise CheckpointError(f"{source}: tensor {key} has {bad} non-finite value(s) (NaN/Inf): the weights are "
+                                  "corrupt or the training run diverged; nothing was loaded")
+        if array.dtype.kind not in "fiub":
+            raise CheckpointError(f"{source}: tensor {key} has dtype {array.dtype}, not a number type")
         if key.endswith("attention_biases") and array.ndim == 2 and array.shape[0] == var.shape[0] \
                 and array.shape[1] != var.shape[1] and allow_resize:
             new_res = int(round(math.sqrt(var.shape[1])))

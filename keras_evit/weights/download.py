@@ -1,21 +1,27 @@
-"""ImageNet weights: download the official release once, verify, convert, cache as Keras weights.
+"""Downloads and the weights cache: URLs, cache paths, streaming with a deadline, SHA-256 records.
 
 Every file is written under a temporary name in the cache directory and renamed only when complete
 and verified, so an interrupted or failed download never leaves a file that a later run would trust.
+Converting a download into Keras weights is ``keras_evit.pretrained``'s job.
 """
 
+import hashlib
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from ..utils import atomic_output
-from .checkpoint import CheckpointError, read_checkpoint
+from .checkpoint import MAX_CHECKPOINT_BYTES, CheckpointError
 
 DEFAULT_URL_BASE = "https://github.com/xinyuliu-jeffrey/EfficientViT_Model_Zoo/releases/download/v1.0"
 URL_ENV = "KERAS_EVIT_WEIGHTS_URL"
 HOME_ENV = "KERAS_EVIT_HOME"
+DEADLINE_ENV = "KERAS_EVIT_DOWNLOAD_DEADLINE"
+DEFAULT_DEADLINE_S = 1800  # a whole download, however slowly a server trickles
+STALE_TEMP_S = 24 * 3600   # temporary files older than this are leftovers of killed runs
 
 
 def cache_dir():
@@ -40,26 +46,73 @@ def _remove(path):
         pass
 
 
-def download(url, dest_dir, progress=True, timeout=60):
-    """Stream ``url`` to a temporary file in ``dest_dir``; returns its path. Checks the length."""
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_hash(path):
+    """Records ``path``'s SHA-256 beside it (``PATH.sha256``), atomically."""
+    with atomic_output(path + ".sha256") as tmp, open(tmp, "w") as f:
+        f.write(sha256_of(path) + "\n")
+
+
+def hash_matches(path):
+    """True when ``path`` and its recorded SHA-256 agree; False for a missing or mismatching record."""
+    try:
+        with open(path + ".sha256") as f:
+            recorded = f.read(100).strip()
+    except OSError:
+        return False
+    return recorded == sha256_of(path)
+
+
+def remove_stale_temporaries(directory, max_age_s=STALE_TEMP_S):
+    """Deletes ``.download-*`` and other ``.*.tmp*`` files left in ``directory`` by killed runs."""
+    now = time.time()
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        path = os.path.join(directory, name)
+        if name.startswith(".") and (".part" in name or ".tmp" in name):
+            try:
+                if now - os.path.getmtime(path) > max_age_s:
+                    os.remove(path)
+            except OSError:
+                pass
+
+
+def download(url, dest_dir, progress=True, timeout=60, deadline_s=None):
+    """Stream ``url`` to a temporary file in ``dest_dir``; returns its path. Checks the length, and gives
+    up after ``deadline_s`` in all (default ``$KERAS_EVIT_DOWNLOAD_DEADLINE`` or 30 min)."""
     from tqdm.auto import tqdm
 
+    deadline_s = deadline_s or float(os.environ.get(DEADLINE_ENV, DEFAULT_DEADLINE_S))
     # ".part" marks it unfinished; the real extension tells read_checkpoint the format
     suffix = ".part" + os.path.splitext(urllib.parse.urlparse(url).path)[1]
     fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".download-", suffix=suffix)
+    started = time.monotonic()
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0)
+            if total > MAX_CHECKPOINT_BYTES:
+                raise CheckpointError(f"{url} is {total:,} bytes, more than any EfficientViT checkpoint: refused")
             received = 0
             with tqdm(total=total or None, unit="B", unit_scale=True, desc=os.path.basename(url),
                       disable=not progress) as bar:
                 while True:
-                    chunk = response.read(1 << 20)
+                    chunk = response.read1(1 << 20)  # returns what has arrived: the deadline is checked
                     if not chunk:
                         break
                     out.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    if received > MAX_CHECKPOINT_BYTES:
+                        raise CheckpointError(f"{url} sent more than {MAX_CHECKPOINT_BYTES:,} bytes: refused")
+                    if time.monotonic() - started > deadline_s:
+                        raise CheckpointError(f"download of {url} did not finish within {deadline_s:.0f} s "
+                                              f"({received:,} bytes so far): try again, or set {DEADLINE_ENV}")
         if total and received != total:
             raise CheckpointError(
                 f"download of {url} is truncated: got {received} of {total} bytes. Try again.")
@@ -74,25 +127,3 @@ def download(url, dest_dir, progress=True, timeout=60):
     except BaseException:
         _remove(tmp)
         raise
-
-
-def get_imagenet_weights(variant, progress=True):
-    """Path of the cached, verified Keras weights for ``variant`` (downloading on first use)."""
-    final = cached_weights_path(variant)
-    if os.path.isfile(final):
-        return final
-    from ..models import build_model  # late import: models imports this package
-    from .convert import assign_state_dict
-
-    os.makedirs(cache_dir(), exist_ok=True)
-    url = weights_url(variant)
-    raw = download(url, cache_dir(), progress=progress)
-    try:
-        state = read_checkpoint(raw)
-        reference = build_model(variant, weights=None, classifier_activation=None)
-        assign_state_dict(reference, state, variant=variant, allow_resize=False, source=f"download {url}")
-        with atomic_output(final) as tmp:
-            reference.save_weights(tmp)
-    finally:
-        _remove(raw)
-    return final

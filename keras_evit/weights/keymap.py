@@ -1,7 +1,9 @@
 """The one place that knows weight names: official (Cream) keys, timm keys, Keras variable paths.
 
-Keras sublayers are named after timm modules, so a Keras variable path maps to a timm key by
-replacing '/' with '.' and renaming the leaf (kernel -> weight, gamma -> weight, ...).
+Keras sublayers are named after timm modules, with "-" where timm has "." (Keras on PyTorch keeps
+variables in a ``torch.nn.ParameterDict``, whose keys cannot hold "."), so a Keras variable path maps to
+a timm key by one rule: '/' and '-' become '.', and the leaf is renamed (kernel -> weight, ...). Paths
+of models saved before the rename (with '.') map the same way.
 """
 
 import re
@@ -20,11 +22,11 @@ def keras_path_to_timm(path):
     *scopes, leaf = path.split("/")
     if leaf not in _LEAF:
         raise KeyError(f"no timm name for Keras variable {path!r}")
-    return ".".join(scopes + [_LEAF[leaf]])
+    return ".".join([s.replace("-", ".") for s in scopes] + [_LEAF[leaf]])
 
 
 def official_to_timm(key):
-    """Official checkpoint key -> timm key (spec 3.2); None for tensors timm does not keep."""
+    """Official checkpoint key -> timm key (docs/ARCHITECTURE.md, "Weight names"); None for tensors timm does not keep."""
     if key.endswith("attention_bias_idxs") or key.startswith("head_dist."):
         return None
     parts = key.split(".")

@@ -1,0 +1,126 @@
+"""What ``--weights`` names, turned into a ready model and its class names.
+
+One resolver for predict, evaluate, export, convert and the demo: ``None``/``"imagenet"``/a
+checkpoint file (built for ``variant``), a whole-model ``.keras`` file, or a training run folder
+(``RUN_DIR/model.keras`` + ``RUN_DIR/classes.json``). A fine-tuned model's classes travel with it.
+"""
+
+import json
+import os
+
+RUN_MODEL = "model.keras"
+RUN_CLASSES = "classes.json"
+# a classes file is a list of names; refuse absurd ones instead of reading them whole
+MAX_CLASSES_BYTES = 16 << 20
+
+
+def weights_arg(value):
+    """The CLI spelling of ``weights``: "none"/"" -> None; anything else unchanged."""
+    return None if value is None or str(value).lower() in ("none", "") else value
+
+
+def _model_file(weights):
+    """The ``.keras`` file that ``weights`` names (a run folder or the file itself), else None."""
+    path = os.fspath(weights)
+    if os.path.isdir(path):
+        found = os.path.join(path, RUN_MODEL)
+        if not os.path.isfile(found):
+            raise FileNotFoundError(
+                f"{path} is a folder without {RUN_MODEL}: pass a training run folder (a finished run writes "
+                f"RUN_DIR/{RUN_MODEL}) or a weights file")
+        return found
+    return path if path.endswith(".keras") else None
+
+
+def read_class_names(path, num_classes=None):
+    """The list of class names in a run's ``classes.json``; ValueError naming the file if malformed."""
+    if os.path.getsize(path) > MAX_CLASSES_BYTES:
+        raise ValueError(f"{path} is too large for a class-name list ({os.path.getsize(path):,} bytes)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read class names from {path}: {exc}. It should be a JSON list of "
+                         "names, one per output; fix or delete it") from exc
+    if not isinstance(names, list) or not all(isinstance(n, str) and n and "\n" not in n for n in names):
+        raise ValueError(f"{path} is not a JSON list of non-empty, single-line class names")
+    if num_classes is not None and len(names) != num_classes:
+        raise ValueError(f"{path} names {len(names)} classes but the model has {num_classes} outputs")
+    return names
+
+
+def class_names_for(model, model_path=None):
+    """Classes of ``model``: ``classes.json`` beside its ``.keras`` file, ImageNet for 1000 outputs,
+    else ``class_0``, ``class_1``, ..."""
+    from .preprocessing import imagenet_class_names
+
+    units = int(model.outputs[0].shape[-1])
+    if model_path:
+        beside = os.path.join(os.path.dirname(os.path.abspath(model_path)), RUN_CLASSES)
+        if os.path.isfile(beside):
+            return read_class_names(beside, units)
+    return imagenet_class_names() if units == 1000 else [f"class_{i}" for i in range(units)]
+
+
+def load_keras_file(path):
+    """A whole model saved by Keras (``model.keras``), with a clear error for a bad file."""
+    import keras
+
+    from . import layers, optimizers  # noqa: F401  (registers every class a keras_evit .keras names)
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError, KeyError, EOFError) as exc:
+        raise ValueError(f"cannot load the Keras model {path}: {type(exc).__name__}: {exc}. "
+                         "The file is corrupt, truncated, or not a keras_evit model.") from exc
+
+
+def is_softmax_output(model):
+    import keras
+
+    last = model.layers[-1]
+    return isinstance(last, keras.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax"
+
+
+def with_activation(model, classifier_activation):
+    """``model`` ending in ``classifier_activation`` ("softmax" or None, i.e. logits)."""
+    import keras
+
+    if classifier_activation is None:
+        if is_softmax_output(model):
+            return keras.Model(model.inputs[0], model.layers[-1].input, name=model.name)
+        return model
+    if is_softmax_output(model):
+        return model
+    out = keras.layers.Activation(classifier_activation, dtype="float32", name="predictions")(model.outputs[0])
+    return keras.Model(model.inputs[0], out, name=model.name)
+
+
+def load_classifier(weights="imagenet", variant="m2", image_size=None, classifier_activation="softmax"):
+    """(model, class_names) for ``weights`` (see the module docstring).
+
+    ``image_size`` is the input side for models built here (default 224); a ``.keras`` model keeps its
+    own and a different ``image_size`` is an error.
+    """
+    from .models import build_model
+    from .preprocessing import check_image_size
+
+    weights = weights_arg(weights)
+    model_path = _model_file(weights) if weights not in (None, "imagenet") else None
+    if model_path:
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(f"model file not found: {model_path}")
+        model = load_keras_file(model_path)
+        own = tuple(model.inputs[0].shape[1:3])
+        if image_size is not None and own != (int(image_size),) * 2:
+            raise ValueError(f"{model_path} takes {own[0]}x{own[1]} images; drop --image-size or pass {own[0]}")
+        return with_activation(model, classifier_activation), class_names_for(model, model_path)
+    size = check_image_size(image_size or 224)
+    model = build_model(variant, weights=weights, input_shape=(size, size, 3),
+                        classifier_activation=classifier_activation)
+    return model, class_names_for(model)
+
+
+def model_image_size(model):
+    height, width = model.inputs[0].shape[1:3]
+    return int(height) if height == width else (int(height), int(width))

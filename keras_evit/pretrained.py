@@ -1,0 +1,120 @@
+"""Pretrained weights into a model: the one place that builds reference models, assigns and caches.
+
+Sits above ``architecture`` (graphs) and ``weights`` (reading, name mapping, downloads), so neither
+imports the other. See docs/ARCHITECTURE.md ("Data flow").
+"""
+
+import os
+import warnings
+
+import numpy as np
+
+from .architecture import build_architecture
+from .utils import atomic_output
+from .weights import CheckpointError, assign_state_dict, guess_keras_weights_variant, read_checkpoint
+from .weights import state_dict_from_model
+from .weights.download import (cache_dir, cached_weights_path, download, hash_matches, remove_stale_temporaries,
+                               weights_url, write_hash)
+
+
+def _reference(variant):
+    """The full 224 px, 1000-class model the released and cached weights belong to."""
+    return build_architecture(variant, classifier_activation=None, include_preprocessing=False)
+
+
+def check_finite(model, source):
+    """Refuses NaN/Inf weights, naming the first bad variable (a .weights.h5 bypasses the state dict)."""
+    for var in model.weights:
+        value = np.asarray(var.numpy())
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise CheckpointError(f"{source}: variable {var.path} has non-finite values (NaN/Inf): the weights are "
+                                  "corrupt or the training run diverged")
+
+
+def _keras_weights_state(path, variant):
+    """State dict of a .weights.h5 saved from a full model of ``variant`` at 224 px."""
+    reference = _reference(variant)
+    reference.load_weights(path)
+    return state_dict_from_model(reference)
+
+
+def _load_keras_weights(model, path, variant, source):
+    """A ``.weights.h5``: straight in when it fits, else through the state dict (other input size or
+    no head); another variant's file is named as such."""
+    try:
+        model.load_weights(path)
+        check_finite(model, source)
+        return
+    except CheckpointError:
+        raise
+    except Exception as direct_error:  # h5py/Keras raise many types for a file that does not fit
+        found = guess_keras_weights_variant(path)
+        if found and found != variant:
+            raise CheckpointError(f"{source} holds efficientvit_{found} weights, not efficientvit_{variant}: "
+                                  "use the matching model") from direct_error
+        if found is None:
+            raise CheckpointError(f"{source} is not a readable EfficientViT .weights.h5 file ({type(direct_error).__name__}: "
+                                  f"{str(direct_error)[:300]}). Re-save or re-download it.") from direct_error
+    try:
+        state = _keras_weights_state(path, variant)
+    except Exception as exc:
+        raise CheckpointError(f"{source} does not fit {model.name}: {exc}") from exc
+    assign_state_dict(model, state, variant=variant, source=source)
+
+
+def load_weights(model, weights, variant):
+    """Loads ``weights`` (None, "imagenet" or a path) into ``model``; other resolutions or no head are adapted."""
+    if weights is None:
+        return
+    if weights == "imagenet":
+        path, source = imagenet_weights(variant), f"cached ImageNet weights {cached_weights_path(variant)}"
+    else:
+        path, source = os.fspath(weights), os.fspath(weights)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"weights file not found: {path!r}. Pass weights=None, 'imagenet', or a path to a "
+                ".weights.h5, .safetensors, .pth or .npz file.")
+    if path.endswith(".weights.h5"):
+        _load_keras_weights(model, path, variant, source)
+    else:
+        assign_state_dict(model, read_checkpoint(path), variant=variant, source=source)
+
+
+def imagenet_weights(variant, progress=True):
+    """Path of the cached, verified Keras weights for ``variant``, downloading and converting on first use.
+
+    The conversion's SHA-256 is recorded beside it; a cache file that no longer matches (truncated,
+    edited, written by an older version) is removed and fetched again.
+    """
+    final = cached_weights_path(variant)
+    os.makedirs(cache_dir(), exist_ok=True)
+    remove_stale_temporaries(cache_dir())
+    replaced = None
+    if os.path.isfile(final):
+        if hash_matches(final):
+            return final
+        warnings.warn(f"cached weights {final} do not match their recorded SHA-256 (corrupt or incomplete): "
+                      "removing them and downloading again", stacklevel=3)
+        for stale in (final, final + ".sha256"):
+            if os.path.exists(stale):
+                os.remove(stale)
+        replaced = final
+    url = weights_url(variant)
+    try:
+        raw = download(url, cache_dir(), progress=progress)
+    except CheckpointError as exc:
+        if replaced is None:
+            raise
+        raise CheckpointError(f"the cached weights {replaced} were corrupt and have been removed; downloading them "
+                              f"again failed: {exc}") from exc
+    try:
+        state = read_checkpoint(raw)
+        reference = _reference(variant)
+        assign_state_dict(reference, state, variant=variant, allow_resize=False, source=f"download {url}")
+        with atomic_output(final) as tmp:
+            reference.save_weights(tmp)
+        write_hash(final)
+    finally:
+        if os.path.exists(raw):
+            os.remove(raw)
+    return final

@@ -1,0 +1,116 @@
+"""The same model code on every Keras backend (TensorFlow, JAX, PyTorch), each in its own process
+(Keras picks its backend at import): timm parity, every weight format, fit, fusion, features, .keras.
+TensorFlow's child is in the slow suite: the rest of the default suite already runs on TensorFlow."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import keras_evit as ke
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CHILD = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import keras
+    import keras_evit as ke
+    from keras_evit import reference
+    from keras_evit.weights import assign_state_dict
+
+    backend, workdir = sys.argv[1], sys.argv[2]
+    assert keras.backend.backend() == backend, keras.backend.backend()
+    out = {}
+    tm = reference.create_timm_model("m0", img_size=128)
+    state = reference.timm_state_dict(tm)
+    x = np.random.RandomState(0).uniform(0, 255, (2, 128, 128, 3)).astype("float32")
+    expected = reference.timm_logits(tm, ke.normalize_images(x))
+
+    model = ke.EfficientViTM0(weights=None, input_shape=(128, 128, 3), classifier_activation=None)
+    assign_state_dict(model, state, variant="m0")
+    out["parity"] = float(np.abs(model.predict(x, verbose=0) - expected).max())
+    plain = ke.EfficientViTM0(weights=None, input_shape=(128, 128, 3), classifier_activation=None,
+                              include_preprocessing=False)
+    assign_state_dict(plain, state, variant="m0")
+    out["parity_no_preprocessing"] = float(np.abs(plain.predict(ke.normalize_images(x), verbose=0) - expected).max())
+
+    formats = {}
+    np.savez(workdir + "/w.npz", **state)
+    formats["npz"] = ke.EfficientViTM0(weights=workdir + "/w.npz", input_shape=(128, 128, 3), classifier_activation=None)
+    from safetensors.numpy import save_file
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, workdir + "/w.safetensors")
+    formats["safetensors"] = ke.EfficientViTM0(weights=workdir + "/w.safetensors", input_shape=(128, 128, 3),
+                                               classifier_activation=None)
+    import torch
+    torch.save({"model": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}}, workdir + "/w.pth")
+    formats["pth"] = ke.EfficientViTM0(weights=workdir + "/w.pth", input_shape=(128, 128, 3), classifier_activation=None)
+    model.save_weights(workdir + "/w.weights.h5")
+    formats["weights.h5"] = ke.EfficientViTM0(weights=workdir + "/w.weights.h5", input_shape=(128, 128, 3),
+                                              classifier_activation=None)
+    formats["tf.weights.h5"] = ke.EfficientViTM0(weights=workdir + "/tf.weights.h5", input_shape=(128, 128, 3),
+                                                 classifier_activation=None)
+    out["formats"] = {k: float(np.abs(m.predict(x, verbose=0) - expected).max()) for k, m in formats.items()}
+
+    fused = ke.fuse_batchnorm(model)
+    out["fused"] = float(np.abs(fused.predict(x, verbose=0) - expected).max())
+    feats = ke.feature_extractor(model).predict(x, verbose=0)
+    out["features"] = [list(f.shape[1:]) for f in feats]
+
+    model.save(workdir + f"/{backend}.keras")
+    again = keras.models.load_model(workdir + f"/{backend}.keras")
+    out["keras_roundtrip"] = float(np.abs(again.predict(x, verbose=0) - expected).max())
+    from_tf = keras.models.load_model(workdir + "/tf.keras")
+    out["keras_from_tf"] = float(np.abs(from_tf.predict(x, verbose=0) - expected).max())
+
+    small = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=3, classifier_activation=None)
+    small.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [w.copy() for w in small.get_weights()]
+    history = small.fit(np.random.RandomState(1).uniform(0, 255, (8, 64, 64, 3)).astype("float32"),
+                        np.array([0, 1, 2, 0, 1, 2, 0, 1]), batch_size=4, epochs=1, verbose=0)
+    out["fit_loss"] = float(history.history["loss"][-1])
+    out["fit_changed"] = sum(not np.array_equal(a, b) for a, b in zip(before, small.get_weights()))
+
+    import tensorflow as tf
+    ds = tf.data.Dataset.from_tensor_slices(x.astype("uint8")).map(ke.normalize_images).batch(2)
+    out["tf_data"] = float(np.abs(next(iter(ds)).numpy() - ke.normalize_images(x.astype("uint8"))).max())
+    print("RESULT " + json.dumps(out))
+''')
+
+
+@pytest.fixture(scope="module")
+def tf_files(tmp_path_factory, ref):
+    """A .keras and a .weights.h5 saved under TensorFlow, for the other backends to load."""
+    workdir = tmp_path_factory.mktemp("backends")
+    from keras_evit.weights import assign_state_dict
+
+    tm = ref.create_timm_model("m0", img_size=128)
+    model = ke.EfficientViTM0(weights=None, input_shape=(128, 128, 3), classifier_activation=None)
+    assign_state_dict(model, ref.timm_state_dict(tm), variant="m0")
+    model.save(str(workdir / "tf.keras"))
+    model.save_weights(str(workdir / "tf.weights.h5"))
+    return workdir
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch", pytest.param("tensorflow", marks=pytest.mark.slow)])
+def test_backend(backend, tf_files):
+    if backend == "jax":
+        pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", CHILD, backend, str(tf_files)], capture_output=True, text=True,
+                            timeout=600, env=env, cwd=HERE)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = json.loads(result.stdout.split("RESULT ", 1)[1])
+    print(backend, out)
+    assert out["parity"] <= 1e-4 and out["parity_no_preprocessing"] <= 1e-4
+    assert set(out["formats"]) == {"npz", "safetensors", "pth", "weights.h5", "tf.weights.h5"}
+    assert max(out["formats"].values()) <= 1e-4
+    assert out["fused"] <= 1e-4
+    assert out["features"] == [[8, 8, 64], [4, 4, 128], [2, 2, 192]]
+    assert out["keras_roundtrip"] <= 1e-4 and out["keras_from_tf"] <= 1e-4
+    assert np.isfinite(out["fit_loss"]) and out["fit_changed"] > 0
+    assert out["tf_data"] <= 1e-6

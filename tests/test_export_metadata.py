@@ -1,0 +1,118 @@
+"""Exported files that phone runtimes take untouched: MediaPipe Tasks' ImageClassifier is the client.
+
+MediaPipe runs in its own environment (``keras-evit setup-mediapipe``); the client script imports
+nothing of ours, so what it sees is what an app sees.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras_evit as ke
+from keras_evit.export import export_model
+from keras_evit.export.images import load_folder
+from keras_evit.export.metadata import mediapipe_classify, mediapipe_python, model_info, onnx_metadata
+
+from conftest import randomize
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def mediapipe():
+    if mediapipe_python() is None:
+        if os.environ.get("KERAS_EVIT_REQUIRE_REFERENCE") == "1":
+            pytest.fail("MediaPipe environment missing: run `keras-evit setup-mediapipe` (make install-test does)")
+        pytest.skip("MediaPipe environment not set up (keras-evit setup-mediapipe)")
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Random weights with a confident head (peaked probabilities), so top-5 orders mean something."""
+    net = randomize(ke.EfficientViTM0(weights=None, input_shape=(SIZE, SIZE, 3)), seed=3)
+    head = net.get_layer("head").linear
+    head.kernel.assign(head.kernel * 30.0)
+    return net
+
+
+@pytest.fixture(scope="module")
+def crops(sample_dir):
+    return load_folder(sample_dir, SIZE, limit=24)[0]
+
+
+def _top5_names(decoded):
+    return [[name for _, name, _ in row] for row in decoded]
+
+
+@pytest.fixture(scope="module")
+def exported(mediapipe, model, crops, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mp")
+    info = model_info(model, ke.preprocessing.imagenet_class_names())
+    files = {}
+    for quantize in ("none", "fp16", "int8-mixed"):
+        path = str(folder / f"m0_{quantize}.tflite")
+        export_model(model, path, "tflite", quantize, calibration_images=crops, verify_images=crops[:4], metadata=info)
+        files[quantize] = path
+    return files
+
+
+def test_mediapipe_fp32_matches_keras(exported, model, crops):
+    """Same top-5 class names as decode_predictions, scores within 1e-3."""
+    keras_probs = model.predict(crops, verbose=0)
+    assert keras_probs.max() > 0.05  # not a uniform distribution: the top-5 order means something
+    expected = ke.decode_predictions(keras_probs, top=5)
+    got = mediapipe_classify(exported["none"], crops.astype(np.uint8), top=5)
+    assert [[name for _, name, _ in row] for row in got] == _top5_names(expected)
+    diffs = [abs(g[2] - e[2]) for grow, erow in zip(got, expected) for g, e in zip(grow, erow)]
+    assert max(diffs) <= 1e-3
+
+
+@pytest.mark.parametrize("quantize", ["fp16", "int8-mixed"])
+def test_mediapipe_quantized_files_load_and_agree(exported, model, crops, quantize):
+    """Quantized files: MediaPipe loads them with no code of ours; top-1 agrees with Keras on >= 90%
+    of images and the Keras top-1 class is within MediaPipe's top 5 for every image."""
+    keras_top1 = model.predict(crops, verbose=0).argmax(-1)
+    got = mediapipe_classify(exported[quantize], crops.astype(np.uint8), top=5)
+    agree = np.mean([row[0][0] == k for row, k in zip(got, keras_top1)])
+    print(f"{quantize}: MediaPipe top-1 agreement with Keras {agree:.1%}")
+    assert agree >= 0.9
+    assert all(k in [c[0] for c in row] for row, k in zip(got, keras_top1))
+
+
+def test_integer_io_file_takes_uint8_in_mediapipe(mediapipe, model, crops, tmp_path):
+    path = str(tmp_path / "m0_int8_io.tflite")
+    info = model_info(model, ke.preprocessing.imagenet_class_names())
+    report = export_model(model, path, "tflite", "int8", calibration_images=crops, int8_io=True,
+                          verify_images=crops[:4], metadata=info)
+    from keras_evit.export import TFLiteRunner
+
+    runner = TFLiteRunner(path)
+    assert runner.input["dtype"] == np.uint8 and runner.output["dtype"] == np.uint8
+    assert runner.input["quantization"] == (1.0, 0)  # raw pixel bytes in, unchanged
+    got = mediapipe_classify(path, crops.astype(np.uint8), top=5)
+    assert len(got) == len(crops) and all(len(row) == 5 for row in got)
+    print(f"int8 uint8-io: cosine vs Keras {report['verification']['cosine_mean']:.4f}")
+
+
+def test_metadata_describes_raw_rgb_and_labels(model):
+    info = model_info(model, ["ants", "bees"] + [f"c{i}" for i in range(998)])
+    assert info["norm_mean"] == [0.0] and info["norm_std"] == [1.0]  # the model normalizes inside
+    assert info["labels"][:2] == ["ants", "bees"] and "0..255" in info["input_description"]
+    plain = ke.EfficientViTM0(weights=None, input_shape=(SIZE, SIZE, 3), include_preprocessing=False)
+    assert model_info(plain, None)["norm_mean"] == pytest.approx([123.675, 116.28, 103.53])
+    props = onnx_metadata(info)
+    assert json.loads(props["labels"])[:2] == ["ants", "bees"] and all(isinstance(v, str) for v in props.values())
+
+
+def test_onnx_metadata_props(model, crops, tmp_path):
+    import onnx
+
+    path = str(tmp_path / "m0.onnx")
+    info = model_info(model, ke.preprocessing.imagenet_class_names())
+    report = export_model(model, path, "onnx", verify_images=crops[:4], metadata=info)
+    assert report["verification"]["passed"]
+    props = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert json.loads(props["labels"]) == ke.preprocessing.imagenet_class_names()
+    assert "center crop" in props["preprocessing"] and json.loads(props["norm_std"]) == [1.0]

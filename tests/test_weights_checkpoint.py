@@ -1,0 +1,106 @@
+"""The checkpoint readers are safe by construction: crafted files are refused with the file named, in a
+child process so that a crash would fail the test instead of killing the suite."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_child(code, timeout=300):
+    """Runs ``code`` in a fresh Python with tests/ on the path; returns (returncode, output)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            timeout=timeout, env=env, cwd=HERE)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_property_based_fuzz_of_every_reader():
+    """hypothesis over sizes, strides, offsets, member lengths, zip bombs, truncations and byte flips."""
+    pytest.importorskip("hypothesis")
+    pytest.importorskip("torch")
+    result = subprocess.run([sys.executable, os.path.join(HERE, "fuzz_checkpoint.py"), "150"], capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]  # rc -11 would be a segfault
+    for name in ("fuzz_torch_layouts", "fuzz_zip_bomb_and_truncation", "fuzz_byte_flips"):
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("size,stride,offset,numel,match", [
+    ([1000000], [1], 0, 4, "reads element"),              # far past the storage: once a segfault
+    ([4], [1], 3, 4, "reads element"),                    # a small overrun: once process memory as weights
+    ([4], [-1], 3, 4, "negative"),
+    ([2, 2], [2 ** 62, 1], 0, 4, "reads element"),        # an overflowing stride
+    ([10 ** 9], [0], 0, 4, "overlapping strides"),        # 4 bytes expanded to 4 GB
+])
+def test_crafted_tensor_layouts_are_refused(tmp_path, size, stride, offset, numel, match):
+    code = f"""
+        import numpy as np
+        from fuzz_checkpoint import _Tensor, torch_zip
+        from keras_evit.weights.checkpoint import CheckpointError, read_checkpoint
+        path = torch_zip({{"w": _Tensor("0", {numel}, {offset}, {size}, {stride})}},
+                         {{"0": np.arange({numel}, dtype=np.float32).tobytes()}}, args=True)
+        for prefer_torch in (True, False):
+            try:
+                read_checkpoint(path, prefer_torch=prefer_torch)
+                print("LOADED")
+            except CheckpointError as exc:
+                assert path in str(exc), exc
+                print("REFUSED", prefer_torch, exc)
+    """
+    code_rc, out = run_child(code)
+    assert code_rc == 0, out[-3000:]
+    assert "LOADED" not in out and out.count("REFUSED") == 2
+    assert match in out
+
+
+def test_storage_member_that_inflates_is_not_read_whole(tmp_path):
+    """A small file whose storage inflates to GBs is refused from the zip directory, before reading."""
+    code = """
+        import os, zipfile, resource
+        from fuzz_checkpoint import _Tensor, torch_zip
+        from keras_evit.weights.checkpoint import CheckpointError, read_checkpoint
+        path = torch_zip({"w": _Tensor("0", 4, 0, [4], [1])}, {"0": bytes(16)}, compress=True)
+        with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as z:  # a 256 MB member beside it
+            with z.open("archive/data/1", "w", force_zip64=True) as f:
+                block = bytes(1 << 24)
+                for _ in range(16):
+                    f.write(block)
+        assert os.path.getsize(path) < 1_000_000
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            read_checkpoint(path, prefer_torch=False)
+            print("LOADED")
+        except CheckpointError as exc:
+            print("REFUSED", exc)
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        print("GROWN_MB", grown_mb)
+    """
+    code_rc, out = run_child(code, timeout=600)
+    assert code_rc == 0, out[-3000:]
+    assert "REFUSED" in out and "(a zip bomb?)" in out
+    grown = float(out.split("GROWN_MB")[1].split()[0])
+    assert grown < 200
+
+
+def test_non_finite_weights_are_refused_with_the_tensor_named(tmp_path):
+    import keras_evit as ke
+    from keras_evit.weights import CheckpointError, state_dict_from_model
+
+    model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3))
+    state = state_dict_from_model(model)
+    state["stages.0.blocks.0.mixer.m.attn.attention_biases"][0, 0] = np.nan
+    path = str(tmp_path / "nan.npz")
+    np.savez(path, **state)
+    with pytest.raises(CheckpointError, match="attention_biases has 1 non-finite"):
+        ke.EfficientViTM0(weights=path, input_shape=(64, 64, 3))
+    h5 = str(tmp_path / "inf.weights.h5")
+    model.get_layer("head").linear.bias.assign(np.full(1000, np.inf, np.float32))
+    model.save_weights(h5)
+    with pytest.raises(CheckpointError, match="non-finite"):
+        ke.EfficientViTM0(weights=h5, input_shape=(64, 64, 3))
