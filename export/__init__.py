@@ -8,7 +8,7 @@ from keras_evit.utils import atomic_output
 
 from .onnx import DEFAULT_OPSET, to_onnx
 from .runners import ONNXRunner, TFLiteRunner
-from .tflite import QUANTIZE_MODES, check_calibration, gpu_compatibility, non_builtin_ops, to_tflite
+from .tflite import QUANTIZE_MODES, check_calibration, check_quantize, gpu_compatibility, non_builtin_ops, to_tflite
 from .verify import compare, describe
 
 __all__ = ["DEFAULT_OPSET", "QUANTIZE_MODES", "ExportError", "compare", "describe", "export_model",
@@ -24,8 +24,7 @@ class ExportError(RuntimeError):
 def check_export_args(fmt, quantize, output, calibration_images=None, int8_io=False):
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: choose tflite, onnx or coreml")
-    if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZE_MODES)}")
+    check_quantize(quantize)
     if fmt == "onnx" and quantize != "none":
         raise ValueError("ONNX export is fp32 only: use --format tflite for fp16/int8")
     if fmt == "coreml" and quantize not in ("none", "fp16"):

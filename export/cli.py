@@ -3,32 +3,20 @@
 import json
 import sys
 
-from keras_evit.cli import image_size_arg, non_negative_int, positive_int
+from keras_evit.cli import WEIGHTS_HELP, image_size_arg, non_negative_int, positive_int
 
 
-def cmd_export(args):
+def _export_images(args, model):
+    """(calibration images or None, verification images, where they came from), as the model takes them."""
     import numpy as np
 
-    import keras_evit as ke
     from keras_evit.artifacts import model_image_size
     from keras_evit.demo import find_sample_dir
     from keras_evit.preprocessing import model_inputs
-    from keras_evit.utils import check_output_path
 
-    from . import check_export_args, describe, export_model
     from .images import load_folder
-    from .metadata import model_info, require_mediapipe
     from .tflite import CALIBRATED_MODES
 
-    # everything that can be refused is refused before the model is built or any file is read
-    check_export_args(args.format, args.quantize, args.output, args.calibration_dir, args.int8_io)
-    check_output_path(args.output, directory=args.format == "coreml")
-    if args.batch_size == 0 and args.format == "tflite":
-        raise ValueError("TFLite export needs a fixed --batch-size >= 1 (XNNPACK rejects dynamic batch)")
-    if args.format == "tflite" and args.metadata:
-        require_mediapipe()
-    model, class_names = ke.load_classifier(args.weights, args.model, args.image_size,
-                                            classifier_activation=None if args.logits else "softmax")
     size = model_image_size(model)
     calibration = None
     if args.quantize in CALIBRATED_MODES:
@@ -43,9 +31,29 @@ def cmd_export(args):
     else:
         verify_images = np.random.RandomState(0).uniform(0, 255, (8, size, size, 3)).astype("float32")
         where = "random inputs (no image folder found: pass --verify-dir)"
+    return calibration, model_inputs(model, verify_images), where
+
+
+def cmd_export(args):
+    import keras_evit as ke
+    from keras_evit.utils import check_output_path
+
+    from . import check_export_args, describe, export_model
+    from .metadata import model_info, require_mediapipe
+
+    # everything that can be refused is refused before the model is built or any file is read
+    check_export_args(args.format, args.quantize, args.output, args.calibration_dir, args.int8_io)
+    check_output_path(args.output, directory=args.format == "coreml")
+    if args.batch_size == 0 and args.format == "tflite":
+        raise ValueError("TFLite export needs a fixed --batch-size >= 1 (XNNPACK rejects dynamic batch)")
+    if args.format == "tflite" and args.metadata:
+        require_mediapipe()
+    model, class_names = ke.load_classifier(args.weights, args.model, args.image_size,
+                                            classifier_activation=None if args.logits else "softmax")
+    calibration, verify_images, where = _export_images(args, model)
     info = model_info(model, class_names, probabilities=not args.logits) if args.metadata else None
     report = export_model(model, args.output, args.format, args.quantize, calibration, args.batch_size or None,
-                          args.int8_io, model_inputs(model, verify_images), metadata=info)
+                          args.int8_io, verify_images, metadata=info)
     print(f"wrote {report['output']} ({report['bytes'] / 1e6:.2f} MB, {args.format}, {args.quantize}, "
           f"batch {args.batch_size}, {'logits' if args.logits else 'probabilities'}"
           f"{', ' + str(len(info['labels'])) + ' labels in metadata' if info else ', no metadata'})")
@@ -85,8 +93,7 @@ def cmd_bench(args):
 def register(sub):
     p = sub.add_parser("export", help="export to TFLite (fp32/fp16/int8) or ONNX, verified")
     p.add_argument("--model", default="m0")
-    p.add_argument("--weights", default="imagenet",
-                   help="imagenet, none, a weights file, a .keras model, or a training run folder")
+    p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
     p.add_argument("--format", default="tflite", help="tflite, onnx, or coreml (.mlpackage for iOS)")
     p.add_argument("--quantize", default="none", help="none, fp16, dynamic, int8 (full integer), "
                    "int8-mixed (int8 convs/dense, float attention: fastest on CPU/XNNPACK)")
@@ -106,7 +113,7 @@ def register(sub):
     p.add_argument("--report", default=None, help="write the export report as JSON")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("setup-mediapipe", help=f"make MediaPipe's own environment (TFLite metadata writer)")
+    p = sub.add_parser("setup-mediapipe", help="make MediaPipe's own environment (TFLite metadata writer)")
     p.set_defaults(func=cmd_setup_mediapipe)
 
     from .bench import add_arguments

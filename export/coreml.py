@@ -10,7 +10,7 @@ import sys
 
 from keras_evit.utils import atomic_output
 
-from .tflite import deploy_model, input_spec
+from .deploy import deploy_model, input_spec
 
 
 def to_coreml(model, output, precision="fp16", batch_size=1, fuse=True, metadata=None):

@@ -4,7 +4,7 @@ import os
 
 from keras_evit.utils import atomic_output
 
-from .tflite import deploy_model, input_spec
+from .deploy import deploy_model, input_spec
 
 DEFAULT_OPSET = 17
 

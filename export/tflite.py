@@ -12,26 +12,14 @@ import numpy as np
 
 from keras_evit.utils import atomic_output
 
+from .deploy import deploy_model, input_spec
+
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8", "int8-mixed")
 CALIBRATED_MODES = ("int8", "int8-mixed")
 # XNNPACK has no int8 kernels for these: in a full-int8 file each one splits the delegate graph and
 # runs on TFLite's slower builtin kernels (M0: 32 partitions, int8 slower than fp32 on x86). Kept
 # in float, every conv/dense stays int8 and the attention runs on XNNPACK's fp32 kernels.
 FLOAT_OPS = ("BATCH_MATMUL", "SOFTMAX", "RELU")
-
-
-def deploy_model(model, fuse=True):
-    """The model to export: BatchNorm folded (fewer ops, same outputs)."""
-    import keras_evit
-
-    return keras_evit.fuse_batchnorm(model) if fuse else model
-
-
-def input_spec(model, batch_size):
-    import tensorflow as tf
-
-    shape = tuple(model.inputs[0].shape[1:])
-    return tf.TensorSpec((batch_size,) + shape, tf.float32, name="image")
 
 
 def _saved_model(model, batch_size, directory):
@@ -50,6 +38,11 @@ def _representative(images, batch_size):
         for start in range(0, len(images) - batch_size + 1, batch_size):
             yield [images[start:start + batch_size].astype(np.float32)]
     return gen
+
+
+def check_quantize(quantize):
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZE_MODES)}")
 
 
 def check_calibration(quantize, calibration_images, batch_size):
@@ -74,8 +67,7 @@ def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1
     """TFLite flatbuffer bytes. ``calibration_images``: preprocessed float images for ``int8``."""
     import tensorflow as tf
 
-    if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZE_MODES)}")
+    check_quantize(quantize)
     check_calibration(quantize, calibration_images, batch_size)
     if int8_io and quantize != "int8":
         raise ValueError(f"--int8-io needs --quantize int8 ({quantize} keeps float input/output)")
@@ -116,7 +108,9 @@ def _mixed_int8(converter, calibration_images, batch_size):
 def op_names(tflite_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    return [op["op_name"] for op in Interpreter(model_path=tflite_path)._get_ops_details()]
+    from keras_evit.compat import tflite_ops
+
+    return [op["op_name"] for op in tflite_ops(Interpreter(model_path=tflite_path))]
 
 
 def non_builtin_ops(tflite_path):

@@ -19,8 +19,10 @@ def weights_arg(value):
     return None if value is None or str(value).lower() in ("none", "") else value
 
 
-def _model_file(weights):
+def model_file(weights):
     """The ``.keras`` file that ``weights`` names (a run folder or the file itself), else None."""
+    if weights is None or weights == "imagenet":
+        return None
     path = os.fspath(weights)
     if os.path.isdir(path):
         found = os.path.join(path, RUN_MODEL)
@@ -106,7 +108,7 @@ def load_classifier(weights="imagenet", variant="m2", image_size=None, classifie
     from .preprocessing import check_image_size
 
     weights = weights_arg(weights)
-    model_path = _model_file(weights) if weights not in (None, "imagenet") else None
+    model_path = model_file(weights)
     if model_path:
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"model file not found: {model_path}")

@@ -10,6 +10,9 @@ def _quiet_tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+WEIGHTS_HELP = "imagenet, none, a checkpoint file, a .keras model, or a training run folder"
+
+
 def positive_int(value):
     """argparse type: an integer >= 1."""
     number = int(value)
@@ -84,8 +87,7 @@ def build_parser():
     p = sub.add_parser("predict", help="classify images with an ImageNet model")
     p.add_argument("images", nargs="+")
     p.add_argument("--model", default="m2")
-    p.add_argument("--weights", default="imagenet",
-                   help="imagenet, none, a weights file, a .keras model, or a training run folder")
+    p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
     p.add_argument("--top", type=positive_int, default=5)
     p.add_argument("--image-size", type=image_size_arg, default=None, help="default 224 (a .keras model: its own)")
     p.set_defaults(func=cmd_predict)
@@ -99,7 +101,7 @@ def build_parser():
 
     p = sub.add_parser("demo", help="classify the bundled ImageNet sample images")
     p.add_argument("--model", default="m2")
-    p.add_argument("--weights", default="imagenet")
+    p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
     p.add_argument("--images", default=None, help="folder of images (default: shared imagenet-sample)")
     p.add_argument("--limit", type=positive_int, default=None)
     p.set_defaults(func=cmd_demo)

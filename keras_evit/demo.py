@@ -24,52 +24,33 @@ def find_sample_dir():
     return None
 
 
-def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
-    import numpy as np
-
+def _load_model(model, weights, out):
+    """(model, class names, a note on the weights); says loudly when it falls back to random weights."""
     import keras_evit as ke
-    from keras_evit.artifacts import model_image_size, weights_arg
-    from keras_evit.preprocessing import imagenet_classes, list_images, model_inputs
+    from keras_evit.artifacts import weights_arg
     from keras_evit.weights import CheckpointError
 
-    out = out or sys.stdout  # looked up per call: sys.stdout may be replaced after import
-    folder = images or find_sample_dir()
-    if folder is None:
-        print(f"No sample images found: pass --images DIR or set {SAMPLE_ENV}.", file=out)
-        return 1
-    files = list_images(folder)[:limit]
-    started = time.perf_counter()
     weights = weights_arg(weights)
     try:
         net, class_names = ke.load_classifier(weights, model)
-        weights_note = weights or "random init"
+        return net, class_names, weights or "random init"
     except CheckpointError as exc:
         if weights != "imagenet":
             raise
         print(f"WARNING: ImageNet weights unavailable ({exc})\n"
               "WARNING: FALLING BACK TO RANDOM WEIGHTS: the predictions below are meaningless.", file=out)
         net, class_names = ke.load_classifier(None, model)
-        weights_note = "RANDOM init (ImageNet weights unavailable)"
-    print(f"{net.name}: {net.count_params():,} parameters, weights: {weights_note}, "
-          f"built in {time.perf_counter() - started:.1f}s", file=out)
+        return net, class_names, "RANDOM init (ImageNet weights unavailable)"
 
-    batch, kept = [], []
-    size = model_image_size(net)
-    for path in files:
-        try:
-            batch.append(ke.load_image(path, size))
-            kept.append(path)
-        except ValueError as exc:
-            print(f"skipped: {exc}", file=out)
-    if not batch:
-        print(f"No readable images in {folder}", file=out)
-        return 1
-    started = time.perf_counter()
-    probs = net.predict(model_inputs(net, np.stack(batch)), batch_size=16, verbose=0)
-    elapsed = time.perf_counter() - started
-    synsets = [s for s, _ in imagenet_classes()]
+
+def _print_predictions(paths, probs, class_names, out):
+    """One line per image (ok / top5 / -- against the synset in its file name), then top-1/top-5."""
+    import keras_evit as ke
+    from keras_evit.preprocessing import imagenet_classes
+
+    synsets = {s for s, _ in imagenet_classes()}
     top1 = top5 = labelled = 0
-    for path, row, decoded in zip(kept, probs, ke.decode_predictions(probs, min(5, probs.shape[-1]), class_names)):
+    for path, decoded in zip(paths, ke.decode_predictions(probs, min(5, probs.shape[-1]), class_names)):
         truth = os.path.basename(path).split("_")[0]
         mark = ""
         if truth in synsets:
@@ -80,10 +61,42 @@ def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
             mark = "ok " if hits[0] == truth else ("top5" if truth in hits else "-- ")
         best = decoded[0]
         print(f"{mark:4} {os.path.basename(path):42} -> {best[1]:<28} {best[2]:.3f}", file=out)
-    print(f"{len(kept)} images in {elapsed:.2f}s ({len(kept) / elapsed:.1f} img/s)", file=out)
     if labelled:
         print(f"top-1 {100 * top1 / labelled:.1f}%  top-5 {100 * top5 / labelled:.1f}%  "
               f"on {labelled} labelled images", file=out)
+
+
+def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
+    import numpy as np
+
+    import keras_evit as ke
+    from keras_evit.artifacts import model_image_size
+    from keras_evit.preprocessing import list_images, model_inputs
+
+    out = out or sys.stdout  # looked up per call: sys.stdout may be replaced after import
+    folder = images or find_sample_dir()
+    if folder is None:
+        print(f"No sample images found: pass --images DIR or set {SAMPLE_ENV}.", file=out)
+        return 1
+    started = time.perf_counter()
+    net, class_names, weights_note = _load_model(model, weights, out)
+    print(f"{net.name}: {net.count_params():,} parameters, weights: {weights_note}, "
+          f"built in {time.perf_counter() - started:.1f}s", file=out)
+    batch, kept = [], []
+    for path in list_images(folder)[:limit]:
+        try:
+            batch.append(ke.load_image(path, model_image_size(net)))
+            kept.append(path)
+        except ValueError as exc:
+            print(f"skipped: {exc}", file=out)
+    if not batch:
+        print(f"No readable images in {folder}", file=out)
+        return 1
+    started = time.perf_counter()
+    probs = net.predict(model_inputs(net, np.stack(batch)), batch_size=16, verbose=0)
+    elapsed = time.perf_counter() - started
+    _print_predictions(kept, probs, class_names, out)
+    print(f"{len(kept)} images in {elapsed:.2f}s ({len(kept) / elapsed:.1f} img/s)", file=out)
     return 0
 
 

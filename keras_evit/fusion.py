@@ -2,6 +2,7 @@
 
 import keras
 
+from .compat import own_variables, sublayers
 from .layers import ConvBN, NormLinear
 
 
@@ -17,16 +18,16 @@ def _copy_fused(src, dst):
     if isinstance(src, (ConvBN, NormLinear)):
         dst.set_weights(src.fused_weights())
         return
-    src_children = list(src._flatten_layers(include_self=False, recursive=False))
-    dst_children = list(dst._flatten_layers(include_self=False, recursive=False))
+    src_children = sublayers(src, recursive=False)
+    dst_children = sublayers(dst, recursive=False)
     if not src_children:
         dst.set_weights(src.get_weights())
         return
     if len(src_children) != len(dst_children):
         raise ValueError(f"cannot fuse {src.name}: layer structure changed during cloning")
-    own = [v for v in src._trainable_variables + src._non_trainable_variables]
+    own = own_variables(src)
     if own:
-        for target, value in zip(dst._trainable_variables + dst._non_trainable_variables, own):
+        for target, value in zip(own_variables(dst), own):
             target.assign(value.numpy())  # a copy: on JAX, predict donates (frees) a model's own buffers
     for a, b in zip(src_children, dst_children):
         _copy_fused(a, b)

@@ -4,6 +4,8 @@ so that a training run's ``model.keras`` (whose compile config names it) loads a
 import keras
 from keras import ops
 
+from .compat import optimizer_trainable_variables
+
 
 def _unitwise_norm(x):
     """L2 norm per output unit (timm AGC). Keras kernels keep output units on the last axis,
@@ -39,7 +41,8 @@ class AGCAdamW(keras.optimizers.AdamW):
 
     def apply(self, grads, trainable_variables=None):
         if self.agc_clip:
-            variables = trainable_variables if trainable_variables is not None else self._trainable_variables
+            variables = trainable_variables if trainable_variables is not None else \
+                optimizer_trainable_variables(self)
             grads = adaptive_clip(list(grads), list(variables), self.agc_clip)
         return super().apply(grads, trainable_variables)
 

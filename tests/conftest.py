@@ -3,6 +3,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+from keras_evit.compat import sublayers
 import pytest
 
 # the shared sample data beside the checkout (../shared/data), or wherever KERAS_EVIT_DATA points
@@ -65,7 +67,7 @@ def randomize(model, seed=0):
     import keras_evit as ke
 
     rng = np.random.RandomState(seed)
-    for layer in model._flatten_layers():
+    for layer in sublayers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
             layer.set_weights([rng.uniform(0.75, 1.25, n), rng.randn(n) * 0.1, rng.randn(n) * 0.1,

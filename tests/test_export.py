@@ -54,9 +54,11 @@ def test_int8_io_and_fixed_batch(m0, images, tmp_path):
 def _op_input_types(path):
     from ai_edge_litert.interpreter import Interpreter
 
+    from keras_evit.compat import tflite_ops
+
     it = Interpreter(model_path=path)
     dtypes = {t["index"]: t["dtype"] for t in it.get_tensor_details()}
-    return [(op["op_name"], dtypes[op["inputs"][0]]) for op in it._get_ops_details()
+    return [(op["op_name"], dtypes[op["inputs"][0]]) for op in tflite_ops(it)
             if len(op["inputs"]) and op["op_name"] != "DELEGATE"]
 
 

@@ -1,5 +1,7 @@
 import keras
 import numpy as np
+
+from keras_evit.compat import sublayers
 import pytest
 
 import keras_evit as ke
@@ -12,7 +14,7 @@ def test_fused_matches_unfused(variant, shape):
     model = ke.build_model(variant, weights=None, input_shape=shape, classifier_activation=None)
     randomize(model)
     fused = ke.fuse_batchnorm(model)
-    assert not [l for l in fused._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    assert not [l for l in sublayers(fused) if isinstance(l, keras.layers.BatchNormalization)]
     x = random_images(2, shape[0], shape[1])
     expected = model.predict(x, verbose=0)
     assert np.abs(expected).max() > 0.1

@@ -3,6 +3,8 @@
 import warnings
 
 import numpy as np
+
+from keras_evit.compat import sublayers
 import pytest
 
 import keras_evit as ke
@@ -67,7 +69,7 @@ def test_bias_tables_resized_like_timm(ref):
 def test_parity_is_sensitive_to_attention_biases(ref):
     """Guard against a port that ignores the biases (the candle bug): zeroing them must show."""
     tm, km = _pair(ref, "m0", 224)
-    for layer in km._flatten_layers():
+    for layer in sublayers(km):
         if isinstance(layer, ke.layers.CascadedGroupAttention):
             layer.attention_biases.assign(np.zeros(layer.attention_biases.shape, "float32"))
     assert _max_diff(ref, tm, km, raw_images(2, 224)) > 10 * TOL

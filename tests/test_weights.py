@@ -182,3 +182,14 @@ def test_unsupported_and_missing_paths(tmp_path):
         read_checkpoint(str(other))
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         ke.EfficientViTM0(weights=str(tmp_path / "nope.pth"))
+
+
+def test_keras_weights_of_another_variant_are_named(tmp_path):
+    path = str(tmp_path / "m0.weights.h5")
+    ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3)).save_weights(path)
+    with pytest.raises(CheckpointError, match="holds efficientvit_m0 weights, not efficientvit_m1"):
+        ke.EfficientViTM1(weights=path)
+    garbage = tmp_path / "junk.weights.h5"
+    garbage.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="junk.weights.h5 is not a readable EfficientViT .weights.h5"):
+        ke.EfficientViTM0(weights=str(garbage))

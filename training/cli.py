@@ -2,7 +2,7 @@
 
 import sys
 
-from keras_evit.cli import image_size_arg, positive_int
+from keras_evit.cli import WEIGHTS_HELP, image_size_arg, positive_int
 
 
 def _recipe(args, preset):
@@ -17,8 +17,13 @@ def _recipe(args, preset):
 
 
 def _run(args, preset, weights=None, freeze=False):
+    import os
+
     from .checkpoint import TrainingDiverged
     from .loop import train
+
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ValueError(f"--output {args.output!r} is a file: name a run folder (new, or one to resume)")
 
     try:
         train(args.model, args.data, args.output, _recipe(args, preset), strategy=args.strategy, weights=weights,
@@ -35,7 +40,9 @@ def cmd_train(args):
 
 
 def cmd_finetune(args):
-    return _run(args, "finetune", weights=None if args.weights == "none" else args.weights,
+    from keras_evit.artifacts import weights_arg
+
+    return _run(args, "finetune", weights=weights_arg(args.weights),
                 freeze=args.freeze_backbone)
 
 
@@ -87,6 +94,6 @@ def register(sub):
 
     p = sub.add_parser("evaluate", help="top-1/top-5 with the reference eval transform")
     _common(p)
-    p.add_argument("--weights", required=True, help="a training run folder, a .keras model, or a weights file")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--split", default="validation")
     p.set_defaults(func=cmd_evaluate)

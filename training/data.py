@@ -13,7 +13,9 @@ from typing import List
 
 import numpy as np
 
-TRAIN_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+from keras_evit.preprocessing import IMAGE_EXTENSIONS
+
+TRAIN_EXTENSIONS = tuple(e for e in IMAGE_EXTENSIONS if e != ".gif")  # GIFs: skipped, not photos
 # tfds sets are too big to shuffle whole: a window of this many records (folders shuffle whole)
 TFDS_SHUFFLE_BUFFER = 10_000
 

@@ -5,6 +5,8 @@ import os
 
 import keras
 
+from keras_evit.compat import sublayers, symbolic_build
+
 
 def make_strategy(name="mirrored"):
     """mirrored (local devices), multiworker (from TF_CONFIG), tpu, or default (no distribution)."""
@@ -59,8 +61,7 @@ def prebuild(model, strategy, dataset):
     """
     batch = next(iter(dataset))
     with strategy.scope():
-        model._symbolic_build(data_batch=batch)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+        symbolic_build(model, batch)
 
 
 def synchronize_batchnorm(model):
@@ -71,7 +72,7 @@ def synchronize_batchnorm(model):
     a runtime attribute: saved models load with ordinary BatchNormalization.
     """
     count = 0
-    for layer in model._flatten_layers():
+    for layer in sublayers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
             count += 1

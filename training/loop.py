@@ -23,17 +23,17 @@ def build_classifier(variant, num_classes, weights=None, image_size=224, dropout
     import keras_evit as ke
     from keras_evit.layers import NormLinear
 
-    from keras_evit.artifacts import _model_file, load_keras_file
+    from keras_evit.artifacts import load_keras_file, model_file, with_activation
 
-    shape = (image_size, image_size, 3)
-    model_path = _model_file(weights) if weights and weights != "imagenet" else None
+    model_path = model_file(weights)
     if model_path:
-        model = load_keras_file(model_path)
+        model = with_activation(load_keras_file(model_path), None)
         units = int(model.outputs[0].shape[-1])
         if units != num_classes:
             raise ValueError(f"{model_path} has {units} outputs but the data has {num_classes} classes: fine-tune "
                              "from its weights file with a new head instead (--weights RUN_DIR/model.weights.h5)")
         return model
+    shape = (image_size, image_size, 3)
     full = ke.build_model(variant, weights=None, input_shape=shape, classes=num_classes,
                           classifier_activation=None, dropout_rate=dropout)
     if not weights:
@@ -269,21 +269,22 @@ def evaluate(variant, weights, data, split="validation", batch_size=64, image_si
              log=print):
     """Top-1 (and top-5) of ``weights`` (a run folder, .keras or checkpoint) on ``data``'s ``split``,
     through the same eval transform as ``predict``."""
+    import keras
+
+    from keras_evit.artifacts import model_file, model_image_size
+    from keras_evit.preprocessing import check_image_size, has_preprocessing
+
     from .recipe import Recipe
 
     source = load_source(data, data_dir, eval_split=None if split == "validation" else split)
     split = split if split in source.splits else "validation"  # tfds: the requested split is loaded as it
-    import keras
 
-    from keras_evit.artifacts import load_classifier, model_image_size
-    from keras_evit.preprocessing import has_preprocessing
-
-    model, _ = load_classifier(weights, variant, image_size, classifier_activation=None)
-    units = int(model.outputs[0].shape[-1])
-    if units != source.num_classes:
-        raise ValueError(f"the model has {units} outputs but {data} has {source.num_classes} classes")
+    model = build_classifier(variant, source.num_classes, weights, check_image_size(image_size or 224))
+    if model_file(weights) and image_size and model_image_size(model) != image_size:
+        raise ValueError(f"{weights} takes {model_image_size(model)} px images: drop --image-size or pass that")
     recipe = Recipe(image_size=model_image_size(model), batch_size=batch_size)
-    model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=accuracy_metrics(units))
+    model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                  metrics=accuracy_metrics(source.num_classes))
     dataset = make_dataset(source, split, batch_size, recipe, training=False, normalize=not has_preprocessing(model))
     results = model.evaluate(dataset, return_dict=True, verbose="auto" if sys.stdout.isatty() else 2)
     log(f"{data} [{split}]: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))

@@ -22,6 +22,13 @@ def torch_conv_initializer(fan_in):
     return keras.initializers.RandomUniform(-bound, bound)
 
 
+def bn_scale_shift(bn):
+    """BatchNorm in inference as y = x * scale + shift (float64), for folding into a conv/linear."""
+    gamma, beta, mean, var = (np.asarray(w, np.float64) for w in bn.get_weights())
+    scale = gamma / np.sqrt(var + bn.epsilon)
+    return scale, beta - mean * scale
+
+
 def _conv_output_size(size, kernel_size, strides):
     if size is None:
         return None
@@ -94,12 +101,11 @@ class ConvBN(keras.layers.Layer):
         """[kernel, bias] of the equivalent single conv (docs/ARCHITECTURE.md)."""
         if self.fused:
             return [np.asarray(w) for w in self.conv.get_weights()]
-        gamma, beta, mean, var = (np.asarray(w, np.float64) for w in self.bn.get_weights())
-        scale = gamma / np.sqrt(var + self.bn.epsilon)
+        scale, shift = bn_scale_shift(self.bn)
         kernel = np.asarray(self.conv.get_weights()[0], np.float64)
         # output channels are axis 2 for DepthwiseConv2D (kh, kw, C, 1), axis 3 for Conv2D
         kernel = kernel * (scale[None, None, :, None] if self.depthwise else scale[None, None, None, :])
-        return [kernel.astype(np.float32), (beta - mean * scale).astype(np.float32)]
+        return [kernel.astype(np.float32), shift.astype(np.float32)]
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
@@ -288,10 +294,8 @@ class NormLinear(keras.layers.Layer):
     def fused_weights(self):
         if self.fused:
             return [np.asarray(w) for w in self.linear.get_weights()]
-        gamma, beta, mean, var = (np.asarray(w, np.float64) for w in self.bn.get_weights())
+        scale, shift = bn_scale_shift(self.bn)
         kernel, bias = (np.asarray(w, np.float64) for w in self.linear.get_weights())
-        scale = gamma / np.sqrt(var + self.bn.epsilon)
-        shift = beta - mean * scale
         return [(kernel * scale[:, None]).astype(np.float32), (shift @ kernel + bias).astype(np.float32)]
 
     def get_config(self):

@@ -30,6 +30,7 @@ _STORAGE_DTYPES = {
 # optimizer state and EMA copies is a few times that. Anything bigger is refused before it is read.
 MAX_CHECKPOINT_BYTES = 1 << 30
 MAX_PICKLE_BYTES = 64 << 20
+MAX_INFLATION = 1024  # torch stores members uncompressed; a member inflating more than this is a bomb
 
 
 class _Inert:
@@ -167,7 +168,7 @@ def _check_archive(archive, path):
         if info.file_size > MAX_CHECKPOINT_BYTES or total > MAX_CHECKPOINT_BYTES:
             raise CheckpointError(f"{path}: archive members declare {total:,}+ bytes, more than any EfficientViT "
                                   f"checkpoint ({MAX_CHECKPOINT_BYTES >> 20} MiB): refused")
-        if info.compress_type != zipfile.ZIP_STORED and info.file_size > 1024 * max(info.compress_size, 1):
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_INFLATION * max(info.compress_size, 1):
             raise CheckpointError(f"{path}: member {info.filename} inflates {info.compress_size} -> "
                                   f"{info.file_size} bytes (a zip bomb?): refused")
 

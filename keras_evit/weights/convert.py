@@ -69,6 +69,36 @@ def _summary(label, items, limit=5):
     return f"{len(items)} {label}: {shown}{more}"
 
 
+def _checked_array(key, value, source):
+    """``value`` as an array of numbers, all finite, or a CheckpointError naming the tensor."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiub":
+        raise CheckpointError(f"{source}: tensor {key} has dtype {array.dtype}, not a number type")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.isfinite(array).sum())
+        raise CheckpointError(f"{source}: tensor {key} has {bad} non-finite value(s) (NaN/Inf): the weights are "
+                              "corrupt or the training run diverged; nothing was loaded")
+    return array
+
+
+def _mismatch(model, state, variant, source, missing, bad_shape, unexpected):
+    """The CheckpointError for a state dict that does not fit ``model``, with the likely cause."""
+    problems = []
+    if missing:
+        problems.append(_summary("tensors missing from the " + source, missing))
+    if bad_shape:
+        problems.append(_summary("tensors with the wrong shape", bad_shape))
+    if unexpected:
+        problems.append(_summary("unexpected tensors", unexpected))
+    found = guess_variant(state)
+    hint = ""
+    if found and variant and found != variant:
+        hint = f" The file holds efficientvit_{found} weights, not efficientvit_{variant}: use the matching model."
+    elif any(k.startswith("head.linear") for k in bad_shape):
+        hint = " The classifier size differs: use include_top=False, or classes equal to the file's."
+    return CheckpointError(f"{source} does not match {model.name}: " + " | ".join(problems) + "." + hint)
+
+
 def assign_state_dict(model, state, variant=None, allow_resize=True, source="checkpoint"):
     """Validate every tensor name and shape, then assign all of them (nothing is set on error).
 
@@ -83,13 +113,7 @@ def assign_state_dict(model, state, variant=None, allow_resize=True, source="che
         if key not in state:
             missing.append(key)
             continue
-        array = np.asarray(state[key])
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            bad = int(np.size(array) - np.isfinite(array).sum())
-            raise CheckpointError(f"{source}: tensor {key} has {bad} non-finite value(s) (NaN/Inf): the weights are "
-                                  "corrupt or the training run diverged; nothing was loaded")
-        if array.dtype.kind not in "fiub":
-            raise CheckpointError(f"{source}: tensor {key} has dtype {array.dtype}, not a number type")
+        array = _checked_array(key, state[key], source)
         if key.endswith("attention_biases") and array.ndim == 2 and array.shape[0] == var.shape[0] \
                 and array.shape[1] != var.shape[1] and allow_resize:
             new_res = int(round(math.sqrt(var.shape[1])))
@@ -104,21 +128,8 @@ def assign_state_dict(model, state, variant=None, allow_resize=True, source="che
             continue
         values[key] = array
     unexpected = [k for k in state if k not in targets and not (k.startswith("head.") and not has_head)]
-    problems = []
-    if missing:
-        problems.append(_summary("tensors missing from the " + source, missing))
-    if bad_shape:
-        problems.append(_summary("tensors with the wrong shape", bad_shape))
-    if unexpected:
-        problems.append(_summary("unexpected tensors", unexpected))
-    if problems:
-        found = guess_variant(state)
-        hint = ""
-        if found and variant and found != variant:
-            hint = f" The file holds efficientvit_{found} weights, not efficientvit_{variant}: use the matching model."
-        elif any(k.startswith("head.linear") for k in bad_shape):
-            hint = " The classifier size differs: use include_top=False, or classes equal to the file's."
-        raise CheckpointError(f"{source} does not match {model.name}: " + " | ".join(problems) + "." + hint)
+    if missing or bad_shape or unexpected:
+        raise _mismatch(model, state, variant, source, missing, bad_shape, unexpected)
     for key, array in values.items():
         var = targets[key][0]
         var.assign(array.astype(var.dtype))

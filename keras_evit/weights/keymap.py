@@ -11,6 +11,8 @@ import re
 import keras
 import numpy as np
 
+from ..compat import sublayers
+
 _LEAF = {"kernel": "weight", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
          "moving_variance": "running_var", "bias": "bias", "attention_biases": "attention_biases"}
 
@@ -77,7 +79,7 @@ def normalize_keys(state):
 def variable_kinds(model):
     """id(variable) -> layout kind: 'conv', 'dwconv' or 'dense' kernels; 'plain' otherwise."""
     kinds = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in sublayers(model):
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             kinds[id(layer.kernel)] = "dwconv"
         elif isinstance(layer, keras.layers.Conv2D):

@@ -1,0 +1,119 @@
+"""Bench measurements, run in a fresh child process per thread count (TensorFlow sizes its thread
+pools once, at start): one runner per runtime, timed by median; the GPU large-batch protocol."""
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from .bench_runtimes import REFERENCE
+
+
+def time_call(fn, min_time, warmup=3, min_iters=5):
+    """Median seconds per call after warm-up."""
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < min_iters or time.perf_counter() - start < min_time:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _runner(runtime, files, variant, threads, batch_size, image_size):
+    """A zero-argument callable running one batch, or None when the runtime has no file."""
+    x = np.random.RandomState(0).randn(batch_size, image_size, image_size, 3).astype(np.float32)
+    if runtime in ("keras", "xla"):
+        import keras
+        import tensorflow as tf
+
+        import keras_evit  # noqa: F401  (registers the layers for loading)
+
+        model = keras.models.load_model(files["keras"])
+        fn = tf.function(lambda t: model(t, training=False), jit_compile=runtime == "xla")
+        tx = tf.constant(x)
+        return lambda: fn(tx).numpy()
+    if runtime.startswith("litert"):
+        from .runners import TFLiteRunner
+
+        runner = TFLiteRunner(files[f"{runtime}@{batch_size}"], threads)
+        return lambda: runner(x)
+    if runtime in ("onnxruntime", REFERENCE):
+        from .runners import ONNXRunner
+
+        runner = ONNXRunner(files[runtime], threads, layout="NCHW" if runtime == REFERENCE else "NHWC")
+        return lambda: runner(x)
+    if runtime == "torch":
+        import torch
+
+        from keras_evit import reference
+
+        model = reference.create_timm_model(variant, img_size=image_size)
+        tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+        def run():
+            with torch.no_grad():
+                return model(tx)
+        return run
+    raise ValueError(runtime)
+
+
+def measure_child(spec):
+    """Runs in a fresh process: sizes the thread pools, then measures every (runtime, batch)."""
+    threads = spec["threads"]
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    rows = []
+    for runtime in spec["runtimes"]:
+        for bs in spec["batch_sizes"]:
+            row = {"model": spec["variant"], "runtime": runtime, "threads": threads, "batch_size": bs}
+            try:
+                fn = _runner(runtime, spec["files"], spec["variant"], threads, bs, spec["image_size"])
+                sec = time_call(fn, spec["min_time"])
+                row.update(ms_per_batch=sec * 1e3, img_per_s=bs / sec)
+            except Exception as exc:  # a runtime that cannot run here is reported, not fatal
+                row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def measure_large_batch(variant, batch_size, image_size, min_time):
+    """GPU protocol (paper/timm style): BN-fused model, mixed precision, large batch, TF and XLA."""
+    import keras
+    import tensorflow as tf
+
+    import keras_evit as ke
+
+    policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = ke.build_model(variant, weights=None, fused=True, classifier_activation=None,
+                               input_shape=(image_size, image_size, 3))
+        x = tf.random.normal((batch_size, image_size, image_size, 3))
+        rows = []
+        for runtime, jit in (("keras-amp", False), ("xla-amp", True)):
+            fn = tf.function(lambda t: model(t, training=False), jit_compile=jit)
+            sec = time_call(lambda: fn(x).numpy(), min_time, warmup=2, min_iters=3)
+            rows.append({"model": variant, "runtime": runtime, "threads": None, "batch_size": batch_size,
+                         "ms_per_batch": sec * 1e3, "img_per_s": batch_size / sec, "policy": policy,
+                         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU"})
+        return rows
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+
+if __name__ == "__main__" and "--child" in sys.argv:
+    measure_child(json.loads(sys.stdin.read()))

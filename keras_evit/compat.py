@@ -1,0 +1,36 @@
+"""Every private Keras / LiteRT API keras-evit relies on, in one place.
+
+Keras 3 has no public way to walk a layer's sublayers or to read a layer's own variables apart from its
+children's; LiteRT's Python interpreter has no public op list. ``tests/test_compat.py`` exercises each
+function below and fails loudly on an upgrade that changes them (the versions are pinned in setup.py).
+"""
+
+KERAS_VERSION_SEEN = "3.15.1"
+LITERT_VERSION_SEEN = "2.3.0"
+
+
+def sublayers(layer, recursive=True):
+    """The layers inside ``layer`` (all of them with ``recursive``, else its direct children)."""
+    return list(layer._flatten_layers(include_self=False, recursive=recursive))
+
+
+def own_variables(layer):
+    """Variables created by ``layer`` itself, not by its sublayers (e.g. the attention-bias table)."""
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+
+
+def optimizer_trainable_variables(optimizer):
+    """The variables a built optimizer updates, for ``apply(grads)`` called without them."""
+    return optimizer._trainable_variables
+
+
+def symbolic_build(model, batch):
+    """Builds ``model``'s metrics/optimizer from one batch, and stops Keras from doing it again inside
+    a multi-worker replica context (Keras 3.15 deadlocks there)."""
+    model._symbolic_build(data_batch=batch)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def tflite_ops(interpreter):
+    """[{"op_name", "inputs", "outputs", ...}] of a LiteRT interpreter's graph."""
+    return interpreter._get_ops_details()

@@ -1,0 +1,58 @@
+"""The private Keras / LiteRT APIs in keras_evit/compat.py still behave as relied on.
+
+A failure here after a Keras or LiteRT upgrade means: re-check keras_evit/compat.py against the new
+version before changing the pins in setup.py.
+"""
+
+import importlib.metadata
+
+import keras
+import numpy as np
+
+import keras_evit as ke
+from keras_evit import compat
+
+
+def test_pinned_versions_are_the_ones_checked():
+    assert keras.__version__ == compat.KERAS_VERSION_SEEN, "Keras changed: re-check keras_evit/compat.py"
+    assert importlib.metadata.version("ai-edge-litert") == compat.LITERT_VERSION_SEEN, \
+        "LiteRT changed: re-check keras_evit/compat.py"
+
+
+def test_sublayers_and_own_variables():
+    model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3))
+    everything = compat.sublayers(model)
+    attention = [layer for layer in everything if isinstance(layer, ke.layers.CascadedGroupAttention)]
+    assert len(attention) == 6  # depths 1 + 2 + 3, found through nested custom layers
+    block = model.get_layer("stages-0-blocks-0")
+    children = compat.sublayers(block, recursive=False)
+    assert [c.name for c in children] == ["mixer-m", "dw0-m", "ffn0-m", "dw1-m", "ffn1-m"]
+    own = compat.own_variables(attention[0])
+    assert [v.name for v in own] == ["attention_biases"]  # its own table, not its children's convs
+    assert compat.own_variables(block) == []
+
+
+def test_optimizer_trainable_variables():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    optimizer = keras.optimizers.AdamW()
+    optimizer.build(model.trainable_variables)
+    assert [id(v) for v in compat.optimizer_trainable_variables(optimizer)] == [id(v) for v in model.trainable_variables]
+
+
+def test_symbolic_build_builds_metrics_once():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("adam", "mse", metrics=["mae"])
+    compat.symbolic_build(model, (np.zeros((2, 3), np.float32), np.zeros((2, 2), np.float32)))
+    assert model.optimizer.built  # built by the one batch, before any fit
+    model.fit(np.zeros((4, 3)), np.zeros((4, 2)), verbose=0)  # the patched hook must not break fit
+
+
+def test_tflite_ops(tmp_path):
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="relu")])
+    path = tmp_path / "m.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    ops = compat.tflite_ops(Interpreter(model_path=str(path)))
+    assert {op["op_name"] for op in ops} == {"FULLY_CONNECTED"} and all("inputs" in op for op in ops)
