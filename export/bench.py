@@ -32,6 +32,13 @@ def add_arguments(p):
     p.add_argument("--large-batch", type=int, default=None,
                    help="also measure TF/XLA mixed-precision throughput at this batch (default: 1024 when "
                         "a GPU is present, else off)")
+    p.add_argument("--train", action="store_true",
+                   help="measure training img/s instead: Keras fit (graph, XLA) beside timm eager (one thread count)")
+    p.add_argument("--train-runtimes", default=None, help="keras,keras-xla,timm[,timm-compile]")
+    p.add_argument("--train-batch-size", type=int, default=32)
+    p.add_argument("--train-steps", type=int, default=10, help="steps per timed window")
+    p.add_argument("--train-warmup", type=int, default=3)
+    p.add_argument("--train-repeats", type=int, default=3, help="timed windows; the best counts")
     p.add_argument("--workdir", default=None, help="keep exported files here (default: a temp folder)")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)

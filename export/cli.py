@@ -3,7 +3,7 @@
 import json
 import sys
 
-from keras_evit.cli import WEIGHTS_HELP, image_size_arg, non_negative_int, positive_int
+from keras_evit.cli_args import WEIGHTS_HELP, image_size_arg, non_negative_int, positive_int
 
 
 def _export_images(args, model):
@@ -85,6 +85,10 @@ def cmd_setup_mediapipe(args):
 
 
 def cmd_bench(args):
+    if args.train:
+        from keras_evit.training.benchmark import main as train_bench_main
+
+        return train_bench_main(args)
     from .bench import main as bench_main
 
     return bench_main(args)

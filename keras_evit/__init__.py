@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from . import layers, optimizers  # optimizers: registers AGCAdamW, which run outputs name
+from .analysis import attention_maps, head_similarity
 from .artifacts import load_classifier
 from .configs import VARIANTS, get_variant
 from .fusion import fuse_batchnorm
@@ -14,6 +15,7 @@ from .preprocessing import decode_predictions, load_image, normalize_images, pre
 
 __all__ = [
     "EfficientViTM0", "EfficientViTM1", "EfficientViTM2", "EfficientViTM3", "EfficientViTM4",
-    "EfficientViTM5", "VARIANTS", "build_model", "decode_predictions", "feature_extractor",
-    "fuse_batchnorm", "get_variant", "layers", "load_classifier", "load_image", "normalize_images", "preprocess_input",
+    "EfficientViTM5", "VARIANTS", "attention_maps", "build_model", "decode_predictions", "feature_extractor",
+    "fuse_batchnorm", "get_variant", "head_similarity", "layers", "load_classifier", "load_image",
+    "normalize_images", "preprocess_input",
 ]

@@ -71,10 +71,30 @@ def load_keras_file(path):
     from . import layers, optimizers  # noqa: F401  (registers every class a keras_evit .keras names)
 
     try:
-        return keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False)
     except (OSError, ValueError, TypeError, KeyError, EOFError) as exc:
         raise ValueError(f"cannot load the Keras model {path}: {type(exc).__name__}: {exc}. "
                          "The file is corrupt, truncated, or not a keras_evit model.") from exc
+    return rename_legacy_layers(model)
+
+
+def rename_legacy_layers(model):
+    """A copy of a model saved before layer names lost their dots ("stages.0.blocks.0"), with the
+    current names ("stages-0-blocks-0") that Keras on PyTorch accepts; other models as they are.
+    ``keras-evit convert OLD.keras --output NEW.keras`` (on TensorFlow or JAX) rewrites such a file."""
+    import keras
+
+    if not any("." in layer.name for layer in model.layers):
+        return model
+
+    def clone(layer):
+        config = layer.get_config()
+        config["name"] = layer.name.replace(".", "-")
+        return layer.__class__.from_config(config)
+
+    renamed = keras.models.clone_model(model, clone_function=clone)
+    renamed.set_weights(model.get_weights())
+    return renamed
 
 
 def is_softmax_output(model):

@@ -5,36 +5,11 @@ import errno
 import os
 import sys
 
+from .cli_args import WEIGHTS_HELP, image_size_arg, positive_int
+
 
 def _quiet_tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-WEIGHTS_HELP = "imagenet, none, a checkpoint file, a .keras model, or a training run folder"
-
-
-def positive_int(value):
-    """argparse type: an integer >= 1."""
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return number
-
-
-def non_negative_int(value):
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return number
-
-
-def image_size_arg(value):
-    from keras_evit.preprocessing import check_image_size
-
-    try:
-        return check_image_size(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_predict(args):
@@ -106,11 +81,13 @@ def build_parser():
     p.add_argument("--limit", type=positive_int, default=None)
     p.set_defaults(func=cmd_demo)
 
+    from keras_evit.analysis_cli import register as register_analyze
     from keras_evit.export.cli import register as register_export
     from keras_evit.training.cli import register as register_training
 
     register_export(sub)     # export, setup-mediapipe, bench
     register_training(sub)   # train, finetune, evaluate
+    register_analyze(sub)    # analyze heads, analyze runtime
     return parser
 
 

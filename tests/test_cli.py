@@ -117,4 +117,28 @@ def test_every_subcommand_is_registered():
 
     commands = build_parser()._subparsers._group_actions[0].choices
     assert set(commands) == {"predict", "convert", "demo", "export", "setup-mediapipe", "bench", "train",
-                             "finetune", "evaluate"}
+                             "finetune", "evaluate", "analyze"}
+
+
+def test_convert_renames_a_legacy_keras_file(tmp_path, capsys):
+    """Models saved before the rename ("stages.0.blocks.0": Keras on PyTorch refuses dots) convert in one line."""
+    import keras
+
+    model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=3, classifier_activation=None)
+
+    def dotted(layer):
+        config = layer.get_config()
+        config["name"] = layer.name.replace("-", ".")
+        return layer.__class__.from_config(config)
+
+    legacy = keras.models.clone_model(model, clone_function=dotted)
+    legacy.set_weights(model.get_weights())
+    assert legacy.get_layer("stages.1.blocks.0") is not None
+    old, new = str(tmp_path / "old.keras"), str(tmp_path / "new.keras")
+    legacy.save(old)
+    assert main(["convert", old, "--output", new]) == 0
+    converted = keras.models.load_model(new)
+    assert not [layer.name for layer in converted.layers if "." in layer.name]
+    x = raw_images(2, 64)
+    np.testing.assert_allclose(converted.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert ke.feature_extractor(converted).output[0].shape[1:] == (4, 4, 64)

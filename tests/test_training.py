@@ -113,7 +113,7 @@ def test_resume_after_kill_mid_epoch(tmp_path):
         # the optimizer's step counter (its first variable), on which the lr schedule runs: no step lost
         assert int(f["optimizer/vars/0"][()]) == 60
     model = keras.models.load_model(os.path.join(run, "model.keras"))  # an inference model: no optimizer
-    assert model.output.shape[-1] == 10 and model.optimizer is None
+    assert model.output.shape[-1] == 10 and getattr(model, "optimizer", None) is None
 
 
 def _free_port():

@@ -2,7 +2,10 @@
 
 from .checkpoint import AtomicCheckpoint, TrainingDiverged, checkpoint_states, read_state
 from .data import load_source, make_dataset
-from .loop import build_classifier, evaluate, make_strategy, train
+from .classifier import build_classifier
+from .distributed import make_strategy
+from .evaluate import evaluate
+from .loop import train
 from .recipe import PRESETS, Recipe, get_recipe
 
 __all__ = ["AtomicCheckpoint", "PRESETS", "checkpoint_states", "Recipe", "TrainingDiverged", "build_classifier", "evaluate",

@@ -2,7 +2,7 @@
 
 import sys
 
-from keras_evit.cli import WEIGHTS_HELP, image_size_arg, positive_int
+from keras_evit.cli_args import WEIGHTS_HELP, image_size_arg, positive_int
 
 
 def _recipe(args, preset):
@@ -47,7 +47,7 @@ def cmd_finetune(args):
 
 
 def cmd_evaluate(args):
-    from .loop import evaluate
+    from .evaluate import evaluate
 
     evaluate(args.model, args.weights, args.data, args.split, args.batch_size or 64, args.image_size,
              args.data_dir)

@@ -1,53 +1,17 @@
-"""train / finetune / evaluate: model + data + recipe under a tf.distribute strategy, resumable."""
+"""train / finetune: model + data + recipe under a tf.distribute strategy, resumable, and the run's outputs."""
 
 import contextlib
 import json
 import os
-import sys
 
 from .checkpoint import AtomicCheckpoint, checkpoint_states
+from .classifier import accuracy_metrics, build_classifier
 from .data import load_source, make_dataset
 from .distributed import is_chief, make_strategy, prebuild, synchronize_batchnorm, task_index
 from .recipe import get_recipe
 
 CHECKPOINT_DIR = "checkpoints"
 METRICS_CSV = "metrics.csv"
-TOP_K = 5
-
-
-def build_classifier(variant, num_classes, weights=None, image_size=224, dropout=0.0):
-    """A logits model for ``num_classes``: from scratch, from a run's .keras/.weights.h5, or a new
-    head on pretrained features (ImageNet or any checkpoint the model builders accept)."""
-    import keras
-
-    import keras_evit as ke
-    from keras_evit.layers import NormLinear
-
-    from keras_evit.artifacts import load_keras_file, model_file, with_activation
-
-    model_path = model_file(weights)
-    if model_path:
-        model = with_activation(load_keras_file(model_path), None)
-        units = int(model.outputs[0].shape[-1])
-        if units != num_classes:
-            raise ValueError(f"{model_path} has {units} outputs but the data has {num_classes} classes: fine-tune "
-                             "from its weights file with a new head instead (--weights RUN_DIR/model.weights.h5)")
-        return model
-    shape = (image_size, image_size, 3)
-    full = ke.build_model(variant, weights=None, input_shape=shape, classes=num_classes,
-                          classifier_activation=None, dropout_rate=dropout)
-    if not weights:
-        return full
-    if str(weights).endswith(".weights.h5"):
-        try:
-            full.load_weights(weights)
-            return full
-        except ValueError:
-            pass  # another head (e.g. an ImageNet .weights.h5): load as pretrained features below
-    backbone = ke.build_model(variant, weights=weights, include_top=False, input_shape=shape)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
-    x = NormLinear(num_classes, dropout=dropout, name="head")(x)
-    return keras.Model(backbone.input, x, name=backbone.name)
 
 
 def _compile(model, recipe, steps_per_epoch, num_classes):
@@ -58,46 +22,6 @@ def _compile(model, recipe, steps_per_epoch, num_classes):
     model.compile(optimizer=make_optimizer(recipe, steps_per_epoch),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing),
                   metrics=accuracy_metrics(num_classes))
-
-
-def accuracy_metrics(num_classes):
-    """Top-1, and top-5 where top-5 means something (more than 5 classes)."""
-    import keras
-
-    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if num_classes > TOP_K:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(TOP_K, name="top5"))
-    return metrics
-
-
-def plot_curves(csv_path, png_path):
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from keras_evit.utils import atomic_output
-
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    epochs = [int(r["epoch"]) + 1 for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("loss", "val_loss"):
-        if key in rows[0]:
-            ax1.plot(epochs, [float(r[key]) for r in rows], label=key)
-    for key in ("accuracy", "val_accuracy", "val_top5"):
-        if key in rows[0]:
-            ax2.plot(epochs, [float(r[key]) for r in rows], label=key)
-    ax1.set_xlabel("epoch"), ax2.set_xlabel("epoch"), ax1.legend(), ax2.legend()
-    ax1.set_title("loss"), ax2.set_title("accuracy")
-    fig.tight_layout()
-    with atomic_output(png_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 @contextlib.contextmanager
@@ -196,6 +120,8 @@ def save_run_outputs(model, class_names, output):
             json.dump(list(class_names), f)
     csv_path = os.path.join(output, METRICS_CSV)
     if os.path.isfile(csv_path):
+        from .plots import plot_curves
+
         plot_curves(csv_path, os.path.join(output, "curves.png"))
 
 
@@ -262,30 +188,4 @@ def _train(variant, data, output, recipe, strategy, weights, data_dir, freeze_ba
         os.makedirs(worker_dir, exist_ok=True)
         save_keras(model, os.path.join(worker_dir, "model.weights.h5"))
     log("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
-    return results
-
-
-def evaluate(variant, weights, data, split="validation", batch_size=64, image_size=None, data_dir=None,
-             log=print):
-    """Top-1 (and top-5) of ``weights`` (a run folder, .keras or checkpoint) on ``data``'s ``split``,
-    through the same eval transform as ``predict``."""
-    import keras
-
-    from keras_evit.artifacts import model_file, model_image_size
-    from keras_evit.preprocessing import check_image_size, has_preprocessing
-
-    from .recipe import Recipe
-
-    source = load_source(data, data_dir, eval_split=None if split == "validation" else split)
-    split = split if split in source.splits else "validation"  # tfds: the requested split is loaded as it
-
-    model = build_classifier(variant, source.num_classes, weights, check_image_size(image_size or 224))
-    if model_file(weights) and image_size and model_image_size(model) != image_size:
-        raise ValueError(f"{weights} takes {model_image_size(model)} px images: drop --image-size or pass that")
-    recipe = Recipe(image_size=model_image_size(model), batch_size=batch_size)
-    model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-                  metrics=accuracy_metrics(source.num_classes))
-    dataset = make_dataset(source, split, batch_size, recipe, training=False, normalize=not has_preprocessing(model))
-    results = model.evaluate(dataset, return_dict=True, verbose="auto" if sys.stdout.isatty() else 2)
-    log(f"{data} [{split}]: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     return results

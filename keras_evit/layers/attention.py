@@ -61,13 +61,15 @@ class CascadedGroupAttention(keras.layers.Layer):
         self._bias_index = attention_bias_index(self.resolution)
         self.built = True
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, return_attention_scores=False):
+        """``return_attention_scores``: also return the per-head maps softmax(QK^T * scale + bias),
+        (batch, heads, N, N), as ``keras.layers.MultiHeadAttention`` does; the output is unchanged."""
         size = self.resolution
         tokens = size * size
         kd, vd = self.key_dim, self.val_dim
         splits = ops.split(x, self.num_heads, axis=-1)
         bias = ops.take(self.attention_biases, self._bias_index, axis=1)  # (heads, N, N)
-        outputs = []
+        outputs, maps = [], []
         feat = splits[0]
         for i in range(self.num_heads):
             if i > 0:
@@ -83,10 +85,15 @@ class CascadedGroupAttention(keras.layers.Layer):
                 attn = attn * 0.0 + 1.0
             else:
                 attn = ops.softmax(attn, axis=-1)
+            if return_attention_scores:
+                maps.append(attn)
             feat = ops.reshape(ops.matmul(attn, v), (-1, size, size, vd))
             outputs.append(feat)
         out = ops.concatenate(outputs, axis=-1) if len(outputs) > 1 else outputs[0]
-        return self.proj(ops.relu(out), training=training)
+        out = self.proj(ops.relu(out), training=training)
+        if return_attention_scores:
+            return out, ops.stack(maps, axis=1)
+        return out
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -113,6 +120,7 @@ class LocalWindowAttention(keras.layers.Layer):
         self.window_size = int(window_size)
         self.fused = bool(fused)
         self.attn = CascadedGroupAttention(self.num_heads, self.kernels, self.key_dim, fused=fused, name="attn")
+        object.__setattr__(self, "capture", None)  # a list while keras_evit.attention_maps records (untracked)
 
     def build(self, input_shape):
         _, height, width, dim = input_shape
@@ -122,11 +130,24 @@ class LocalWindowAttention(keras.layers.Layer):
         self.attn.build((input_shape[0], self.window_resolution, self.window_resolution, dim))
         self.built = True
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, return_attention_scores=False):
+        """``return_attention_scores``: also return the maps as (batch, windows down, windows across,
+        heads, N, N) with N = window tokens, row-major inside each (zero-padded) window."""
+        want = return_attention_scores or self.capture is not None
+        out, scores = self._attend(x, training, want)
+        if self.capture is not None:
+            self.capture.append(scores)
+        return (out, scores) if return_attention_scores else out
+
+    def _attend(self, x, training, want_scores):
+        """(output, scores or None); the maps are only computed when asked for."""
         _, height, width, dim = x.shape
         ws = self.window_resolution
         if height == ws and width == ws:
-            return self.attn(x, training=training)
+            if not want_scores:
+                return self.attn(x, training=training), None
+            out, scores = self.attn(x, training=training, return_attention_scores=True)
+            return out, ops.reshape(scores, (-1, 1, 1) + tuple(scores.shape[1:]))
         pad_b, pad_r = (ws - height % ws) % ws, (ws - width % ws) % ws
         if pad_b or pad_r:
             x = ops.pad(x, [[0, 0], [0, pad_b], [0, pad_r], [0, 0]])
@@ -136,13 +157,16 @@ class LocalWindowAttention(keras.layers.Layer):
         x = ops.reshape(x, (-1, ws, nw, ws * dim))
         x = ops.transpose(x, (0, 2, 1, 3))
         x = ops.reshape(x, (-1, ws, ws, dim))
-        x = self.attn(x, training=training)
+        if want_scores:
+            x, scores = self.attn(x, training=training, return_attention_scores=True)
+        else:
+            x, scores = self.attn(x, training=training), None
         x = ops.reshape(x, (-1, nw, ws, ws * dim))
         x = ops.transpose(x, (0, 2, 1, 3))
         x = ops.reshape(x, (-1, ph, pw, dim))
         if pad_b or pad_r:
             x = x[:, :height, :width, :]
-        return x
+        return x, None if scores is None else ops.reshape(scores, (-1, nh, nw) + tuple(scores.shape[1:]))
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,0 +1,177 @@
+"""``keras-evit bench --train``: training images/s for Keras ``fit`` (graph and XLA) beside timm in
+PyTorch eager (and ``torch.compile`` on request), same variant, batch, size, optimizer and loss.
+
+Each runtime runs in a fresh child process (TensorFlow's and PyTorch's thread pools slow each other
+down in one process), on random data already in memory; the best of ``--repeats`` timed windows counts.
+Prints a table, saves JSON and a PNG.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+RUNTIMES = ("keras", "keras-xla", "timm", "timm-compile")
+LR, WEIGHT_DECAY = 1e-3, 0.05  # AdamW, cross-entropy: the same for every runtime
+
+
+def _keras_rate(spec, jit):
+    import keras
+    import tensorflow as tf
+
+    import keras_evit as ke
+
+    size, batch, steps = spec["image_size"], spec["batch_size"], spec["steps"]
+    model = ke.build_model(spec["variant"], weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    model.compile(keras.optimizers.AdamW(LR, weight_decay=WEIGHT_DECAY),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
+    y = tf.constant(rng.randint(0, 1000, batch).astype("int32"))
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model.fit(data, steps_per_epoch=spec["warmup"], epochs=1, verbose=0)  # trace, compile, warm up
+    rates = []
+    for _ in range(spec["repeats"]):
+        started = time.perf_counter()
+        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+        rates.append(steps * batch / (time.perf_counter() - started))
+    return rates
+
+
+def _timm_rate(spec, compiled):
+    import torch
+
+    from keras_evit import reference
+
+    size, batch, steps = spec["image_size"], spec["batch_size"], spec["steps"]
+    model = reference.create_timm_model(spec["variant"], img_size=size, randomize=False).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    step_model = torch.compile(model) if compiled else model
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, size, size, generator=gen)
+    y = torch.randint(0, 1000, (batch,), generator=gen)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(step_model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    for _ in range(spec["warmup"]):
+        step()
+    rates = []
+    for _ in range(spec["repeats"]):
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * batch / (time.perf_counter() - started))
+    return rates
+
+
+def measure(spec):
+    """Runs in the child: images/s for one runtime."""
+    runtime = spec["runtime"]
+    if runtime.startswith("keras"):
+        return _keras_rate(spec, jit=runtime == "keras-xla")
+    return _timm_rate(spec, compiled=runtime == "timm-compile")
+
+
+def _child(spec):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if spec["threads"]:
+        env.update(OMP_NUM_THREADS=str(spec["threads"]), TF_NUM_INTRAOP_THREADS=str(spec["threads"]))
+    proc = subprocess.run([sys.executable, "-m", "keras_evit.training.benchmark", "--child"], input=json.dumps(spec),
+                          capture_output=True, text=True, env=env, timeout=3600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RATES ")]
+    if proc.returncode != 0 or not lines:
+        return {"error": proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else f"rc {proc.returncode}"}
+    rates = json.loads(lines[-1][len("RATES "):])
+    return {"img_per_s": max(rates), "repeats": rates}
+
+
+def run(variants, runtimes, batch_size, image_size, steps, warmup, repeats, threads, log=print):
+    rows = []
+    for variant in variants:
+        for runtime in runtimes:
+            log(f"[bench --train] {variant} {runtime} ...")
+            spec = {"variant": variant, "runtime": runtime, "batch_size": batch_size, "image_size": image_size,
+                    "steps": steps, "warmup": warmup, "repeats": repeats, "threads": threads}
+            rows.append({"model": variant, "runtime": runtime, "batch_size": batch_size, "image_size": image_size,
+                         **_child(spec)})
+    base = {r["model"]: r["img_per_s"] for r in rows if r["runtime"] == "timm" and "img_per_s" in r}
+    for r in rows:
+        if "img_per_s" in r and r["model"] in base:
+            r["vs_timm"] = r["img_per_s"] / base[r["model"]]
+    return rows
+
+
+def format_table(rows):
+    lines = [f"{'model':<6} {'runtime':<13} {'train img/s':>12} {'x timm':>7}", "-" * 41]
+    for r in rows:
+        rate = f"{r['img_per_s']:.1f}" if "img_per_s" in r else "error"
+        ratio = f"{r['vs_timm']:.2f}" if "vs_timm" in r else "-"
+        lines.append(f"{r['model']:<6} {r['runtime']:<13} {rate:>12} {ratio:>7}")
+        if "error" in r:
+            lines.append(f"    {r['error']}")
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from keras_evit.utils import atomic_output
+
+    ok = [r for r in rows if "img_per_s" in r]
+    models = sorted({r["model"] for r in ok})
+    runtimes = [rt for rt in RUNTIMES if any(r["runtime"] == rt for r in ok)]
+    width = 0.8 / max(len(runtimes), 1)
+    fig, ax = plt.subplots(figsize=(2.5 + 2 * len(models), 3.8))
+    for k, rt in enumerate(runtimes):
+        vals = [next((r["img_per_s"] for r in ok if r["model"] == m and r["runtime"] == rt), 0) for m in models]
+        ax.bar(np.arange(len(models)) + k * width, vals, width, label=rt, hatch="//" if rt.startswith("timm") else None)
+    ax.set_xticks(np.arange(len(models)) + 0.4 - width / 2, models)
+    ax.set_ylabel("training images / s (higher is better)")
+    b = ok[0] if ok else {"batch_size": "?", "image_size": "?"}
+    ax.set_title(f"training throughput, batch {b['batch_size']}, {b['image_size']} px, AdamW + CE", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def main(args):
+    from keras_evit.configs import get_variant
+
+    variants = [get_variant(v.strip())[0] for v in args.model.split(",") if v.strip()]
+    runtimes = [r.strip() for r in (args.train_runtimes or "keras,keras-xla,timm").split(",") if r.strip()]
+    unknown = set(runtimes) - set(RUNTIMES)
+    if unknown:
+        raise ValueError(f"unknown training runtime(s) {sorted(unknown)}: choose from {', '.join(RUNTIMES)}")
+    threads = int(args.threads.split(",")[-1]) if args.threads else None
+    rows = run(variants, runtimes, args.train_batch_size, args.image_size, args.train_steps, args.train_warmup,
+               args.train_repeats, threads, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(format_table(rows))
+    if args.json:
+        from keras_evit.utils import atomic_output
+
+        with atomic_output(args.json) as tmp, open(tmp, "w") as f:
+            json.dump({"rows": rows, "machine": {"cpus": os.cpu_count()}, "optimizer": "AdamW",
+                       "lr": LR, "weight_decay": WEIGHT_DECAY}, f, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__" and "--child" in sys.argv:
+    print("RATES " + json.dumps(measure(json.loads(sys.stdin.read()))), flush=True)
