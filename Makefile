@@ -2,7 +2,7 @@
 PY ?= python3
 PIP = $(PY) -m pip -q --disable-pip-version-check
 
-.PHONY: install install-test demo test test-all
+.PHONY: install install-test demo test test-fast
 
 install:
 	$(PIP) install -e .
@@ -19,8 +19,11 @@ install-test:
 demo: install
 	keras-evit demo
 
+# two workers: CI and developer machines have 2 cores (much of a test is single-threaded conversion).
+# `make test` (what .ci/run runs): the default suite and the slow end-to-end cases; `make test-fast`: the
+# default suite alone (`pytest`), for the edit-test loop.
 test: install-test
-	KERAS_EVIT_REQUIRE_REFERENCE=1 $(PY) -m pytest
+	KERAS_EVIT_REQUIRE_REFERENCE=1 $(PY) -m pytest -n 2 --durations=15 -m ""
 
-test-all: install-test
-	KERAS_EVIT_REQUIRE_REFERENCE=1 $(PY) -m pytest -m ""
+test-fast: install-test
+	KERAS_EVIT_REQUIRE_REFERENCE=1 $(PY) -m pytest -n 2 --durations=15

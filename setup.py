@@ -49,7 +49,7 @@ TRAIN = [
 REFERENCE = ["torch==2.13.0", "pyyaml>=6", "huggingface_hub>=0.20"]
 # MediaPipe (TFLite metadata writer, Tasks client) pins protobuf<5 and numpy<2, which TensorFlow 2.21
 # cannot share: `keras-evit setup-mediapipe` installs mediapipe==0.10.21 in a venv of its own.
-TEST = ["pytest==9.0.3", "hypothesis==6.155.2"] + MOBILE + TRAIN
+TEST = ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2"] + MOBILE + TRAIN
 
 setup(
     name="keras-evit",

@@ -1,6 +1,6 @@
 """The same model code on every Keras backend (TensorFlow, JAX, PyTorch), each in its own process
 (Keras picks its backend at import): timm parity, every weight format, fit, fusion, features, .keras.
-TensorFlow's child is in the slow suite: the rest of the default suite already runs on TensorFlow."""
+In the slow suite (which .ci/run runs): about 2 minutes."""
 
 import json
 import os
@@ -96,7 +96,8 @@ def tf_files(tmp_path_factory, ref):
     return workdir
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch", pytest.param("tensorflow", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a fresh process per backend: about 2 minutes; CI runs the slow suite too
+@pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow"])
 def test_backend(backend, tf_files):
     if backend == "jax":
         pytest.importorskip("jax")

@@ -28,6 +28,7 @@ def test_bench_unknown_runtime(capsys):
     assert "unknown runtime" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_large_batch_mixed_precision(tmp_path, capsys):
     """The GPU protocol path (forced on CPU with --large-batch): TF and XLA under a mixed policy."""
     out_json = str(tmp_path / "b.json")

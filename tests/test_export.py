@@ -23,7 +23,8 @@ def images(sample_dir):
     return load_folder(sample_dir, 224, limit=24)[0]
 
 
-@pytest.mark.parametrize("quantize", ["none", "fp16", "dynamic", "int8", "int8-mixed"])
+@pytest.mark.parametrize("quantize", ["none", "fp16", pytest.param("dynamic", marks=pytest.mark.slow),
+                                      pytest.param("int8", marks=pytest.mark.slow), "int8-mixed"])
 def test_tflite_builtin_ops_and_parity(m0, images, tmp_path, quantize):
     out = str(tmp_path / f"m0_{quantize}.tflite")
     report = export_model(m0, out, "tflite", quantize, calibration_images=images, verify_images=images)
@@ -62,6 +63,7 @@ def _op_input_types(path):
             if len(op["inputs"]) and op["op_name"] != "DELEGATE"]
 
 
+@pytest.mark.slow
 def test_int8_mixed_keeps_attention_float(m0, images, tmp_path):
     from keras_evit.export.tflite import FLOAT_OPS
 

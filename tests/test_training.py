@@ -55,6 +55,7 @@ def test_distillation_losses():
     assert losses["hard"] == pytest.approx(ce, rel=1e-4)
 
 
+@pytest.mark.slow  # the journey test covers finetune -> evaluate in the default suite
 def test_finetune_hymenoptera_then_evaluate(tmp_path, capsys):
     if not os.path.isdir(HYMENOPTERA):
         pytest.skip("shared/data/hymenoptera not present")
@@ -80,6 +81,7 @@ def _train_cmd(run, extra=()):
             "--output", run, *extra]
 
 
+@pytest.mark.slow  # two training processes: about 2.5 minutes
 def test_resume_after_kill_mid_epoch(tmp_path):
     run = str(tmp_path / "run")
     state_path = os.path.join(run, "checkpoints", "state.json")

@@ -49,8 +49,8 @@ def full_disk(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["convert", "none", "--model", "m0"],
-                                  ["export", "--weights", "none", "--format", "onnx", "--image-size", "64",
-                                   "--verify-limit", "2", "--no-metadata"]])
+                                  pytest.param(["export", "--weights", "none", "--format", "onnx", "--image-size", "64",
+                                                "--verify-limit", "2", "--no-metadata"], marks=pytest.mark.slow)])
 def test_full_disk_is_a_clear_error_not_a_crash(full_disk, argv):
     import subprocess
     import sys
