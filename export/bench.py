@@ -34,6 +34,8 @@ def add_arguments(p):
                         "a GPU is present, else off)")
     p.add_argument("--train", action="store_true",
                    help="measure training img/s instead: Keras fit (graph, XLA) beside timm eager (one thread count)")
+    p.add_argument("--depthwise-probe", action="store_true",
+                   help="with --train: time one depthwise conv (forward and gradients) in TF graph vs XLA")
     p.add_argument("--train-runtimes", default=None, help="keras,keras-xla,timm[,timm-compile]")
     p.add_argument("--train-batch-size", type=int, default=32)
     p.add_argument("--train-steps", type=int, default=10, help="steps per timed window")

@@ -42,3 +42,20 @@ def test_bench_large_batch_mixed_precision(tmp_path, capsys):
     import keras
 
     assert keras.mixed_precision.global_policy().name == "float32"  # policy restored
+
+
+@pytest.mark.slow  # compiles a Keras training step and a timm one: about a minute
+def test_train_bench_end_to_end_tiny(tmp_path, capsys, ref):
+    out_json, out_png = str(tmp_path / "t.json"), str(tmp_path / "t.png")
+    assert main(["bench", "--train", "--model", "m0", "--train-runtimes", "keras,timm", "--image-size", "64",
+                 "--train-batch-size", "4", "--train-steps", "2", "--train-warmup", "1", "--train-repeats", "2",
+                 "--json", out_json, "--plot", out_png]) == 0
+    rows = json.load(open(out_json))["rows"]
+    assert [r["runtime"] for r in rows] == ["keras", "timm"]
+    assert all(r["img_per_s"] > 0 and len(r["repeats"]) == 2 and r["vs_timm"] > 0 for r in rows)
+    assert "x timm" in capsys.readouterr().out and os.path.getsize(out_png) > 5_000
+
+
+def test_train_bench_unknown_runtime(capsys):
+    assert main(["bench", "--train", "--train-runtimes", "keras,tensorrt"]) == 2
+    assert "unknown training runtime" in capsys.readouterr().err
