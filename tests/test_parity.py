@@ -1,6 +1,5 @@
 """Same weights in, same logits out: the Keras port against timm's efficientvit_m0..m5."""
 
-import warnings
 
 import numpy as np
 
