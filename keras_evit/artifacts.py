@@ -82,14 +82,18 @@ def rename_legacy_layers(model):
     """A copy of a model saved before layer names lost their dots ("stages.0.blocks.0"), with the
     current names ("stages-0-blocks-0") that Keras on PyTorch accepts; other models as they are.
     ``keras-evit convert OLD.keras --output NEW.keras`` (on TensorFlow or JAX) rewrites such a file."""
-    import keras
-
     if not any("." in layer.name for layer in model.layers):
         return model
+    return rename_layers(model, ".", "-")
+
+
+def rename_layers(model, old, new):
+    """A copy of ``model`` whose top-level layer names have ``old`` replaced by ``new``, same weights."""
+    import keras
 
     def clone(layer):
         config = layer.get_config()
-        config["name"] = layer.name.replace(".", "-")
+        config["name"] = layer.name.replace(old, new)
         return layer.__class__.from_config(config)
 
     renamed = keras.models.clone_model(model, clone_function=clone)

@@ -124,15 +124,10 @@ def test_convert_renames_a_legacy_keras_file(tmp_path, capsys):
     """Models saved before the rename ("stages.0.blocks.0": Keras on PyTorch refuses dots) convert in one line."""
     import keras
 
+    from keras_evit.artifacts import rename_layers
+
     model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=3, classifier_activation=None)
-
-    def dotted(layer):
-        config = layer.get_config()
-        config["name"] = layer.name.replace("-", ".")
-        return layer.__class__.from_config(config)
-
-    legacy = keras.models.clone_model(model, clone_function=dotted)
-    legacy.set_weights(model.get_weights())
+    legacy = rename_layers(model, "-", ".")  # the names models had before the rename
     assert legacy.get_layer("stages.1.blocks.0") is not None
     old, new = str(tmp_path / "old.keras"), str(tmp_path / "new.keras")
     legacy.save(old)
