@@ -167,3 +167,17 @@ def test_coreml_image_input_and_class_labels(tmp_path, capsys):
     assert outputs == {"classLabel": "stringType", "classLabel_probs": "dictionaryType"}  # a classifier
     program = spec.mlProgram.SerializeToString()
     assert all(name.encode() in program for name in ke.preprocessing.imagenet_class_names())
+
+
+def test_probabilities_are_verified_as_strictly_as_logits():
+    """Near-uniform softmax outputs hide logit errors; the check runs on log-probabilities instead."""
+    from keras_evit.export.verify import compare
+
+    logits = np.random.RandomState(0).randn(4, 1000) * 0.1
+    off = logits.copy()
+    off[:, 0] += 3e-4  # a logit error three times the fp32 threshold
+    softmax = lambda z: np.exp(z) / np.exp(z).sum(-1, keepdims=True)  # noqa: E731
+    assert np.abs(softmax(logits) - softmax(off)).max() < 1e-6  # invisible in probability space
+    result = compare(softmax(logits), softmax(off))
+    assert result["compared"] == "log-probabilities" and result["passed"] is False
+    assert compare(softmax(logits), softmax(logits))["passed"] is True
