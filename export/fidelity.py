@@ -28,7 +28,7 @@ def split_images(source, split, size, limit=None):
     if records.dtype.kind in "SU":
         crops = [load_image(str(r), size) for r in records]
     else:
-        crops = [center_crop(np.repeat(r, 3, -1) if r.shape[-1] == 1 else r, size) for r in records]
+        crops = [center_crop(r, size) for r in records]
     return np.stack(crops).astype(np.float32), np.asarray(labels)
 
 

@@ -137,14 +137,19 @@ def load_classifier(weights="imagenet", variant="m2", image_size=None, classifie
         if not os.path.isfile(model_path):
             raise FileNotFoundError(f"model file not found: {model_path}")
         model = load_keras_file(model_path)
-        own = tuple(model.inputs[0].shape[1:3])
-        if image_size is not None and own != (int(image_size),) * 2:
-            raise ValueError(f"{model_path} takes {own[0]}x{own[1]} images; drop --image-size or pass {own[0]}")
+        check_own_size(model, image_size, model_path)
         return with_activation(model, classifier_activation), class_names_for(model, model_path)
     size = check_image_size(image_size or 224)
     model = build_model(variant, weights=weights, input_shape=(size, size, 3),
                         classifier_activation=classifier_activation)
     return model, class_names_for(model)
+
+
+def check_own_size(model, image_size, source):
+    """A whole model keeps its input size: an ``image_size`` other than it is an error."""
+    own = tuple(model.inputs[0].shape[1:3])
+    if image_size is not None and own != (int(image_size),) * 2:
+        raise ValueError(f"{source} takes {own[0]}x{own[1]} images; drop --image-size or pass {own[0]}")
 
 
 def model_image_size(model):

@@ -154,6 +154,14 @@ def _size_pair(image_size):
     return int(height), int(width)
 
 
+def as_rgb_array(image):
+    """An image array (H, W), (H, W, 1) or (H, W, 3) as contiguous RGB uint8 (H, W, 3)."""
+    image = np.asarray(image)
+    if image.ndim == 2 or image.shape[-1] == 1:
+        image = np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=-1)
+    return np.ascontiguousarray(image.astype(np.uint8))
+
+
 def center_crop(image, image_size=224, crop_pct=CROP_PCT):
     """The reference eval transform on an RGB uint8 array: the one definition predict, evaluate,
     export calibration/verification and the demo share.
@@ -164,7 +172,7 @@ def center_crop(image, image_size=224, crop_pct=CROP_PCT):
     from PIL import Image
 
     height, width = _size_pair(image_size)
-    img = Image.fromarray(np.asarray(image, np.uint8))
+    img = Image.fromarray(as_rgb_array(image))
     scale = int(min(height, width) / crop_pct)
     w, h = img.size
     if w <= h:

@@ -5,22 +5,13 @@ and the eval transform call the very functions predict calls (PIL, in ``tf.numpy
 file gives the same pixels, and the same logits, through ``predict`` and through ``evaluate``.
 """
 
-from keras_evit.preprocessing import CROP_PCT, center_crop, decode_image, load_image
+from keras_evit.preprocessing import CROP_PCT, as_rgb_array, center_crop, decode_image, load_image
 
 
 def _path(value):
     """A numpy_function string argument (bytes in graphs, a 0-d array eagerly) as str."""
     value = value.item() if hasattr(value, "item") else value
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _rgb_array(image):
-    import numpy as np
-
-    image = np.asarray(image)
-    if image.ndim == 2 or image.shape[-1] == 1:
-        image = np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=-1)
-    return np.ascontiguousarray(image.astype(np.uint8))
 
 
 def decode(record):
@@ -30,7 +21,7 @@ def decode(record):
     if record.dtype == tf.string:
         image = tf.numpy_function(lambda p: decode_image(_path(p)), [record], tf.uint8, stateful=False)
     else:
-        image = tf.numpy_function(_rgb_array, [record], tf.uint8, stateful=False)
+        image = tf.numpy_function(as_rgb_array, [record], tf.uint8, stateful=False)
     image.set_shape([None, None, 3])
     return image
 
@@ -43,7 +34,7 @@ def eval_transform(size, crop_pct=CROP_PCT):
         return load_image(_path(path), size, crop_pct)
 
     def from_array(image):
-        return center_crop(_rgb_array(image), size, crop_pct)
+        return center_crop(image, size, crop_pct)
 
     def fn(record):
         if record.dtype == tf.string:

@@ -12,7 +12,7 @@ def evaluate(variant, weights, data, split="validation", batch_size=64, image_si
     through the same eval transform as ``predict``."""
     import keras
 
-    from keras_evit.artifacts import model_file, model_image_size
+    from keras_evit.artifacts import check_own_size, model_file, model_image_size
     from keras_evit.preprocessing import check_image_size, has_preprocessing
 
     from .recipe import Recipe
@@ -21,8 +21,8 @@ def evaluate(variant, weights, data, split="validation", batch_size=64, image_si
     split = split if split in source.splits else "validation"  # tfds: the requested split is loaded as it
 
     model = build_classifier(variant, source.num_classes, weights, check_image_size(image_size or 224))
-    if model_file(weights) and image_size and model_image_size(model) != image_size:
-        raise ValueError(f"{weights} takes {model_image_size(model)} px images: drop --image-size or pass that")
+    if model_file(weights):
+        check_own_size(model, image_size, weights)
     recipe = Recipe(image_size=model_image_size(model), batch_size=batch_size)
     model.compile(loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                   metrics=accuracy_metrics(source.num_classes))
