@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
+
 # HDF5 metadata per variable and per file, over the raw bytes (a generous bound, measured ~1 kB)
 H5_BYTES_PER_VARIABLE = 4096
 H5_BYTES_PER_FILE = 1 << 20
@@ -90,7 +92,8 @@ def save_keras(model, path, variables=None):
     """``model.save`` (``.keras``) or ``model.save_weights`` (``.weights.h5``), atomically and only when the
     disk has room for it. ``variables``: what the file will hold (default the model's weights)."""
     variables = model.weights if variables is None else variables
-    needed = sum(int(v.numpy().nbytes) + H5_BYTES_PER_VARIABLE for v in variables) + H5_BYTES_PER_FILE
+    needed = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize + H5_BYTES_PER_VARIABLE
+                 for v in variables) + H5_BYTES_PER_FILE  # from shapes: no copy of the weights
     ensure_free_space(path, needed)
     with atomic_output(path) as tmp:
         if path.endswith(".keras"):

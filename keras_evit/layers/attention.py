@@ -139,15 +139,18 @@ class LocalWindowAttention(keras.layers.Layer):
             self.capture.append(scores)
         return (out, scores) if return_attention_scores else out
 
+    def _attention(self, windows, training, want_scores):
+        if want_scores:
+            return self.attn(windows, training=training, return_attention_scores=True)
+        return self.attn(windows, training=training), None
+
     def _attend(self, x, training, want_scores):
         """(output, scores or None); the maps are only computed when asked for."""
         _, height, width, dim = x.shape
         ws = self.window_resolution
         if height == ws and width == ws:
-            if not want_scores:
-                return self.attn(x, training=training), None
-            out, scores = self.attn(x, training=training, return_attention_scores=True)
-            return out, ops.reshape(scores, (-1, 1, 1) + tuple(scores.shape[1:]))
+            out, scores = self._attention(x, training, want_scores)
+            return out, None if scores is None else ops.reshape(scores, (-1, 1, 1) + tuple(scores.shape[1:]))
         pad_b, pad_r = (ws - height % ws) % ws, (ws - width % ws) % ws
         if pad_b or pad_r:
             x = ops.pad(x, [[0, 0], [0, pad_b], [0, pad_r], [0, 0]])
@@ -157,10 +160,7 @@ class LocalWindowAttention(keras.layers.Layer):
         x = ops.reshape(x, (-1, ws, nw, ws * dim))
         x = ops.transpose(x, (0, 2, 1, 3))
         x = ops.reshape(x, (-1, ws, ws, dim))
-        if want_scores:
-            x, scores = self.attn(x, training=training, return_attention_scores=True)
-        else:
-            x, scores = self.attn(x, training=training), None
+        x, scores = self._attention(x, training, want_scores)
         x = ops.reshape(x, (-1, nw, ws, ws * dim))
         x = ops.transpose(x, (0, 2, 1, 3))
         x = ops.reshape(x, (-1, ph, pw, dim))
