@@ -34,3 +34,25 @@ def symbolic_build(model, batch):
 def tflite_ops(interpreter):
     """[{"op_name", "inputs", "outputs", ...}] of a LiteRT interpreter's graph."""
     return interpreter._get_ops_details()
+
+
+def xla_on_cpu():
+    """Whether the ops being built now will run through XLA's CPU backend: always on JAX-on-CPU, and
+    inside a TensorFlow ``jit_compile=True`` function (TensorFlow marks its trace with an XLA control-flow
+    context; there is no public query) when no GPU is visible. XLA's CPU backend has no tuned depthwise
+    kernel (``keras-evit bench --train --depthwise-probe``), so callers pick a formulation it fuses."""
+    import keras
+
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+        from tensorflow.python.ops import control_flow_util
+
+        if tf.executing_eagerly() or tf.config.list_logical_devices("GPU"):
+            return False
+        return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+    return False

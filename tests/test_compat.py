@@ -56,3 +56,31 @@ def test_tflite_ops(tmp_path):
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     ops = compat.tflite_ops(Interpreter(model_path=str(path)))
     assert {op["op_name"] for op in ops} == {"FULLY_CONNECTED"} and all("inputs" in op for op in ops)
+
+
+def test_xla_on_cpu_sees_jit_compile():
+    """TensorFlow's XLA marker on a jit_compile trace (eager, graph, XLA, and a keras fit step)."""
+    import tensorflow as tf
+
+    seen = []
+
+    def probe(x):
+        seen.append(compat.xla_on_cpu())
+        return x + 1
+
+    probe(tf.constant(1.0))
+    tf.function(probe)(tf.constant(1.0))
+    tf.function(probe, jit_compile=True)(tf.constant(1.0))
+    assert seen == [False, False, True]
+
+    class Probe(keras.layers.Layer):
+        def call(self, x):
+            seen.append(compat.xla_on_cpu())
+            return x
+
+    for jit in (False, True):
+        seen.clear()
+        model = keras.Sequential([keras.Input((3,)), Probe(), keras.layers.Dense(1)])
+        model.compile("sgd", "mse", jit_compile=jit)
+        model.fit(np.zeros((4, 3)), np.zeros((4, 1)), verbose=0)
+        assert seen[-1] is jit  # the traced train step, after the symbolic build

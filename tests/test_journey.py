@@ -29,22 +29,27 @@ def _accuracy(text):
     return float(re.search(r"accuracy (\d\.\d+)", text).group(1))
 
 
-def _mediapipe_accuracy(tflite, val_dir):
-    """Top-1 accuracy of MediaPipe's ImageClassifier on the validation folders (labels from metadata)."""
+def _validation_images(val_dir):
+    """(center crops, true class names) of the validation folders, as an app would crop them (README)."""
     import keras_evit as ke
-    from keras_evit.export.metadata import mediapipe_classify
 
     files, truth = [], []
     for name in sorted(os.listdir(val_dir)):
         for f in sorted(os.listdir(os.path.join(val_dir, name))):
             files.append(os.path.join(val_dir, name, f))
             truth.append(name)
-    crops = np.stack([ke.load_image(f, SIZE) for f in files])  # the app's center crop (see README)
-    got = mediapipe_classify(tflite, crops, top=1)
-    return sum(row[0][1] == t for row, t in zip(got, truth)), len(files)
+    return np.stack([ke.load_image(f, SIZE) for f in files]), truth
 
 
-def _journey(tmp_path, epochs, steps, quantizations, every_step=True):
+def _mediapipe_probabilities(tflite, crops, classes):
+    """(images, classes) scores from MediaPipe's ImageClassifier, labels read from the file's metadata."""
+    from keras_evit.export.metadata import mediapipe_classify
+
+    rows = mediapipe_classify(tflite, crops, top=len(classes))
+    return np.array([[dict((name, score) for _, name, score in row)[c] for c in classes] for row in rows])
+
+
+def _journey(tmp_path, epochs, steps, quantizations, every_step=True, exact_accuracy=True):
     from keras_evit.export.metadata import mediapipe_python
 
     if not os.path.isdir(HYMENOPTERA):
@@ -53,8 +58,12 @@ def _journey(tmp_path, epochs, steps, quantizations, every_step=True):
         pytest.skip("MediaPipe environment not set up (keras-evit setup-mediapipe)")
     run = str(tmp_path / "run")
     data = f"folder:{HYMENOPTERA}"
+    # from random weights (no download here) at the fine-tune preset's lr (1.25e-4 at batch 32) the head
+    # stays at its init, every probability within ~0.01 of 0.5: int8's ~5e-3 error then flips coin tosses
+    # (CI once saw 4 of 153). A from-scratch lr moves the logits off the tie, as a real fine-tune's are.
     train_args = ["finetune", "--model", "m0", "--weights", "none", "--data", data, "--image-size", str(SIZE),
-                  "--epochs", str(epochs), "--batch-size", "32", "--strategy", "default", "--output", run]
+                  "--epochs", str(epochs), "--batch-size", "32", "--strategy", "default", "--lr", "0.02",
+                  "--output", run]
     if steps:
         train_args += ["--steps-per-epoch", str(steps)]
     keras_evit(*train_args)
@@ -72,28 +81,51 @@ def _journey(tmp_path, epochs, steps, quantizations, every_step=True):
             os.path.join(HYMENOPTERA, "val", "bees")))[0]), "--weights", run, "--top", "2")
         assert re.search(r"1\. (ants|bees)", predicted)  # the run's own class names, not ImageNet's
 
-    val = os.path.join(HYMENOPTERA, "val")
+    crops, truth = _validation_images(os.path.join(HYMENOPTERA, "val"))
+    classes = ["ants", "bees"]
+    truth = np.array([classes.index(t) for t in truth])
+    keras_p = _keras_probabilities(run, crops)
+    margin = np.abs(keras_p[:, 1] - keras_p[:, 0])
     results = {}
     for quantize in quantizations:
         tflite = str(tmp_path / f"run_{quantize}.tflite")
         keras_evit("export", "--weights", run, "--quantize", quantize, "--calibration-dir",
-                   os.path.join(HYMENOPTERA, "train"), "--calibration-limit", "32", "--verify-dir", val,
-                   "--verify-limit", "16", "--output", tflite)
-        correct, total = _mediapipe_accuracy(tflite, val)
+                   os.path.join(HYMENOPTERA, "train"), "--calibration-limit", "32", "--verify-dir",
+                   os.path.join(HYMENOPTERA, "val"), "--verify-limit", "16", "--output", tflite)
+        phone_p = _mediapipe_probabilities(tflite, crops, classes)
+        correct, total = int((phone_p.argmax(1) == truth).sum()), len(truth)
         results[quantize] = correct
-        print(f"{quantize}: MediaPipe {correct}/{total} vs evaluate {evaluated * total:.0f}/{total}")
-        limit = 0 if quantize == "none" else 2
-        assert abs(correct - round(evaluated * total)) <= limit
+        error = np.abs(phone_p - keras_p).max()
+        flipped = phone_p.argmax(1) != keras_p.argmax(1)
+        report = (f"{quantize}: MediaPipe {correct}/{total} vs evaluate {evaluated * total:.0f}/{total}; "
+                  f"max |p - Keras p| {error:.2e}; Keras top-2 margin min {margin.min():.2e}, median "
+                  f"{np.median(margin):.2e}; {flipped.sum()} flipped, at margins {np.sort(margin[flipped])[:8]}")
+        print(report)
+        # per image, what the app reads: fp32 as in the export verification, int8-mixed within 0.02
+        # (so a decision can only change where Keras' own top-2 margin is under 0.04)
+        assert error <= (1e-3 if quantize == "none" else 0.02), report
+        if exact_accuracy:
+            assert abs(correct - round(evaluated * total)) <= (0 if quantize == "none" else 2), report
     return results
 
 
+def _keras_probabilities(run, crops):
+    """What the run's model.keras says in this process, for the per-image comparison."""
+    import keras_evit as ke
+
+    model, _ = ke.load_classifier(run)
+    return np.asarray(model.predict(crops.astype("float32"), verbose=0))
+
+
 def test_journey_short(tmp_path):
-    """The default suite's version: one short epoch, the int8-mixed export."""
-    _journey(tmp_path, epochs=1, steps=2, quantizations=["int8-mixed"], every_step=False)
+    """The default suite's version: one short epoch, the int8-mixed export. Two steps from random weights
+    leave every image a near tie (Keras' top-2 margin ~1e-3, about int8's error), so this one compares
+    MediaPipe's scores per image; the accuracy bound is the full journey's, on a model that moved."""
+    _journey(tmp_path, epochs=1, steps=2, quantizations=["int8-mixed"], every_step=False, exact_accuracy=False)
 
 
 @pytest.mark.slow
 def test_journey_full(tmp_path):
-    """Three full epochs; plain-Keras load, evaluate RUN_DIR, predict with the run's classes; fp32 equal,
-    int8-mixed within 2 images."""
+    """Three full epochs; plain-Keras load, evaluate RUN_DIR, predict with the run's classes; MediaPipe's
+    accuracy: fp32 equal to evaluate's, int8-mixed within 2 images."""
     _journey(tmp_path, epochs=3, steps=None, quantizations=["none", "int8-mixed"])

@@ -51,7 +51,7 @@ def test_layer_config_roundtrip_and_shape(factory, shape):
 
 
 def test_layers_are_registered_serializable():
-    for cls in (L.ConvBN, L.TokenInteraction, L.PatchEmbedding, L.FFN, L.SqueezeExcite, L.PatchMerging,
+    for cls in (L.ConvBN, L.DepthwiseConv, L.TokenInteraction, L.PatchEmbedding, L.FFN, L.SqueezeExcite, L.PatchMerging,
                 L.CascadedGroupAttention, L.LocalWindowAttention, L.EfficientViTBlock, L.SubsampleBlock,
                 L.NormLinear):
         assert keras.saving.get_registered_object(f"keras_evit>{cls.__name__}") is cls
@@ -66,3 +66,34 @@ def test_window_partition_is_exact_inverse():
     layer.attn.call = lambda t, training=None: t
     np.testing.assert_array_equal(np.asarray(layer(x)), x)
 
+
+
+@pytest.mark.parametrize("kernel,strides,padding,bias", [(3, 1, "same", False), (5, 1, "same", True),
+                                                         (7, 1, "same", False), (3, 2, "valid", False),
+                                                         (3, 2, "valid", True), (3, 1, "valid", False)])
+def test_depthwise_xla_cpu_formulation_equals_native(kernel, strides, padding, bias):
+    """Under TensorFlow jit_compile on a CPU the layer runs as shifted multiply-adds; its output and
+    both gradients must be the native kernel's (as run in graph mode)."""
+    import tensorflow as tf
+
+    from keras_evit.compat import xla_on_cpu
+
+    layer = L.DepthwiseConv(kernel, strides, padding=padding, use_bias=bias,
+                            bias_initializer=keras.initializers.RandomNormal(seed=2))
+    x = tf.constant(np.random.RandomState(0).randn(2, 11, 11, 6).astype("float32"))
+    layer.build(x.shape)
+    seen = {}
+
+    def step(x):
+        seen[len(seen)] = xla_on_cpu()
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        return (y, *tape.gradient(loss, [x, *layer.trainable_variables]))
+
+    native = tf.function(step)(x)
+    shifted = tf.function(step, jit_compile=True)(x)
+    assert seen == {0: False, 1: True}
+    for a, b in zip(native, shifted):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)

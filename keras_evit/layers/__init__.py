@@ -2,10 +2,11 @@
 
 from .attention import CascadedGroupAttention, LocalWindowAttention, attention_bias_index
 from .blocks import EfficientViTBlock, SubsampleBlock
-from .conv import FFN, ConvBN, NormLinear, PatchEmbedding, PatchMerging, SqueezeExcite, TokenInteraction
+from .conv import (FFN, ConvBN, DepthwiseConv, NormLinear, PatchEmbedding, PatchMerging, SqueezeExcite,
+                   TokenInteraction)
 
 __all__ = [
-    "CascadedGroupAttention", "ConvBN", "EfficientViTBlock", "FFN", "LocalWindowAttention", "NormLinear",
+    "CascadedGroupAttention", "ConvBN", "DepthwiseConv", "EfficientViTBlock", "FFN", "LocalWindowAttention", "NormLinear",
     "PatchEmbedding", "PatchMerging", "SqueezeExcite", "SubsampleBlock", "TokenInteraction",
     "attention_bias_index",
 ]

@@ -36,6 +36,45 @@ def _conv_output_size(size, kernel_size, strides):
     return (size + 2 * pad - kernel_size) // strides + 1
 
 
+def depthwise_by_shifts(x, kernel, strides):
+    """Depthwise conv ("valid", depth multiplier 1) as k*k shifted multiply-adds: what XLA's CPU backend
+    fuses well (its grouped-convolution lowering is ~30x slower than TensorFlow's kernel, forward and
+    backward; docs/benchmarks.md). Same sums as the convolution, in another order."""
+    k = kernel.shape[0]
+    height, width = x.shape[1], x.shape[2]
+    out_h, out_w = (height - k) // strides + 1, (width - k) // strides + 1
+    out = None
+    for i in range(k):
+        for j in range(k):
+            tap = x[:, i:i + strides * (out_h - 1) + 1:strides, j:j + strides * (out_w - 1) + 1:strides, :]
+            term = tap * kernel[i, j, :, 0]
+            out = term if out is None else out + term
+    return out
+
+
+@register
+class DepthwiseConv(keras.layers.DepthwiseConv2D):
+    """keras ``DepthwiseConv2D`` (same variables, same results) that runs as shifted multiply-adds where
+    XLA compiles for a CPU (JAX on CPU, TensorFlow ``jit_compile=True`` without a GPU), and as the
+    native kernel everywhere else (TensorFlow graph, GPUs, PyTorch, TFLite/ONNX export)."""
+
+    def call(self, inputs):
+        from ..compat import xla_on_cpu
+
+        plain = (self.depth_multiplier != 1 or max(self.dilation_rate) != 1 or self.data_format != "channels_last"
+                 or None in inputs.shape[1:3])
+        if plain or not xla_on_cpu():
+            return super().call(inputs)
+        x = inputs
+        if self.padding == "same":
+            p = self.kernel_size[0] // 2
+            x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+        out = depthwise_by_shifts(x, self.kernel, self.strides[0])
+        if self.use_bias:
+            out = out + self.bias
+        return out
+
+
 @register
 class ConvBN(keras.layers.Layer):
     """Conv2d (no bias) + BatchNorm2d with PyTorch padding semantics (symmetric ``k // 2``).
@@ -57,7 +96,7 @@ class ConvBN(keras.layers.Layer):
         self._explicit_pad = self.strides > 1 and self.kernel_size > 1
         padding = "valid" if self._explicit_pad or self.kernel_size == 1 else "same"
         if self.depthwise:
-            self.conv = keras.layers.DepthwiseConv2D(
+            self.conv = DepthwiseConv(
                 self.kernel_size, self.strides, padding=padding, use_bias=self.fused,
                 depthwise_initializer=torch_conv_initializer(self.kernel_size ** 2), name="conv")
         else:
