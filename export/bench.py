@@ -36,6 +36,10 @@ def add_arguments(p):
                    help="measure training img/s instead: Keras fit (graph, XLA) beside timm eager (one thread count)")
     p.add_argument("--depthwise-probe", action="store_true",
                    help="with --train: time one depthwise conv (forward and gradients) in TF graph vs XLA")
+    p.add_argument("--profile", action="store_true",
+                   help="with --train: where one Keras fit step's time goes (TF profiler, by phase and op group)")
+    p.add_argument("--profile-compare", default=None, help="with --profile: a saved profile JSON to draw beside")
+    p.add_argument("--profile-label", default=None, help="with --profile: this profile's name in the plot")
     p.add_argument("--train-runtimes", default=None, help="keras,keras-xla,timm[,timm-compile]")
     p.add_argument("--train-batch-size", type=int, default=32)
     p.add_argument("--train-steps", type=int, default=10, help="steps per timed window")

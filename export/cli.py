@@ -85,6 +85,12 @@ def cmd_setup_mediapipe(args):
 
 
 def cmd_bench(args):
+    if args.train and args.profile:
+        from keras_evit.training.step_profile import main as profile_main
+
+        return profile_main(args)
+    if args.profile:
+        raise SystemExit("--profile goes with --train (it profiles a training step)")
     if args.train:
         from keras_evit.training.benchmark import main as train_bench_main
 

@@ -97,3 +97,41 @@ def test_depthwise_xla_cpu_formulation_equals_native(kernel, strides, padding, b
     assert seen == {0: False, 1: True}
     for a, b in zip(native, shifted):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
+def test_batchnorm_fused_training_equals_keras(dtype):
+    """BatchNorm's fused training path: Keras BatchNormalization's outputs, gradients and moving
+    statistics (biased batch variance, Keras momentum), in graph mode and under XLA."""
+    import tensorflow as tf
+
+    x = tf.constant(np.random.RandomState(0).randn(4, 6, 5, 3).astype("float32") * 3 + 1)
+    results = {}
+    for cls in (keras.layers.BatchNormalization, L.BatchNorm):
+        for jit in (False, True):
+            layer = cls(epsilon=1e-5, momentum=0.9, dtype=dtype, gamma_initializer=keras.initializers.RandomNormal(seed=1),
+                        beta_initializer=keras.initializers.RandomNormal(seed=2))
+            layer.build(x.shape)
+
+            @tf.function(jit_compile=jit)
+            def step(x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = tf.cast(layer(x, training=True), "float32")
+                    loss = tf.reduce_sum(y * tf.sin(y))
+                return (y, *tape.gradient(loss, [x, layer.gamma, layer.beta]))
+
+            out = [np.asarray(t) for t in step(x)] + [np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)]
+            results[cls, jit] = out
+            kinds = {op.type for op in step.get_concrete_function(x).graph.get_operations()}
+            assert ("FusedBatchNormV3" in kinds) == (cls is L.BatchNorm and not jit)  # XLA:CPU: Keras' form
+    tol = 1e-5 if dtype == "float32" else 2e-3
+    expected = results[keras.layers.BatchNormalization, False]
+    for key, got in results.items():
+        for a, b in zip(expected, got):
+            np.testing.assert_allclose(b, a, rtol=tol, atol=tol, err_msg=str(key))
+    assert not np.allclose(expected[-1], 1.0)  # the moving variance did move
+
+
+def test_batchnorm_is_in_every_convbn():
+    assert isinstance(L.ConvBN(4).bn, L.BatchNorm)

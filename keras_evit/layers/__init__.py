@@ -4,9 +4,10 @@ from .attention import CascadedGroupAttention, LocalWindowAttention, attention_b
 from .blocks import EfficientViTBlock, SubsampleBlock
 from .conv import (FFN, ConvBN, DepthwiseConv, NormLinear, PatchEmbedding, PatchMerging, SqueezeExcite,
                    TokenInteraction)
+from .norm import BatchNorm
 
 __all__ = [
-    "CascadedGroupAttention", "ConvBN", "DepthwiseConv", "EfficientViTBlock", "FFN", "LocalWindowAttention", "NormLinear",
-    "PatchEmbedding", "PatchMerging", "SqueezeExcite", "SubsampleBlock", "TokenInteraction",
+    "BatchNorm", "CascadedGroupAttention", "ConvBN", "DepthwiseConv", "EfficientViTBlock", "FFN",
+    "LocalWindowAttention", "NormLinear", "PatchEmbedding", "PatchMerging", "SqueezeExcite", "SubsampleBlock", "TokenInteraction",
     "attention_bias_index",
 ]

@@ -75,7 +75,7 @@ class CascadedGroupAttention(keras.layers.Layer):
             if i > 0:
                 feat = feat + splits[i]
             qkv = self.qkvs[i](feat, training=training)
-            q, k, v = qkv[..., :kd], qkv[..., kd:2 * kd], qkv[..., 2 * kd:]
+            q, k, v = ops.split(qkv, [kd, 2 * kd], axis=-1)  # its gradient is one concat, not 3 pads
             q = self.dws[i](q, training=training)
             q = ops.reshape(q, (-1, tokens, kd)) * self.scale
             k = ops.reshape(k, (-1, tokens, kd))

@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 
 from ..configs import BN_EPSILON, BN_MOMENTUM, MLP_RATIO
+from .norm import BatchNorm
 
 register = keras.saving.register_keras_serializable(package="keras_evit")
 
@@ -103,7 +104,7 @@ class ConvBN(keras.layers.Layer):
             self.conv = keras.layers.Conv2D(
                 self.filters, self.kernel_size, self.strides, padding=padding, use_bias=self.fused,
                 name="conv")
-        self.bn = None if self.fused else keras.layers.BatchNormalization(
+        self.bn = None if self.fused else BatchNorm(
             epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
             gamma_initializer=keras.initializers.Constant(self.bn_gamma_init), name="bn")
 

@@ -1,0 +1,41 @@
+"""The training-step profiler: op grouping, and a real trace of a tiny fit step read back."""
+
+import json
+import os
+import subprocess
+import sys
+
+from keras_evit.training import step_profile as sp
+
+
+def test_op_group():
+    assert sp.op_group("StatefulPartitionedCall/adam_w/Mul_3", "Mul") == ("optimizer", "optimizer")
+    assert sp.op_group("m/gradient_tape/m/stages-0/dw0-m/bn/FusedBatchNormGradV3",
+                       "FusedBatchNormGradV3") == ("backward", "batchnorm")
+    assert sp.op_group("m/stages-0/dw0-m/conv/depthwise", "_MklNativeDepthwiseConv2dNative") == \
+        ("forward", "depthwise conv")
+    assert sp.op_group("m/gradient_tape/m/patch_embed/conv1/conv/Conv2DBackpropFilter",
+                       "_MklNativeConv2DBackpropFilter") == ("backward", "conv")
+    assert sp.op_group("m/attn/MatMul", "_MklBatchMatMulV2") == ("forward", "attention")
+    assert sp.op_group("m/attn/split", "SplitV") == ("forward", "slice/concat")
+    assert sp.op_group("m/add", "AddV2") == ("forward", "elementwise")
+    assert sp.op_group("m/x", "Cast") == ("forward", "other")
+
+
+def test_profile_command_end_to_end(tmp_path):
+    """`keras-evit bench --train --profile` in a fresh process: table, JSON with every phase, PNG."""
+    out_json, out_png = tmp_path / "p.json", tmp_path / "p.png"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-m", "keras_evit.cli", "bench", "--train", "--profile", "--model", "m0",
+                             "--image-size", "64", "--train-batch-size", "4", "--train-steps", "2",
+                             "--train-warmup", "1", "--json", str(out_json), "--plot", str(out_png)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "batchnorm" in result.stdout and "total" in result.stdout
+    profile = json.loads(out_json.read_text())
+    phases = {r["phase"] for r in profile["rows"]}
+    groups = {r["group"] for r in profile["rows"]}
+    assert phases == {"forward", "backward", "optimizer"}
+    assert {"conv", "depthwise conv", "batchnorm", "attention", "optimizer"} <= groups
+    assert all(r["ms_per_step"] > 0 for r in profile["rows"])
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
