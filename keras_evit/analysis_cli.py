@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -125,20 +126,40 @@ def cmd_heads(args):
 
 
 def cmd_runtime(args):
-    if args.format != "onnx":
-        raise ValueError("LiteRT's Python interpreter has no op profiler: use --format onnx here, and TFLite's "
-                         "benchmark_model --enable_op_profiling=true on a phone (export/phones/android_benchmark.sh)")
     import tempfile
 
+    from keras_evit.export.runtime_profile import grouped, plot, table
+
+    if args.format not in ("onnx", "tflite"):
+        raise ValueError(f"--format {args.format!r}: choose onnx (ONNX Runtime's profiler) or tflite (LiteRT's "
+                         "benchmark_model op profiling)")
+    workdir = args.workdir or tempfile.mkdtemp(prefix="keras_evit_analyze_")
+    raw = _tflite_profiles(args, workdir) if args.format == "tflite" else _onnx_profiles(args, workdir)
+    results = {label: grouped(per_op) for label, per_op in raw.items()}
+    runtime = "LiteRT benchmark_model" if args.format == "tflite" else "ONNX Runtime"
+    if args.format == "tflite" and args.profile_file:
+        print(f"{runtime} profiles (threads and input as they were run): ms per inference by group")
+    else:
+        print(f"{runtime}, {args.threads} thread(s), batch 1, {args.image_size} px: ms per inference by group")
+    print(table(results))
+    if args.json:
+        _write_json(args.json, {"runtime": runtime, "threads": args.threads, "image_size": args.image_size,
+                                "groups_us": results, "per_op_us": raw})
+    if args.plot:
+        plot(results, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _onnx_profiles(args, workdir):
     import keras_evit as ke
     from keras_evit.export import to_onnx
-    from keras_evit.export.runtime_profile import grouped, onnx_profile, plot, table
+    from keras_evit.export.runtime_profile import onnx_profile
 
     from .artifacts import weights_arg
 
-    workdir = args.workdir or tempfile.mkdtemp(prefix="keras_evit_analyze_")
-    results, raw = {}, {}
-    for variant in [v.strip() for v in args.model.split(",") if v.strip()]:
+    raw = {}
+    for variant in _variants(args):
         model = ke.build_model(variant, weights=weights_arg(args.weights), input_shape=(args.image_size,) * 2 + (3,))
         path = to_onnx(model, os.path.join(workdir, f"{variant}.onnx"), batch_size=1)
         shape = (1, args.image_size, args.image_size, 3)
@@ -148,16 +169,39 @@ def cmd_runtime(args):
 
             ref_path = export_reference_onnx(variant, args.image_size, os.path.join(workdir, f"{variant}_timm.onnx"))
             raw[f"{variant} timm (reference)"] = onnx_profile(ref_path, shape, args.threads, args.runs, layout="NCHW")
-    results = {label: grouped(per_op) for label, per_op in raw.items()}
-    print(f"ONNX Runtime, {args.threads} thread(s), batch 1, {args.image_size} px: ms per inference by group")
-    print(table(results))
-    if args.json:
-        _write_json(args.json, {"threads": args.threads, "image_size": args.image_size, "groups_us": results,
-                                "per_op_us": raw})
-    if args.plot:
-        plot(results, args.plot)
-        print(f"wrote {args.plot}")
-    return 0
+    return raw
+
+
+def _tflite_profiles(args, workdir):
+    """Profiles written by benchmark_model (``--profile-file``), or made here by ``--benchmark-model``."""
+    from keras_evit.export.runtime_profile import run_benchmark_model, tflite_profile
+
+    if args.profile_file:
+        return {re.sub(r"(\.profile)?\.pb$", "", os.path.basename(p)): tflite_profile(p) for p in args.profile_file}
+    import keras_evit as ke
+    from keras_evit.export import to_tflite
+
+    from .artifacts import weights_arg
+
+    paths = {}
+    for variant in _variants(args):
+        model = ke.build_model(variant, weights=weights_arg(args.weights), input_shape=(args.image_size,) * 2 + (3,))
+        paths[variant] = to_tflite(model, os.path.join(workdir, f"{variant}.tflite"))
+    if not args.benchmark_model:
+        files = " ".join(paths.values())
+        raise ValueError(
+            f"wrote {files}\nLiteRT's Python interpreter has no op profiler. Profile each file with LiteRT's "
+            f"benchmark_model, then read the result here:\n  benchmark_model --graph=FILE --num_threads="
+            f"{args.threads} --enable_op_profiling=true --op_profiling_output_mode=proto "
+            "--op_profiling_output_file=FILE.profile.pb\n  keras-evit analyze runtime --format tflite "
+            "--profile-file FILE.profile.pb [...]\n(on a phone: export/phones/android_benchmark.sh pulls the "
+            "profile back; on this machine: --benchmark-model PATH runs it for you)")
+    return {f"{variant} keras-evit (LiteRT)": tflite_profile(run_benchmark_model(
+        args.benchmark_model, path, args.threads, args.runs)) for variant, path in paths.items()}
+
+
+def _variants(args):
+    return [v.strip() for v in args.model.split(",") if v.strip()]
 
 
 def _reference_available():
@@ -190,7 +234,11 @@ def register(sub):
     p = kinds.add_parser("runtime", help="per-op-type runtime breakdown grouped as the paper's Fig. 2")
     p.add_argument("--model", default="m4", help="variant(s), comma separated")
     p.add_argument("--weights", default="none", help="none (timing does not depend on values) or " + WEIGHTS_HELP)
-    p.add_argument("--format", default="onnx", help="onnx (ONNX Runtime's profiler)")
+    p.add_argument("--format", default="onnx",
+                   help="onnx (ONNX Runtime's profiler) or tflite (LiteRT benchmark_model's op profiling)")
+    p.add_argument("--profile-file", action="append", default=None,
+                   help="tflite: a benchmark_model --op_profiling_output_mode=proto file (repeatable)")
+    p.add_argument("--benchmark-model", default=None, help="tflite: a desktop benchmark_model binary to run here")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--image-size", type=image_size_arg, default=224)
     p.add_argument("--runs", type=positive_int, default=20)

@@ -109,8 +109,77 @@ def test_runtime_groups_sum_to_the_total(tmp_path):
     assert group_of("Transpose") == "reshape/copy" and group_of("Add") == "element-wise"
 
 
-def test_runtime_refuses_tflite_with_the_way_to_profile_it(capsys):
+def test_runtime_tflite_without_a_profiler_exports_and_says_how(tmp_path, capsys):
     from keras_evit.cli import main
 
-    assert main(["analyze", "runtime", "--format", "tflite"]) == 2
-    assert "benchmark_model --enable_op_profiling" in capsys.readouterr().err
+    code = main(["analyze", "runtime", "--format", "tflite", "--model", "m0", "--image-size", "64",
+                 "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--enable_op_profiling=true --op_profiling_output_mode=proto" in err
+    assert (tmp_path / "m0.tflite").stat().st_size > 1e6  # the file to profile is there
+
+
+def _write_litert_profile(path, top_level, delegated=()):
+    """A BenchmarkProfilingData proto as benchmark_model writes it: (node_type, avg us) per op."""
+    from keras_evit.export.runtime_profile import benchmark_profiling_data
+
+    data = benchmark_profiling_data()
+    data.model_name = "m0"
+    subgraph = data.runtime_profile.subgraph_profiles.add(subgraph_name="main", subgraph_index=0)
+    for i, (kind, us) in enumerate(top_level):
+        op = subgraph.per_op_profiles.add(node_type=kind, name=f"op{i}", run_order=i, times_called=50)
+        op.inference_microseconds.avg = us
+    if delegated:
+        delegate = data.runtime_profile.delegate_profiles.add(delegate_name="XNNPACK")
+        for i, (kind, us) in enumerate(delegated):
+            op = delegate.per_op_profiles.add(node_type=kind, name=f"x{i}", times_called=50)
+            op.inference_microseconds.avg = us
+    path.write_bytes(data.SerializeToString())
+    return str(path)
+
+
+def test_litert_profile_groups_sum_to_the_total(tmp_path, capsys):
+    """Builtin ops count as themselves; a delegate node is replaced by the delegate's own operators."""
+    from keras_evit.cli import main
+    from keras_evit.export.runtime_profile import GROUP_ORDER, grouped, tflite_profile
+
+    plain = _write_litert_profile(tmp_path / "cpu.profile.pb", [
+        ("CONV_2D", 400), ("DEPTHWISE_CONV_2D", 100), ("RESHAPE", 30), ("TRANSPOSE", 20), ("ADD", 50),
+        ("BATCH_MATMUL", 60), ("SOFTMAX", 15), ("MEAN", 5), ("FULLY_CONNECTED", 10), ("SOME_CUSTOM", 7)])
+    per_op = tflite_profile(plain)
+    groups = grouped(per_op)
+    assert list(groups) == list(GROUP_ORDER) and sum(groups.values()) == pytest.approx(697)
+    assert groups == pytest.approx({"reshape/copy": 50, "element-wise": 50, "normalization": 5, "conv": 500,
+                                    "matmul/dense": 70, "softmax": 15, "other": 7})
+    xnn = _write_litert_profile(tmp_path / "xnnpack.profile.pb", [("TfLiteXNNPackDelegate", 900), ("SOFTMAX", 15)], [
+        ("Convolution (NHWC, F32) IGEMM", 500), ("Convolution (NHWC, F32) DWConv", 150), ("Copy (NC, X32)", 40),
+        ("Transpose (ND, X32)", 30), ("Add (ND, F32)", 60), ("Batch Matrix Multiply (NC, F32) GEMM", 80),
+        ("Fully Connected (NC, F32) GEMM", 20), ("Constant Pad (ND, X32)", 10), ("Mean (ND, F32)", 10)])
+    groups = grouped(tflite_profile(xnn))
+    assert sum(groups.values()) == pytest.approx(915)  # 900 in the delegate's ops + SOFTMAX, not 900 twice
+    assert groups["conv"] == 650 and groups["reshape/copy"] == 80 and groups["matmul/dense"] == 100
+
+    assert main(["analyze", "runtime", "--format", "tflite", "--profile-file", plain, "--profile-file", xnn,
+                 "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]) == 0
+    out = capsys.readouterr().out
+    assert "cpu" in out and "xnnpack" in out and (tmp_path / "r.png").exists()
+
+
+@pytest.mark.parametrize("content,match", [(b"", "not a benchmark_model op profile"),
+                                           (b"\xff\xff\xff garbage", "not a BenchmarkProfilingData"),
+                                           (None, "no such profile file")])
+def test_litert_profile_rejects_what_is_not_one(tmp_path, content, match):
+    from keras_evit.export.runtime_profile import tflite_profile
+
+    path = tmp_path / "bad.pb"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        tflite_profile(str(path))
+
+
+def test_litert_profile_without_times_is_an_error(tmp_path):
+    from keras_evit.export.runtime_profile import tflite_profile
+
+    with pytest.raises(ValueError, match="no per-op times"):
+        tflite_profile(_write_litert_profile(tmp_path / "empty.pb", []))

@@ -13,6 +13,7 @@ echo "$*" >> "$ADB_LOG"
 case "$1" in
   devices) printf 'List of devices attached\\n'; [ -n "$ADB_DEVICE" ] && printf 'R58M123\\tdevice\\n'; exit 0 ;;
   push) exit 0 ;;
+  pull) echo "profile" > "$3"; exit 0 ;;
   shell)
     case "$2" in
       getprop) echo "Pixel-Fake" ;;
@@ -46,11 +47,15 @@ def test_android_script_runs_every_backend(tmp_path):
     calls = (tmp_path / "adb.log").read_text().splitlines()
     runs = [c for c in calls if "benchmark_model --graph=/data/local/tmp/m0.tflite" in c]
     flags = ["--num_threads=1 --use_xnnpack=true", "--num_threads=4 --use_xnnpack=true",
-             "--use_xnnpack=false", "--use_gpu=true", "--use_nnapi=true"]
-    assert len(runs) == 5 and all(any(f in r for r in runs) for f in flags)
+             "--use_xnnpack=false", "--use_gpu=true", "--use_nnapi=true",
+             "--enable_op_profiling=true --op_profiling_output_mode=proto"]
+    assert len(runs) == 6 and all(any(f in r for r in runs) for f in flags)
+    assert "pull /data/local/tmp/op_profile.pb m0.android.t1.profile.pb" in calls
+    assert (tmp_path / "m0.android.t1.profile.pb").exists()
     assert "push m0.tflite /data/local/tmp/m0.tflite" in calls
     report = (tmp_path / "m0.android.txt").read_text()
     assert report.count("Inference (avg): 2000") == 5 and "Pixel-Fake" in report
+    assert "op profile: m0.android.t1.profile.pb" in report
 
 
 @pytest.mark.parametrize("device,args,match", [

@@ -37,5 +37,12 @@ run "CPU 4 threads, XNNPACK" --num_threads=4 --use_xnnpack=true
 run "CPU 1 thread, no XNNPACK" --num_threads=1 --use_xnnpack=false
 run "GPU delegate" --use_gpu=true
 run "NNAPI" --use_nnapi=true
-adb shell rm -f "$remote/$name"
+# per-op times for `keras-evit analyze runtime --format tflite --profile-file ...` (paper Fig. 2 groups)
+profile="${model%.tflite}.android.t1.profile.pb"
+adb shell $remote/benchmark_model --graph="$remote/$name" --warmup_runs=10 --num_runs=50 --num_threads=1 \
+  --use_xnnpack=true --enable_op_profiling=true --op_profiling_output_mode=proto \
+  --op_profiling_output_file=$remote/op_profile.pb >/dev/null 2>&1 \
+  && adb pull $remote/op_profile.pb "$profile" >/dev/null && echo "op profile: $profile" | tee -a "$out" \
+  || echo "op profile: benchmark_model did not write one (needs a build with --op_profiling_output_mode)" | tee -a "$out"
+adb shell rm -f "$remote/$name" $remote/op_profile.pb
 echo "saved $out"
