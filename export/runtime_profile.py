@@ -202,7 +202,7 @@ def plot(results, path):
     from keras_evit.utils import atomic_output
 
     labels = list(results)
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.55 * len(labels)))
+    fig, ax = plt.subplots(figsize=(9.5, 1.2 + 0.45 * len(labels)))
     left = np.zeros(len(labels))
     for group in GROUP_ORDER:
         shares = np.array([100 * results[lb][group] / sum(results[lb].values()) for lb in labels])
@@ -211,7 +211,7 @@ def plot(results, path):
     ax.set_xlabel("share of inference time (%); hatched: memory-bound (paper Fig. 2 groups)")
     ax.set_xlim(0, 100)
     ax.invert_yaxis()
-    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
