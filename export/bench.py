@@ -170,12 +170,9 @@ def main(args):
     result = {"rows": rows, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
               "reference": f"{REFERENCE}: timm efficientvit_* exported by torch.onnx, run by ONNX Runtime"}
     if args.json:
-        from keras_evit.utils import atomic_output
+        from keras_evit.utils import write_json
 
-        with atomic_output(args.json) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     if args.plot:
         plot(rows, args.plot)
         print(f"wrote {args.plot}")

@@ -1,6 +1,5 @@
 """``keras-evit analyze heads`` (the paper's Fig. 4) and ``keras-evit analyze runtime`` (Fig. 2)."""
 
-import json
 import os
 import re
 import sys
@@ -8,14 +7,7 @@ import sys
 import numpy as np
 
 from .cli_args import WEIGHTS_HELP, image_size_arg, positive_int
-
-
-def _write_json(path, payload):
-    from .utils import atomic_output
-
-    with atomic_output(path) as tmp, open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    print(f"wrote {path}")
+from .utils import write_json
 
 
 def head_report(model, images, batch_size=8):
@@ -113,7 +105,7 @@ def cmd_heads(args):
         print(f"  {r['block']:<20} {r['heads']} heads  {r['similarity']:.3f}")
     title = f"{model.name}, {len(images)} images from {os.path.basename(os.path.normpath(args.images))}"
     if args.json:
-        _write_json(args.json, {"model": model.name, "images": len(images), "weights": str(args.weights),
+        write_json(args.json, {"model": model.name, "images": len(images), "weights": str(args.weights),
                                 "metric": "mean over heads of the max cosine similarity to another head", "rows": rows})
     if args.plot:
         plot_heads(rows, title, args.plot)
@@ -143,7 +135,7 @@ def cmd_runtime(args):
         print(f"{runtime}, {args.threads} thread(s), batch 1, {args.image_size} px: ms per inference by group")
     print(table(results))
     if args.json:
-        _write_json(args.json, {"runtime": runtime, "threads": args.threads, "image_size": args.image_size,
+        write_json(args.json, {"runtime": runtime, "threads": args.threads, "image_size": args.image_size,
                                 "groups_us": results, "per_op_us": raw})
     if args.plot:
         plot(results, args.plot)

@@ -101,3 +101,12 @@ def save_keras(model, path, variables=None):
         else:
             model.save_weights(tmp)
     return path
+
+
+def write_json(path, payload):
+    """Writes ``payload`` as indented JSON, atomically, and says so (the reports' --json)."""
+    import json
+
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"wrote {path}")

@@ -39,3 +39,19 @@ def test_profile_command_end_to_end(tmp_path):
     assert {"conv", "depthwise conv", "batchnorm", "attention", "optimizer"} <= groups
     assert all(r["ms_per_step"] > 0 for r in profile["rows"])
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_file_is_checked(tmp_path):
+    import pytest
+
+    good = {"model": "m0", "rows": [{"phase": "forward", "group": "conv", "ms_per_step": 1.5}]}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    assert sp.read_profile(str(tmp_path / "good.json"))["rows"][0]["ms_per_step"] == 1.5
+    for name, text in [("garbage", "{not json"), ("norows", "{}"), ("badgroup", json.dumps(
+            {"rows": [{"phase": "forward", "group": "rm -rf", "ms_per_step": 1}]})), ("neg", json.dumps(
+            {"rows": [{"phase": "forward", "group": "conv", "ms_per_step": -1}]}))]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match="not a saved step profile"):
+            sp.read_profile(str(tmp_path / name))
+    with pytest.raises(ValueError, match="not a saved step profile"):
+        sp.read_profile(str(tmp_path / "missing.json"))

@@ -18,20 +18,25 @@ RUNTIMES = ("keras", "keras-xla", "timm", "timm-compile")
 LR, WEIGHT_DECAY = 1e-3, 0.05  # AdamW, cross-entropy: the same for every runtime
 
 
-def _keras_rate(spec, jit):
+def keras_training_setup(variant, batch, size, jit):
+    """(compiled model, endless dataset of one random batch): the Keras side of every training measurement."""
     import keras
     import tensorflow as tf
 
     import keras_evit as ke
 
-    size, batch, steps = spec["image_size"], spec["batch_size"], spec["steps"]
-    model = ke.build_model(spec["variant"], weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    model = ke.build_model(variant, weights=None, input_shape=(size, size, 3), classifier_activation=None)
     model.compile(keras.optimizers.AdamW(LR, weight_decay=WEIGHT_DECAY),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
     rng = np.random.RandomState(0)
     x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
     y = tf.constant(rng.randint(0, 1000, batch).astype("int32"))
-    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    return model, tf.data.Dataset.from_tensors((x, y)).repeat()
+
+
+def _keras_rate(spec, jit):
+    size, batch, steps = spec["image_size"], spec["batch_size"], spec["steps"]
+    model, data = keras_training_setup(spec["variant"], batch, size, jit)
     model.fit(data, steps_per_epoch=spec["warmup"], epochs=1, verbose=0)  # trace, compile, warm up
     rates = []
     for _ in range(spec["repeats"]):
@@ -204,12 +209,10 @@ def main(args):
                args.train_repeats, threads, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_table(rows))
     if args.json:
-        from keras_evit.utils import atomic_output
+        from keras_evit.utils import write_json
 
-        with atomic_output(args.json) as tmp, open(tmp, "w") as f:
-            json.dump({"rows": rows, "machine": {"cpus": os.cpu_count()}, "optimizer": "AdamW",
-                       "lr": LR, "weight_decay": WEIGHT_DECAY}, f, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, {"rows": rows, "machine": {"cpus": os.cpu_count()}, "optimizer": "AdamW",
+                               "lr": LR, "weight_decay": WEIGHT_DECAY})
     if args.plot:
         plot(rows, args.plot)
         print(f"wrote {args.plot}")

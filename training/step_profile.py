@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 GROUPS = ("conv", "depthwise conv", "batchnorm", "attention", "slice/concat", "elementwise", "optimizer", "other")
 
@@ -75,21 +74,12 @@ def profile(variant="m0", batch_size=32, image_size=224, steps=5, warmup=3):
     import keras
     import tensorflow as tf
 
-    import keras_evit as ke
-
     try:
-        from .benchmark import LR, WEIGHT_DECAY
+        from .benchmark import keras_training_setup
     except ImportError:  # run as a script against another checkout (see the bottom of this file)
-        from benchmark import LR, WEIGHT_DECAY
+        from benchmark import keras_training_setup
 
-    model = ke.build_model(variant, weights=None, input_shape=(image_size, image_size, 3),
-                           classifier_activation=None)
-    model.compile(keras.optimizers.AdamW(LR, weight_decay=WEIGHT_DECAY),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
-    rng = np.random.RandomState(0)
-    x = tf.constant(rng.uniform(0, 255, (batch_size, image_size, image_size, 3)).astype("float32"))
-    y = tf.constant(rng.randint(0, 1000, batch_size).astype("int32"))
-    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model, data = keras_training_setup(variant, batch_size, image_size, jit=False)
     model.fit(data, steps_per_epoch=warmup, epochs=1, verbose=0)
     with tempfile.TemporaryDirectory() as logdir:
         started = time.perf_counter()
@@ -103,6 +93,23 @@ def profile(variant="m0", batch_size=32, image_size=224, steps=5, warmup=3):
     return {"model": variant, "batch_size": batch_size, "image_size": image_size, "steps": steps,
             "wall_ms_per_step_profiled": wall * 1e3, "kernels_per_step": {k: v / steps for k, v in counts.items()},
             "rows": rows, "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def read_profile(path):
+    """A profile JSON saved by ``--profile --json``, checked before it is drawn."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        rows = saved["rows"]
+        ok = isinstance(rows, list) and all(
+            r["phase"] in ("forward", "backward", "optimizer") and r["group"] in GROUPS
+            and float(r["ms_per_step"]) >= 0 for r in rows)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a saved step profile ({type(e).__name__}: {e}); pass a file written by "
+                         "keras-evit bench --train --profile --json") from None
+    if not ok:
+        raise ValueError(f"{path}: not a saved step profile (unknown phase/group or a negative time)")
+    return saved
 
 
 def format_table(result):
@@ -157,16 +164,11 @@ def main(args):
                      warmup=args.train_warmup)
     result["label"] = args.profile_label or variant
     print(format_table(result))
-    results = [result]
-    if args.profile_compare:
-        with open(args.profile_compare) as f:
-            results = [json.load(f), result]
+    results = [read_profile(args.profile_compare), result] if args.profile_compare else [result]
     if args.json:
-        from keras_evit.utils import atomic_output
+        from keras_evit.utils import write_json
 
-        with atomic_output(args.json) as tmp, open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, result)
     if args.plot:
         plot(results, args.plot)
         print(f"wrote {args.plot}")
