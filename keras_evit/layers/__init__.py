@@ -8,6 +8,6 @@ from .norm import BatchNorm
 
 __all__ = [
     "BatchNorm", "CascadedGroupAttention", "ConvBN", "DepthwiseConv", "EfficientViTBlock", "FFN",
-    "LocalWindowAttention", "NormLinear", "PatchEmbedding", "PatchMerging", "SqueezeExcite", "SubsampleBlock", "TokenInteraction",
-    "attention_bias_index",
+    "LocalWindowAttention", "NormLinear", "PatchEmbedding", "PatchMerging", "SqueezeExcite", "SubsampleBlock",
+    "TokenInteraction", "attention_bias_index",
 ]
