@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from keras_evit.training import step_profile as sp
 
 
@@ -22,6 +24,7 @@ def test_op_group():
     assert sp.op_group("m/x", "Cast") == ("forward", "other")
 
 
+@pytest.mark.slow
 def test_profile_command_end_to_end(tmp_path):
     """`keras-evit bench --train --profile` in a fresh process: table, JSON with every phase, PNG."""
     out_json, out_png = tmp_path / "p.json", tmp_path / "p.png"
@@ -42,8 +45,6 @@ def test_profile_command_end_to_end(tmp_path):
 
 
 def test_compare_file_is_checked(tmp_path):
-    import pytest
-
     good = {"model": "m0", "rows": [{"phase": "forward", "group": "conv", "ms_per_step": 1.5}]}
     (tmp_path / "good.json").write_text(json.dumps(good))
     assert sp.read_profile(str(tmp_path / "good.json"))["rows"][0]["ms_per_step"] == 1.5
