@@ -109,6 +109,7 @@ def test_runtime_groups_sum_to_the_total(tmp_path):
     assert group_of("Transpose") == "reshape/copy" and group_of("Add") == "element-wise"
 
 
+@pytest.mark.slow
 def test_runtime_tflite_without_a_profiler_exports_and_says_how(tmp_path, capsys):
     from keras_evit.cli import main
 
