@@ -1,4 +1,4 @@
-"""Every private Keras / LiteRT API keras-evit relies on, in one place.
+"""Every private Keras / TensorFlow / LiteRT API keras-evit relies on, in one place.
 
 Keras 3 has no public way to walk a layer's sublayers or to read a layer's own variables apart from its
 children's; LiteRT's Python interpreter has no public op list. ``tests/test_compat.py`` exercises each
@@ -56,3 +56,11 @@ def xla_on_cpu():
             return False
         return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
     return False
+
+
+def profiler_xspace():
+    """An empty ``XSpace`` message: the format of TensorFlow profiler traces (``*.xplane.pb``), from the
+    protobuf module TensorFlow ships (TensorBoard's profile plugin reads the same; there is no public API)."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    return xplane_pb2.XSpace()

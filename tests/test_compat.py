@@ -84,3 +84,16 @@ def test_xla_on_cpu_sees_jit_compile():
         model.compile("sgd", "mse", jit_compile=jit)
         model.fit(np.zeros((4, 3)), np.zeros((4, 1)), verbose=0)
         assert seen[-1] is jit  # the traced train step, after the symbolic build
+
+
+def test_profiler_xspace_reads_a_real_trace(tmp_path):
+    import glob
+
+    import tensorflow as tf
+
+    tf.profiler.experimental.start(str(tmp_path))
+    tf.function(lambda x: tf.matmul(x, x))(tf.ones((8, 8)))
+    tf.profiler.experimental.stop()
+    space = compat.profiler_xspace()
+    space.ParseFromString(open(glob.glob(str(tmp_path / "**" / "*.xplane.pb"), recursive=True)[0], "rb").read())
+    assert any(plane.name == "/host:CPU" for plane in space.planes)

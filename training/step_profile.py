@@ -3,7 +3,7 @@ backward, optimizer) and op group (conv, depthwise conv, BatchNorm, attention, .
 profiler trace of a few graph-mode steps on random data. Prints a table, saves JSON and a PNG.
 
 The trace is read from the profiler's ``.xplane.pb`` with the XSpace protobuf TensorFlow ships
-(``tensorflow.tsl.profiler.protobuf``; TensorBoard's profile plugin reads the same file). Times are
+(``keras_evit.compat.profiler_xspace``; TensorBoard's profile plugin reads the same file). Times are
 kernel thread-time per step (both compute threads summed), so they add up to more than the wall time.
 """
 
@@ -43,12 +43,12 @@ def op_group(op_name, op_type):
 
 def read_trace(logdir):
     """{(phase, group): picoseconds}, {phase: kernel count} from the newest trace under ``logdir``."""
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    from keras_evit.compat import profiler_xspace
 
     paths = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)
     if not paths:
         raise RuntimeError(f"no profiler trace under {logdir}")
-    space = xplane_pb2.XSpace()
+    space = profiler_xspace()
     with open(paths[-1], "rb") as f:
         space.ParseFromString(f.read())
     totals, counts = collections.Counter(), collections.Counter()
