@@ -169,13 +169,9 @@ def main(args):
     print(format_table(rows))
     result = {"rows": rows, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
               "reference": f"{REFERENCE}: timm efficientvit_* exported by torch.onnx, run by ONNX Runtime"}
-    if args.json:
-        from keras_evit.utils import write_json
+    from keras_evit.utils import write_reports
 
-        write_json(args.json, result)
-    if args.plot:
-        plot(rows, args.plot)
-        print(f"wrote {args.plot}")
+    write_reports(args, result, lambda path: plot(rows, path))
     return 0
 
 

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from .cli_args import WEIGHTS_HELP, image_size_arg, positive_int
-from .utils import write_json
+from .utils import write_reports
 
 
 def head_report(model, images, batch_size=8):
@@ -104,12 +104,9 @@ def cmd_heads(args):
     for r in rows:
         print(f"  {r['block']:<20} {r['heads']} heads  {r['similarity']:.3f}")
     title = f"{model.name}, {len(images)} images from {os.path.basename(os.path.normpath(args.images))}"
-    if args.json:
-        write_json(args.json, {"model": model.name, "images": len(images), "weights": str(args.weights),
-                                "metric": "mean over heads of the max cosine similarity to another head", "rows": rows})
-    if args.plot:
-        plot_heads(rows, title, args.plot)
-        print(f"wrote {args.plot}")
+    write_reports(args, {"model": model.name, "images": len(images), "weights": str(args.weights),
+                         "metric": "mean over heads of the max cosine similarity to another head", "rows": rows},
+                  lambda path: plot_heads(rows, title, path))
     if args.overlay:
         plot_overlay(model, images[min(args.overlay_index, len(images) - 1)].astype(np.float32), args.overlay,
                      args.overlay_block)
@@ -134,12 +131,8 @@ def cmd_runtime(args):
     else:
         print(f"{runtime}, {args.threads} thread(s), batch 1, {args.image_size} px: ms per inference by group")
     print(table(results))
-    if args.json:
-        write_json(args.json, {"runtime": runtime, "threads": args.threads, "image_size": args.image_size,
-                                "groups_us": results, "per_op_us": raw})
-    if args.plot:
-        plot(results, args.plot)
-        print(f"wrote {args.plot}")
+    write_reports(args, {"runtime": runtime, "threads": args.threads, "image_size": args.image_size,
+                         "groups_us": results, "per_op_us": raw}, lambda path: plot(results, path))
     return 0
 
 

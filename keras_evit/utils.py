@@ -110,3 +110,12 @@ def write_json(path, payload):
     with atomic_output(path) as tmp, open(tmp, "w") as f:
         json.dump(payload, f, indent=2)
     print(f"wrote {path}")
+
+
+def write_reports(args, payload, draw):
+    """A report command's ``--json`` (``payload``) and ``--plot`` (``draw(path)``), each when asked for."""
+    if args.json:
+        write_json(args.json, payload)
+    if args.plot:
+        draw(args.plot)
+        print(f"wrote {args.plot}")

@@ -208,14 +208,10 @@ def main(args):
     rows = run(variants, runtimes, args.train_batch_size, args.image_size, args.train_steps, args.train_warmup,
                args.train_repeats, threads, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_table(rows))
-    if args.json:
-        from keras_evit.utils import write_json
+    from keras_evit.utils import write_reports
 
-        write_json(args.json, {"rows": rows, "machine": {"cpus": os.cpu_count()}, "optimizer": "AdamW",
-                               "lr": LR, "weight_decay": WEIGHT_DECAY})
-    if args.plot:
-        plot(rows, args.plot)
-        print(f"wrote {args.plot}")
+    write_reports(args, {"rows": rows, "machine": {"cpus": os.cpu_count()}, "optimizer": "AdamW", "lr": LR,
+                         "weight_decay": WEIGHT_DECAY}, lambda path: plot(rows, path))
     return 0
 
 

@@ -165,13 +165,9 @@ def main(args):
     result["label"] = args.profile_label or variant
     print(format_table(result))
     results = [read_profile(args.profile_compare), result] if args.profile_compare else [result]
-    if args.json:
-        from keras_evit.utils import write_json
+    from keras_evit.utils import write_reports
 
-        write_json(args.json, result)
-    if args.plot:
-        plot(results, args.plot)
-        print(f"wrote {args.plot}")
+    write_reports(args, result, lambda path: plot(results, path))
     return 0
 
 
