@@ -14,14 +14,18 @@ import tempfile
 import numpy as np
 
 from .bench_measure import measure_large_batch
-from .bench_report import format_table, plot, summarize
-from .bench_runtimes import ALL_RUNTIMES, GPU_LARGE_BATCH, LITERT, REFERENCE
+from .bench_report import format_table, format_twins, plot, summarize
+from .bench_runtimes import ALL_RUNTIMES, GPU_LARGE_BATCH, LITERT, REFERENCE, TWIN_SUFFIX
 
 def add_arguments(p):
     p.add_argument("--model", default="m0", help="variant(s), comma separated: m0,m2,m5")
     p.add_argument("--runtimes", default=",".join(ALL_RUNTIMES),
-                   help="keras,xla,litert,onnxruntime,torch (litert = fp32+fp16+int8+int8-mixed; torch = eager + "
-                        "its ONNX on ONNX Runtime)")
+                   help="keras,xla,litert,onnxruntime,torch (litert = the files `keras-evit export` writes with "
+                        "default flags: fp32, fp16, int8, int8 --int8-io, int8-mixed; torch = eager + its ONNX "
+                        "on ONNX Runtime)")
+    p.add_argument("--twins", action="store_true",
+                   help="also measure each LiteRT file's twin built with include_preprocessing=False (fed "
+                        "normalized images): what the shipped raw-pixel input costs")
     p.add_argument("--threads", default=f"1,{os.cpu_count()}", help="thread counts, comma separated")
     p.add_argument("--batch-sizes", default="1,16")
     p.add_argument("--image-size", type=int, default=224)
@@ -74,39 +78,77 @@ def _torch_available():
         return False
 
 
-def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibration_dir, log):
-    """Exports every file the measurements need; returns {runtime: path or None}."""
-    import keras_evit as ke
+def _export_litert(model, runtime, batch_size, calibration, workdir, metadata, log, suffix=""):
+    """The file ``keras-evit export --quantize Q [--int8-io]`` writes (same conversion, same metadata)."""
+    from . import export_model
+
+    quantize, int8_io = LITERT[runtime]
+    name = f"{model.name}_{quantize}{'_uint8io' if int8_io else ''}{suffix.replace('@', '_')}_b{batch_size}"
+    path = os.path.join(workdir, name + ".tflite")
+    log(f"exporting {os.path.basename(path)}")
+    export_model(model, path, "tflite", quantize, calibration, batch_size, int8_io, metadata=metadata)
+    return path
+
+
+def _calibration(runtimes, calibration_dir, image_size, log):
+    """Raw RGB calibration images (0..255) for the calibrated LiteRT modes, else None."""
     from keras_evit.demo import find_sample_dir
 
-    from . import to_onnx, to_tflite
     from .images import load_folder
     from .tflite import CALIBRATED_MODES
 
+    if not any(LITERT[r][0] in CALIBRATED_MODES for r in runtimes if r in LITERT):
+        return None
+    folder = calibration_dir or find_sample_dir()
+    if folder:
+        return load_folder(folder, image_size, limit=64)[0]
+    log("no calibration images found: int8 calibrated on random inputs (speed is unaffected)")
+    return np.random.RandomState(0).uniform(0, 255, (32, image_size, image_size, 3)).astype("float32")
+
+
+def _metadata(model, class_names, log):
+    """What the CLI writes into the file by default, when MediaPipe's writer is set up here."""
+    from .metadata import mediapipe_python, model_info
+
+    if mediapipe_python() is None:
+        log("MediaPipe's metadata writer is not set up: files without metadata (the graph is the same)")
+        return None
+    return model_info(model, class_names)
+
+
+def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibration_dir, log, twins=False):
+    """Exports every file the measurements need; returns {runtime[@batch]: path}.
+
+    LiteRT files are the ones ``keras-evit export`` writes with default flags (raw RGB in, probabilities
+    out, normalization and BatchNorm folded, metadata when MediaPipe is set up), through the same code.
+    """
+    import keras_evit as ke
+    from keras_evit.preprocessing import normalize_images
+
+    from . import to_onnx
+
     files = {}
-    model = ke.build_model(variant, weights=weights, classifier_activation=None,
-                           input_shape=(image_size, image_size, 3))
+    model, class_names = ke.load_classifier(weights, variant, image_size)
     fused = ke.fuse_batchnorm(model)
     if {"keras", "xla"} & set(runtimes):
         files["keras"] = os.path.join(workdir, f"{variant}.keras")
         fused.save(files["keras"])
-    calibration = None
-    if any(LITERT.get(r) in CALIBRATED_MODES for r in runtimes):
-        folder = calibration_dir or find_sample_dir()
-        if folder:
-            calibration, _ = load_folder(folder, image_size, limit=64)
-        else:
-            log("no calibration images found: int8 calibrated on random inputs (speed is unaffected)")
-            calibration = np.random.RandomState(0).uniform(0, 255, (32, image_size, image_size, 3)).astype("float32")
-    for runtime, quantize in LITERT.items():
-        if runtime in runtimes:
-            for bs in batch_sizes:
-                path = os.path.join(workdir, f"{variant}_{quantize}_b{bs}.tflite")
-                log(f"exporting {os.path.basename(path)}")
-                to_tflite(fused, path, quantize, calibration, bs, fuse=False)
-                files[f"{runtime}@{bs}"] = path
+    calibration = _calibration(runtimes, calibration_dir, image_size, log)
+    metadata = _metadata(model, class_names, log) if any(r in LITERT for r in runtimes) else None
+    twin = None
+    if twins:
+        twin = ke.build_model(variant, weights=None, include_preprocessing=False,
+                              input_shape=(image_size, image_size, 3))
+        twin.set_weights(model.get_weights())  # the Rescaling layer has no weights: same list
+    for runtime in (r for r in LITERT if r in runtimes):
+        for bs in batch_sizes:
+            files[f"{runtime}@{bs}"] = _export_litert(model, runtime, bs, calibration, workdir, metadata, log)
+            if twin is not None and not LITERT[runtime][1]:  # uint8 io means pixel bytes: no normalized twin
+                norm = None if calibration is None else normalize_images(calibration)
+                files[f"{runtime}{TWIN_SUFFIX}@{bs}"] = _export_litert(twin, runtime, bs, norm, workdir, None, log,
+                                                                       TWIN_SUFFIX)
     if "onnxruntime" in runtimes:
-        files["onnxruntime"] = to_onnx(fused, os.path.join(workdir, f"{variant}.onnx"), fuse=False)
+        files["onnxruntime"] = to_onnx(model, os.path.join(workdir, f"{variant}.onnx"))
         log(f"exported {variant}.onnx")
     if REFERENCE in runtimes:
         files[REFERENCE] = export_reference_onnx(variant, image_size, os.path.join(workdir, f"{variant}_timm.onnx"))
@@ -144,16 +186,22 @@ def main(args):
     from keras_evit.artifacts import weights_arg
 
     weights = weights_arg(args.weights)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="keras_evit_bench_")
-    os.makedirs(workdir, exist_ok=True)
     log = lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
+        return _bench(args, variants, runtimes, threads, batch_sizes, weights, args.workdir, log)
+    with tempfile.TemporaryDirectory(prefix="keras_evit_bench_") as workdir:  # removed on every exit path
+        return _bench(args, variants, runtimes, threads, batch_sizes, weights, workdir, log)
 
+
+def _bench(args, variants, runtimes, threads, batch_sizes, weights, workdir, log):
     rows = []
     for variant in variants:
         files = prepare(variant, runtimes, batch_sizes, args.image_size, weights, workdir,
-                        args.calibration_dir, log)
+                        args.calibration_dir, log, twins=args.twins)
+        measured = runtimes + [r + TWIN_SUFFIX for r in runtimes if args.twins and r in LITERT and not LITERT[r][1]]
         for t in threads:
-            spec = {"variant": variant, "runtimes": runtimes, "files": files, "threads": t,
+            spec = {"variant": variant, "runtimes": measured, "files": files, "threads": t,
                     "batch_sizes": batch_sizes, "image_size": args.image_size, "min_time": args.min_time}
             log(f"measuring {variant} with {t} thread(s)")
             rows += _run_child(spec)
@@ -167,7 +215,14 @@ def main(args):
             rows += measure_large_batch(variant, large, args.image_size, args.min_time)
     summarize(rows)
     print(format_table(rows))
+    twins = format_twins(rows)
+    if twins:
+        print(twins)
+    print("litert* rows: the files `keras-evit export --quantize Q [--int8-io]` writes with default flags "
+          f"(raw RGB in, probabilities out); {TWIN_SUFFIX}: the same weights fed normalized images")
     result = {"rows": rows, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+              "files": "litert*: what `keras-evit export` writes with default flags (raw RGB in, probabilities "
+                       f"out, BatchNorm and normalization folded); {TWIN_SUFFIX}: include_preprocessing=False twins",
               "reference": f"{REFERENCE}: timm efficientvit_* exported by torch.onnx, run by ONNX Runtime"}
     from keras_evit.utils import write_reports
 

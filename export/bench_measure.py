@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from .bench_runtimes import REFERENCE
+from .bench_runtimes import REFERENCE, TWIN_SUFFIX
 
 
 def time_call(fn, min_time, warmup=3, min_iters=5):
@@ -24,7 +24,11 @@ def time_call(fn, min_time, warmup=3, min_iters=5):
 
 def _runner(runtime, files, variant, threads, batch_size, image_size):
     """A zero-argument callable running one batch, or None when the runtime has no file."""
-    x = np.random.RandomState(0).randn(batch_size, image_size, image_size, 3).astype(np.float32)
+    x = np.random.RandomState(0).uniform(0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32)
+    if runtime.endswith(TWIN_SUFFIX) or runtime in (REFERENCE, "torch"):  # these take normalized images
+        from keras_evit.preprocessing import normalize_images
+
+        x = normalize_images(x)
     if runtime in ("keras", "xla"):
         import keras
         import tensorflow as tf
@@ -60,8 +64,12 @@ def _runner(runtime, files, variant, threads, batch_size, image_size):
     raise ValueError(runtime)
 
 
+ROUNDS = 5  # measurements interleave: each runtime is timed in every round, so drift hits all alike
+
+
 def measure_child(spec):
-    """Runs in a fresh process: sizes the thread pools, then measures every (runtime, batch)."""
+    """Runs in a fresh process: sizes the thread pools, builds every (runtime, batch) runner, then times
+    them in interleaved rounds (median of the rounds' medians)."""
     threads = spec["threads"]
     import tensorflow as tf
 
@@ -73,18 +81,31 @@ def measure_child(spec):
         torch.set_num_threads(threads)
     except ImportError:
         pass
-    rows = []
+    rows, runners = [], []
     for runtime in spec["runtimes"]:
         for bs in spec["batch_sizes"]:
             row = {"model": spec["variant"], "runtime": runtime, "threads": threads, "batch_size": bs}
             try:
-                fn = _runner(runtime, spec["files"], spec["variant"], threads, bs, spec["image_size"])
-                sec = time_call(fn, spec["min_time"])
-                row.update(ms_per_batch=sec * 1e3, img_per_s=bs / sec)
+                runners.append((row, _runner(runtime, spec["files"], spec["variant"], threads, bs,
+                                             spec["image_size"])))
             except Exception as exc:  # a runtime that cannot run here is reported, not fatal
                 row["error"] = f"{type(exc).__name__}: {exc}"[:300]
             rows.append(row)
-            print(json.dumps(row), flush=True)
+    times = {id(row): [] for row, _ in runners}
+    for round_ in range(ROUNDS):
+        for row, fn in runners:
+            if "error" in row:
+                continue
+            try:
+                times[id(row)].append(time_call(fn, spec["min_time"] / ROUNDS, warmup=3 if round_ == 0 else 1))
+            except Exception as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    for row, _ in runners:
+        if "error" not in row:
+            sec = float(np.median(times[id(row)]))
+            row.update(ms_per_batch=sec * 1e3, img_per_s=row["batch_size"] / sec)
+    for row in rows:
+        print(json.dumps(row), flush=True)
     return rows
 
 

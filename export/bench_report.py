@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .bench_runtimes import REFERENCE
+from .bench_runtimes import REFERENCE, TWIN_SUFFIX
 
 
 def _cell(row):
@@ -21,7 +21,24 @@ def summarize(rows):
         base = ref.get((r["model"], r["threads"], r["batch_size"]))
         if base and "error" not in r:
             r["vs_reference"] = base["ms_per_batch"] / r["ms_per_batch"]
+    twins = {(r["model"], r["runtime"][:-len(TWIN_SUFFIX)], r["threads"], r["batch_size"]): r for r in rows
+             if r["runtime"].endswith(TWIN_SUFFIX) and "error" not in r}
+    for r in rows:
+        twin = twins.get((r["model"], r["runtime"], r["threads"], r["batch_size"]))
+        if twin and "error" not in r:
+            r["vs_normalized_twin"] = r["ms_per_batch"] / twin["ms_per_batch"]
     return rows
+
+
+def format_twins(rows):
+    """Time of each shipped file over its normalized-input twin's (1.00 = the raw-pixel input is free)."""
+    ratios = [r for r in rows if "vs_normalized_twin" in r]
+    if not ratios:
+        return ""
+    lines = ["shipped file (raw RGB in) time / normalized-input twin time, same run:"]
+    lines += [f"  {r['model']:<4} {r['runtime']:<18} threads {r['threads']} batch {r['batch_size']:>3}: "
+              f"{r['vs_normalized_twin']:.3f}" for r in ratios]
+    return "\n".join(lines)
 
 
 def format_table(rows):
@@ -29,7 +46,7 @@ def format_table(rows):
                   key=lambda k: (k[0], str(k[2]), k[1]))
     batches = sorted({r["batch_size"] for r in rows})
     lookup = {(r["model"], r["runtime"], r["threads"], r["batch_size"]): r for r in rows}
-    header = f"{'model':<6} {'runtime':<17} {'threads':>7} " + " ".join(
+    header = f"{'model':<6} {'runtime':<26} {'threads':>7} " + " ".join(
         f"{'batch ' + str(b):>14} {'x ref':>6}" for b in batches)
     lines = [header, "-" * len(header)]
     for model, runtime, threads in keys:
@@ -38,7 +55,7 @@ def format_table(rows):
             row = lookup.get((model, runtime, threads, b))
             ratio = f"{row['vs_reference']:.2f}" if row and "vs_reference" in row else "-"
             cells.append(f"{_cell(row):>14} {ratio:>6}")
-        lines.append(f"{model:<6} {runtime:<17} {str(threads):>7} " + " ".join(cells))
+        lines.append(f"{model:<6} {runtime:<26} {str(threads):>7} " + " ".join(cells))
     return "\n".join(lines)
 
 

@@ -1,11 +1,15 @@
-"""The model as every exporter takes it: BatchNorm folded, a fixed input signature."""
+"""The model as every exporter takes it: BatchNorm folded, the normalization folded into the stem, a
+fixed input signature."""
 
 
 def deploy_model(model, fuse=True):
-    """The model to export: BatchNorm folded (fewer ops, same outputs)."""
+    """The model to export: float32 (whatever policy it was trained under), BatchNorm folded (``fuse``;
+    pass False for a model already fused) and, for a model that takes raw pixels, its normalization
+    folded into the stem's first conv: same outputs, and in TFLite as fast as the same model fed
+    normalized images."""
     import keras_evit
 
-    return keras_evit.fuse_batchnorm(model) if fuse else model
+    return keras_evit.fold_normalization(keras_evit.fuse_batchnorm(model, dtype="float32") if fuse else model)
 
 
 def input_spec(model, batch_size):

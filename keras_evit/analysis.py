@@ -12,8 +12,16 @@ from .layers import EfficientViTBlock
 
 
 def attention_blocks(model):
-    """[(block name, its LocalWindowAttention)] in forward order."""
-    return [(layer.name, layer.mixer) for layer in model.layers if isinstance(layer, EfficientViTBlock)]
+    """[(block name, its LocalWindowAttention)] in forward order, in ``model`` or the models it calls."""
+    import keras
+
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, EfficientViTBlock):
+            found.append((layer.name, layer.mixer))
+        elif isinstance(layer, keras.Model):
+            found += attention_blocks(layer)
+    return found
 
 
 def attention_maps(model, images):

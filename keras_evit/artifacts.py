@@ -101,21 +101,55 @@ def rename_layers(model, old, new):
     return renamed
 
 
-def is_softmax_output(model):
+def _is_softmax(activation):
+    return getattr(activation, "__name__", None) == "softmax"
+
+
+def softmax_output_layer(model):
+    """The layer whose softmax makes ``model``'s output (an ``Activation``, a ``Softmax``, or a layer with
+    ``activation="softmax"`` such as a ``Dense`` head), looking inside a model called last; else None."""
     import keras
 
-    last = model.layers[-1]
-    return isinstance(last, keras.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax"
+    layer = model.layers[-1]
+    if isinstance(layer, keras.Model):
+        return softmax_output_layer(layer)
+    if isinstance(layer, keras.layers.Softmax) or _is_softmax(getattr(layer, "activation", None)):
+        return layer
+    return None
+
+
+def is_softmax_output(model):
+    return softmax_output_layer(model) is not None
+
+
+def without_softmax(model):
+    """``model`` giving logits: its final softmax removed (or its softmax head re-made linear, same weights)."""
+    import keras
+
+    layer = softmax_output_layer(model)
+    if layer is None:
+        return model
+    if layer is not model.layers[-1]:
+        raise ValueError(f"{model.name} ends in a softmax inside the nested model {model.layers[-1].name}: "
+                         "cannot give logits; export probabilities (drop --logits) or save a model that "
+                         "ends in logits")
+    if isinstance(layer, (keras.layers.Activation, keras.layers.Softmax)):
+        return keras.Model(model.inputs[0], layer.input, name=model.name)
+    config = layer.get_config()
+    config["activation"] = "linear"
+    logits_layer = layer.__class__.from_config(config)
+    out = logits_layer(layer.input)
+    logits_layer.set_weights(layer.get_weights())
+    return keras.Model(model.inputs[0], out, name=model.name)
 
 
 def with_activation(model, classifier_activation):
-    """``model`` ending in ``classifier_activation`` ("softmax" or None, i.e. logits)."""
+    """``model`` ending in ``classifier_activation`` ("softmax" or None, i.e. logits): a softmax already
+    in the model (in any layer) is kept, never doubled."""
     import keras
 
     if classifier_activation is None:
-        if is_softmax_output(model):
-            return keras.Model(model.inputs[0], model.layers[-1].input, name=model.name)
-        return model
+        return without_softmax(model)
     if is_softmax_output(model):
         return model
     out = keras.layers.Activation(classifier_activation, dtype="float32", name="predictions")(model.outputs[0])

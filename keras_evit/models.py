@@ -71,20 +71,41 @@ EfficientViTM4 = _builder("m4")
 EfficientViTM5 = _builder("m5")
 
 
-def stage_output_layers(model):
-    """Names of the layers that end stages 1..3 (strides 16, 32, 64)."""
+def _stage_layers(model):
     last = {}
     for layer in model.layers:
         parts = re.split(r"[.-]", layer.name)  # "stages-1-blocks-0" (and "stages.1..." in older files)
         if len(parts) >= 2 and parts[0] == "stages" and parts[1].isdigit():
             last[int(parts[1])] = layer.name
-    if sorted(last) != [0, 1, 2]:
-        raise ValueError(f"{model.name} is not an EfficientViT model (no stages-0..2 layers)")
-    return [last[s] for s in range(3)]
+    return [last[s] for s in range(3)] if sorted(last) == [0, 1, 2] else None
+
+
+def find_backbone(model):
+    """The EfficientViT model inside ``model``: itself, or the one it calls as a layer (the
+    keras.applications transfer-learning pattern ``x = base(inputs)``), searched depth first."""
+    if _stage_layers(model):
+        return model
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            try:
+                return find_backbone(layer)
+            except ValueError:
+                continue
+    raise ValueError(f"{model.name} is not an EfficientViT model and calls none as a layer "
+                     "(no stages-0..2 layers)")
+
+
+def stage_output_layers(model):
+    """Names of the layers that end stages 1..3 (strides 16, 32, 64) of ``model``'s EfficientViT."""
+    return _stage_layers(find_backbone(model))
 
 
 def feature_extractor(model, name=None):
-    """A model returning the three stage outputs (strides 16, 32, 64), for detection/segmentation."""
-    outputs = [model.get_layer(n).output for n in stage_output_layers(model)]
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # a list input warns on every call
+    """A model returning the three stage outputs (strides 16, 32, 64), for detection/segmentation.
+
+    ``model`` may be an EfficientViT or a model that calls one as a layer: the features are the
+    backbone's, from the backbone's own input."""
+    backbone = find_backbone(model)
+    outputs = [backbone.get_layer(n).output for n in _stage_layers(backbone)]
+    inputs = backbone.inputs[0] if len(backbone.inputs) == 1 else backbone.inputs  # a list warns on every call
     return keras.Model(inputs, outputs, name=name or f"{model.name}_features")

@@ -34,3 +34,56 @@ def test_fused_model_saves_and_loads(tmp_path):
     loaded = keras.models.load_model(path)
     x = random_images(1, 224)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), fused.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("variant,shape", [("m0", (224, 224, 3)), ("m2", (131, 97, 3))])
+def test_folded_normalization_matches(variant, shape):
+    """The deploy stem takes raw pixels with the normalization folded into conv1 (border outputs
+    corrected: zero padding in normalized space is mean padding in raw space), odd sizes included."""
+    from conftest import raw_images
+
+    model = randomize(ke.build_model(variant, weights=None, input_shape=shape, classifier_activation=None))
+    folded = ke.fold_normalization(ke.fuse_batchnorm(model))
+    assert not [l for l in folded.layers if isinstance(l, keras.layers.Rescaling)]
+    stem = folded.get_layer("patch_embed")
+    assert stem.input_scale is not None and np.abs(stem.border_bias.numpy()).max() > 0
+    x = raw_images(2, shape[0], shape[1])
+    expected = model.predict(x, verbose=0)
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(folded.predict(x, verbose=0), expected, atol=1e-4)
+
+
+def test_fold_leaves_normalized_input_models_alone():
+    fused = ke.fuse_batchnorm(ke.EfficientViTM0(weights=None, include_preprocessing=False))
+    assert ke.fold_normalization(fused) is fused
+
+
+def _nested_classifier(mixed=False):
+    """The keras.applications transfer-learning pattern: a backbone called as a layer, a Dense softmax head."""
+    base = ke.EfficientViTM0(weights=None, include_top=False, input_shape=(96, 96, 3))
+    randomize(base)
+    inputs = keras.Input((96, 96, 3))
+    x = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
+    outputs = keras.layers.Dense(3, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="user_model")
+
+
+def test_nested_backbone_fuses_folds_and_gives_features():
+    from conftest import raw_images
+
+    from keras_evit.artifacts import is_softmax_output, with_activation
+
+    model = _nested_classifier()
+    x = raw_images(2, 96)
+    expected = model.predict(x, verbose=0)
+    deployed = ke.fold_normalization(ke.fuse_batchnorm(model))
+    assert not [l for l in sublayers(deployed) if isinstance(l, keras.layers.BatchNormalization)]
+    np.testing.assert_allclose(deployed.predict(x, verbose=0), expected, atol=1e-5)
+    features = ke.feature_extractor(model)
+    assert [tuple(o.shape[1:3]) for o in features.outputs] == [(6, 6), (3, 3), (2, 2)]
+    maps = ke.attention_maps(model, x)
+    assert len(maps) == 6
+    # a Dense softmax head is the model's own softmax: never doubled, and stripped exactly for logits
+    assert is_softmax_output(model) and with_activation(model, "softmax") is model
+    logits = with_activation(model, None).predict(x, verbose=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.softmax(logits)), expected, atol=1e-6)

@@ -95,5 +95,7 @@ def register(sub):
     p = sub.add_parser("evaluate", help="top-1/top-5 with the reference eval transform")
     _common(p)
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
-    p.add_argument("--split", default="validation")
+    p.add_argument("--split", default="validation", choices=("validation", "train", "all", "test"),
+                   help="validation: a folder's val/ (a folder without train/ and val/ is scored whole), a data "
+                        "set's validation split; train: train/; all: the whole folder; test: a data set's test split")
     p.set_defaults(func=cmd_evaluate)

@@ -92,6 +92,44 @@ def folder_source(root, val_fraction=0.1, seed=0):
                   {"train": len(tp), "validation": len(vp)}, skipped)
 
 
+def imagenet_label_map(class_names):
+    """{folder index: ImageNet class index} when every class name is an ImageNet synset (``n01440764``...),
+    all 1000 or a subset such as Imagenette's 10; else None."""
+    from keras_evit.preprocessing import imagenet_classes
+
+    index = {synset: i for i, (synset, _) in enumerate(imagenet_classes())}
+    if not class_names or not all(name in index for name in class_names):
+        return None
+    return {i: index[name] for i, name in enumerate(class_names)}
+
+
+def folder_eval_source(root, split="validation"):
+    """The images ``evaluate`` scores: ``val/`` (or ``validation/``) of a train/val folder for the
+    validation split, ``train/`` for train, and a plain folder of class sub-folders whole. Folders named
+    by ImageNet synsets are labelled with ImageNet class indices (1000 classes)."""
+    val_dir = next((os.path.join(root, d) for d in ("val", "validation") if os.path.isdir(os.path.join(root, d))),
+                   None)
+    has_train = os.path.isdir(os.path.join(root, "train"))
+    if split == "train":
+        if not has_train:
+            raise ValueError(f"{root} has no train/ folder: use --split all (the whole folder) or validation")
+        folder = os.path.join(root, "train")
+    elif split in ("validation", "val") and has_train and val_dir:
+        folder = val_dir
+    elif split in ("validation", "val", "all"):
+        folder = root
+    else:
+        raise ValueError(f"unknown --split {split!r} for a folder: use validation, train or all")
+    names, paths, labels, skipped = _scan(folder)
+    mapping = imagenet_label_map(names)
+    if mapping is not None:
+        from keras_evit.preprocessing import imagenet_classes
+
+        labels = np.array([mapping[int(label)] for label in labels], np.int32)
+        names = [synset for synset, _ in imagenet_classes()]
+    return Source("folder", names, {"validation": (paths, labels)}, {"validation": len(paths)}, skipped), folder
+
+
 def digits_source(seed=0):
     """scikit-learn's 1,797 real 8x8 handwritten digits, as 3-channel uint8 images (80/20 split)."""
     from sklearn.datasets import load_digits

@@ -48,13 +48,15 @@ class CascadedGroupAttention(keras.layers.Layer):
         self.val_dim = dim // self.num_heads
         split_shape = (input_shape[0], height, width, self.val_dim)
         for i in range(self.num_heads):
-            qkv = ConvBN(2 * self.key_dim + self.val_dim, fused=self.fused, name=f"qkvs-{i}")
-            dw = ConvBN(self.key_dim, self.kernels[i], depthwise=True, fused=self.fused, name=f"dws-{i}")
+            qkv = ConvBN(2 * self.key_dim + self.val_dim, fused=self.fused, name=f"qkvs-{i}",
+                         dtype=self.dtype_policy)
+            dw = ConvBN(self.key_dim, self.kernels[i], depthwise=True, fused=self.fused, name=f"dws-{i}",
+                        dtype=self.dtype_policy)
             qkv.build(split_shape)
             dw.build(split_shape[:3] + (self.key_dim,))
             self.qkvs.append(qkv)
             self.dws.append(dw)
-        self.proj = ConvBN(dim, bn_gamma_init=0.0, fused=self.fused, name="proj-1")
+        self.proj = ConvBN(dim, bn_gamma_init=0.0, fused=self.fused, name="proj-1", dtype=self.dtype_policy)
         self.proj.build(split_shape[:3] + (self.val_dim * self.num_heads,))
         self.attention_biases = self.add_weight(
             shape=(self.num_heads, self.resolution ** 2), initializer="zeros", name="attention_biases")
@@ -119,7 +121,7 @@ class LocalWindowAttention(keras.layers.Layer):
         self.key_dim = int(key_dim)
         self.window_size = int(window_size)
         self.fused = bool(fused)
-        self.attn = CascadedGroupAttention(self.num_heads, self.kernels, self.key_dim, fused=fused, name="attn")
+        self.attn = CascadedGroupAttention(self.num_heads, self.kernels, self.key_dim, fused=fused, name="attn", dtype=self.dtype_policy)
         object.__setattr__(self, "capture", None)  # a list while keras_evit.attention_maps records (untracked)
 
     def build(self, input_shape):

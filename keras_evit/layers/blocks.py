@@ -21,16 +21,16 @@ class EfficientViTBlock(keras.layers.Layer):
         self.window_size = int(window_size)
         self.fused = bool(fused)
         self.mixer = LocalWindowAttention(self.num_heads, self.kernels, self.key_dim, self.window_size,
-                                          fused=fused, name="mixer-m")
+                                          fused=fused, name="mixer-m", dtype=self.dtype_policy)
         self.dw0 = self.ffn0 = self.dw1 = self.ffn1 = None
 
     def build(self, input_shape):
         dim = input_shape[-1]
         # "-m" mirrors timm's ResidualDrop wrapper: variable paths map to timm keys ("-" for ".")
-        self.dw0 = TokenInteraction(dim, fused=self.fused, name="dw0-m")
-        self.ffn0 = FFN(dim, fused=self.fused, name="ffn0-m")
-        self.dw1 = TokenInteraction(dim, fused=self.fused, name="dw1-m")
-        self.ffn1 = FFN(dim, fused=self.fused, name="ffn1-m")
+        self.dw0 = TokenInteraction(dim, fused=self.fused, name="dw0-m", dtype=self.dtype_policy)
+        self.ffn0 = FFN(dim, fused=self.fused, name="ffn0-m", dtype=self.dtype_policy)
+        self.dw1 = TokenInteraction(dim, fused=self.fused, name="dw1-m", dtype=self.dtype_policy)
+        self.ffn1 = FFN(dim, fused=self.fused, name="ffn1-m", dtype=self.dtype_policy)
         for layer in (self.dw0, self.ffn0, self.mixer, self.dw1, self.ffn1):
             layer.build(input_shape)
         self.built = True
@@ -56,16 +56,16 @@ class SubsampleBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.out_dim = int(out_dim)
         self.fused = bool(fused)
-        self.patchmerge = PatchMerging(self.out_dim, fused=fused, name="patchmerge")
-        self.res2_dw = TokenInteraction(self.out_dim, bn_gamma_init=1.0, fused=fused, name="res2-0-m")
+        self.patchmerge = PatchMerging(self.out_dim, fused=fused, name="patchmerge", dtype=self.dtype_policy)
+        self.res2_dw = TokenInteraction(self.out_dim, bn_gamma_init=1.0, fused=fused, name="res2-0-m", dtype=self.dtype_policy)
         self.res2_ffn = None
         self.res1_dw = self.res1_ffn = None
 
     def build(self, input_shape):
         dim = input_shape[-1]
-        self.res1_dw = TokenInteraction(dim, bn_gamma_init=1.0, fused=self.fused, name="res1-0-m")
-        self.res1_ffn = FFN(dim, fused=self.fused, name="res1-1-m")
-        self.res2_ffn = FFN(self.out_dim, fused=self.fused, name="res2-1-m")
+        self.res1_dw = TokenInteraction(dim, bn_gamma_init=1.0, fused=self.fused, name="res1-0-m", dtype=self.dtype_policy)
+        self.res1_ffn = FFN(dim, fused=self.fused, name="res1-1-m", dtype=self.dtype_policy)
+        self.res2_ffn = FFN(self.out_dim, fused=self.fused, name="res2-1-m", dtype=self.dtype_policy)
         self.res1_dw.build(input_shape)
         self.res1_ffn.build(input_shape)
         self.patchmerge.build(input_shape)

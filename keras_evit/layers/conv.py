@@ -99,14 +99,14 @@ class ConvBN(keras.layers.Layer):
         if self.depthwise:
             self.conv = DepthwiseConv(
                 self.kernel_size, self.strides, padding=padding, use_bias=self.fused,
-                depthwise_initializer=torch_conv_initializer(self.kernel_size ** 2), name="conv")
+                depthwise_initializer=torch_conv_initializer(self.kernel_size ** 2), name="conv", dtype=self.dtype_policy)
         else:
             self.conv = keras.layers.Conv2D(
                 self.filters, self.kernel_size, self.strides, padding=padding, use_bias=self.fused,
-                name="conv")
+                name="conv", dtype=self.dtype_policy)
         self.bn = None if self.fused else BatchNorm(
             epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-            gamma_initializer=keras.initializers.Constant(self.bn_gamma_init), name="bn")
+            gamma_initializer=keras.initializers.Constant(self.bn_gamma_init), name="bn", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -171,25 +171,48 @@ class TokenInteraction(ConvBN):
 
 @register
 class PatchEmbedding(keras.layers.Layer):
-    """Overlapping patch embedding: four 3x3 stride-2 ConvBNs (ReLU after the first three)."""
+    """Overlapping patch embedding: four 3x3 stride-2 ConvBNs (ReLU after the first three).
 
-    def __init__(self, embed_dim, fused=False, **kwargs):
+    ``input_scale``/``input_offset`` (per input channel, fused stems only): the stem takes raw pixels
+    ``x`` and computes what it would on ``x * scale + offset``, with that normalization folded into
+    ``conv1``'s kernel and bias. Zero padding in normalized space is ``-offset/scale`` padding in raw
+    space, so the outputs whose window touches the border get a constant correction (``border_bias``,
+    zero elsewhere). One conv and one add instead of two broadcast element-wise ops on the full image:
+    the deploy form (:func:`keras_evit.fold_normalization`).
+    """
+
+    def __init__(self, embed_dim, fused=False, input_scale=None, input_offset=None, **kwargs):
         super().__init__(**kwargs)
         self.embed_dim = int(embed_dim)
         self.fused = bool(fused)
+        if (input_scale is None) != (input_offset is None):
+            raise ValueError("PatchEmbedding: pass both input_scale and input_offset, or neither")
+        if input_scale is not None and not self.fused:
+            raise ValueError("PatchEmbedding: a folded input normalization needs fused=True")
+        self.input_scale = None if input_scale is None else [float(v) for v in input_scale]
+        self.input_offset = None if input_offset is None else [float(v) for v in input_offset]
         dims = [self.embed_dim // 8, self.embed_dim // 4, self.embed_dim // 2, self.embed_dim]
-        self.convs = [ConvBN(d, 3, 2, fused=fused, name=f"conv{i + 1}") for i, d in enumerate(dims)]
+        self.convs = [ConvBN(d, 3, 2, fused=fused, name=f"conv{i + 1}", dtype=self.dtype_policy) for i, d in enumerate(dims)]
+        self.border_bias = None
 
     def build(self, input_shape):
         shape = input_shape
         for conv in self.convs:
             conv.build(shape)
             shape = conv.compute_output_shape(shape)
+        if self.input_scale is not None:
+            out = self.convs[0].compute_output_shape(input_shape)
+            if None in out[1:3]:
+                raise ValueError("PatchEmbedding: a folded input normalization needs a static image size")
+            self.border_bias = self.add_weight(shape=tuple(out[1:]), initializer="zeros", trainable=False,
+                                               name="border_bias")
         self.built = True
 
     def call(self, x, training=None):
         for i, conv in enumerate(self.convs):
             x = conv(x, training=training)
+            if i == 0 and self.border_bias is not None:
+                x = x + ops.cast(self.border_bias, x.dtype)
             if i < 3:
                 x = ops.relu(x)
         return x
@@ -199,8 +222,29 @@ class PatchEmbedding(keras.layers.Layer):
             input_shape = conv.compute_output_shape(input_shape)
         return input_shape
 
+    def folded_input_weights(self, scale, offset, image_shape):
+        """[conv1 kernel, conv1 bias, border_bias] that make this (fused) stem's conv1 take raw pixels
+        ``x`` and give what it gives on ``x * scale + offset`` zero-padded, for ``image_shape`` (H, W)."""
+        kernel, bias = (np.asarray(w, np.float64) for w in self.convs[0].fused_weights())
+        scale, offset = np.asarray(scale, np.float64), np.asarray(offset, np.float64)
+        k, stride, pad = kernel.shape[0], self.convs[0].strides, kernel.shape[0] // 2
+        taps = np.einsum("hwio,i->hwo", kernel, offset)  # what each tap adds on a constant normalized image
+
+        def inside(size):  # [output position, tap]: the tap reads a real pixel, not padding
+            out = _conv_output_size(size, k, stride)
+            pos = np.arange(out)[:, None] * stride - pad + np.arange(k)[None, :]
+            return ((pos >= 0) & (pos < size)).astype(np.float64)
+
+        full = np.einsum("ik,jl,klo->ijo", inside(image_shape[0]), inside(image_shape[1]), taps)
+        interior = taps.sum(axis=(0, 1))
+        return [(kernel * scale[None, None, :, None]).astype(np.float32),
+                (bias + interior).astype(np.float32), (full - interior).astype(np.float32)]
+
     def get_config(self):
-        return {**super().get_config(), "embed_dim": self.embed_dim, "fused": self.fused}
+        config = {**super().get_config(), "embed_dim": self.embed_dim, "fused": self.fused}
+        if self.input_scale is not None:
+            config.update(input_scale=self.input_scale, input_offset=self.input_offset)
+        return config
 
 
 @register
@@ -211,8 +255,8 @@ class FFN(keras.layers.Layer):
         super().__init__(**kwargs)
         self.dim = int(dim)
         self.fused = bool(fused)
-        self.pw1 = ConvBN(self.dim * MLP_RATIO, fused=fused, name="pw1")
-        self.pw2 = ConvBN(self.dim, bn_gamma_init=0.0, fused=fused, name="pw2")
+        self.pw1 = ConvBN(self.dim * MLP_RATIO, fused=fused, name="pw1", dtype=self.dtype_policy)
+        self.pw2 = ConvBN(self.dim, bn_gamma_init=0.0, fused=fused, name="pw2", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.pw1.build(input_shape)
@@ -236,7 +280,7 @@ class SqueezeExcite(keras.layers.Layer):
     def __init__(self, reduced_dim, **kwargs):
         super().__init__(**kwargs)
         self.reduced_dim = int(reduced_dim)
-        self.fc1 = keras.layers.Conv2D(self.reduced_dim, 1, name="fc1")
+        self.fc1 = keras.layers.Conv2D(self.reduced_dim, 1, name="fc1", dtype=self.dtype_policy)
         self.fc2 = None
 
     def build(self, input_shape):
@@ -245,7 +289,7 @@ class SqueezeExcite(keras.layers.Layer):
         self.fc1.kernel_initializer = self.fc1.bias_initializer = init
         init2 = torch_conv_initializer(self.reduced_dim)
         self.fc2 = keras.layers.Conv2D(channels, 1, kernel_initializer=init2, bias_initializer=init2,
-                                       name="fc2")
+                                       name="fc2", dtype=self.dtype_policy)
         self.fc1.build((input_shape[0], 1, 1, channels))
         self.fc2.build((input_shape[0], 1, 1, self.reduced_dim))
         self.built = True
@@ -271,14 +315,14 @@ class PatchMerging(keras.layers.Layer):
         self.out_dim = int(out_dim)
         self.fused = bool(fused)
         self.conv1 = self.conv2 = self.se = None
-        self.conv3 = ConvBN(self.out_dim, fused=fused, name="conv3")
+        self.conv3 = ConvBN(self.out_dim, fused=fused, name="conv3", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         in_dim = input_shape[-1]
         hidden = in_dim * 4
-        self.conv1 = ConvBN(hidden, fused=self.fused, name="conv1")
-        self.conv2 = ConvBN(hidden, 3, 2, depthwise=True, fused=self.fused, name="conv2")
-        self.se = SqueezeExcite(in_dim, name="se")  # make_divisible(4 * in_dim * 0.25, 8) == in_dim
+        self.conv1 = ConvBN(hidden, fused=self.fused, name="conv1", dtype=self.dtype_policy)
+        self.conv2 = ConvBN(hidden, 3, 2, depthwise=True, fused=self.fused, name="conv2", dtype=self.dtype_policy)
+        self.se = SqueezeExcite(in_dim, name="se", dtype=self.dtype_policy)  # make_divisible(4 * in_dim * 0.25, 8) == in_dim
         self.conv1.build(input_shape)
         shape = self.conv1.compute_output_shape(input_shape)
         self.conv2.build(shape)
@@ -310,10 +354,10 @@ class NormLinear(keras.layers.Layer):
         self.dropout = float(dropout)
         self.fused = bool(fused)
         self.bn = None if self.fused else keras.layers.BatchNormalization(
-            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="bn")
-        self.drop = keras.layers.Dropout(self.dropout) if self.dropout > 0 else None
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="bn", dtype=self.dtype_policy)
+        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy) if self.dropout > 0 else None
         self.linear = keras.layers.Dense(
-            self.units, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="linear")
+            self.units, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="linear", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         if self.bn is not None:
