@@ -61,7 +61,7 @@ setup(
     python_requires=">=3.10",
     packages=list(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
-    package_data={"keras_evit": ["data/*.json"], "keras_evit.export": ["phones/*"]},
+    package_data={"keras_evit": ["data/*.json", "data/samples/*"], "keras_evit.export": ["phones/*"]},
     install_requires=CORE,
     extras_require={"mobile": MOBILE, "train": TRAIN, "reference": REFERENCE, "test": TEST},
     entry_points={"console_scripts": ["keras-evit=keras_evit.cli:main"]},

@@ -50,6 +50,9 @@ def add_arguments(p):
     p.add_argument("--train-warmup", type=int, default=3)
     p.add_argument("--train-repeats", type=int, default=3, help="timed windows; the best counts")
     p.add_argument("--workdir", default=None, help="keep exported files here (default: a temp folder)")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --workdir: measure the files an earlier run of the same command left there "
+                        "instead of exporting them again (to re-time on a quiet machine)")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
 
@@ -78,13 +81,16 @@ def _torch_available():
         return False
 
 
-def _export_litert(model, runtime, batch_size, calibration, workdir, metadata, log, suffix=""):
+def _export_litert(model, runtime, batch_size, calibration, workdir, metadata, log, suffix="", reuse=False):
     """The file ``keras-evit export --quantize Q [--int8-io]`` writes (same conversion, same metadata)."""
     from . import export_model
 
     quantize, int8_io = LITERT[runtime]
     name = f"{model.name}_{quantize}{'_uint8io' if int8_io else ''}{suffix.replace('@', '_')}_b{batch_size}"
     path = os.path.join(workdir, name + ".tflite")
+    if reuse and os.path.isfile(path):
+        log(f"reusing {os.path.basename(path)}")
+        return path
     log(f"exporting {os.path.basename(path)}")
     export_model(model, path, "tflite", quantize, calibration, batch_size, int8_io, metadata=metadata)
     return path
@@ -116,7 +122,8 @@ def _metadata(model, class_names, log):
     return model_info(model, class_names)
 
 
-def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibration_dir, log, twins=False):
+def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibration_dir, log, twins=False,
+            reuse=False):
     """Exports every file the measurements need; returns {runtime[@batch]: path}.
 
     LiteRT files are the ones ``keras-evit export`` writes with default flags (raw RGB in, probabilities
@@ -142,17 +149,22 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
         twin.set_weights(model.get_weights())  # the Rescaling layer has no weights: same list
     for runtime in (r for r in LITERT if r in runtimes):
         for bs in batch_sizes:
-            files[f"{runtime}@{bs}"] = _export_litert(model, runtime, bs, calibration, workdir, metadata, log)
+            files[f"{runtime}@{bs}"] = _export_litert(model, runtime, bs, calibration, workdir, metadata, log,
+                                                      reuse=reuse)
             if twin is not None and not LITERT[runtime][1]:  # uint8 io means pixel bytes: no normalized twin
                 norm = None if calibration is None else normalize_images(calibration)
                 files[f"{runtime}{TWIN_SUFFIX}@{bs}"] = _export_litert(twin, runtime, bs, norm, workdir, None, log,
-                                                                       TWIN_SUFFIX)
+                                                                       TWIN_SUFFIX, reuse)
     if "onnxruntime" in runtimes:
-        files["onnxruntime"] = to_onnx(model, os.path.join(workdir, f"{variant}.onnx"))
-        log(f"exported {variant}.onnx")
+        files["onnxruntime"] = os.path.join(workdir, f"{variant}.onnx")
+        if not (reuse and os.path.isfile(files["onnxruntime"])):
+            to_onnx(model, files["onnxruntime"])
+            log(f"exported {variant}.onnx")
     if REFERENCE in runtimes:
-        files[REFERENCE] = export_reference_onnx(variant, image_size, os.path.join(workdir, f"{variant}_timm.onnx"))
-        log(f"exported {variant}_timm.onnx (reference)")
+        files[REFERENCE] = os.path.join(workdir, f"{variant}_timm.onnx")
+        if not (reuse and os.path.isfile(files[REFERENCE])):
+            export_reference_onnx(variant, image_size, files[REFERENCE])
+            log(f"exported {variant}_timm.onnx (reference)")
     return files
 
 
@@ -186,6 +198,8 @@ def main(args):
     from keras_evit.artifacts import weights_arg
 
     weights = weights_arg(args.weights)
+    if args.reuse and not args.workdir:
+        raise ValueError("--reuse measures the files in --workdir: pass the --workdir of the earlier run")
     log = lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     if args.workdir:
         os.makedirs(args.workdir, exist_ok=True)
@@ -198,7 +212,7 @@ def _bench(args, variants, runtimes, threads, batch_sizes, weights, workdir, log
     rows = []
     for variant in variants:
         files = prepare(variant, runtimes, batch_sizes, args.image_size, weights, workdir,
-                        args.calibration_dir, log, twins=args.twins)
+                        args.calibration_dir, log, twins=args.twins, reuse=args.reuse and bool(args.workdir))
         measured = runtimes + [r + TWIN_SUFFIX for r in runtimes if args.twins and r in LITERT and not LITERT[r][1]]
         for t in threads:
             spec = {"variant": variant, "runtimes": measured, "files": files, "threads": t,

@@ -3,7 +3,7 @@
 import json
 import sys
 
-from keras_evit.cli_args import WEIGHTS_HELP, image_size_arg, non_negative_int, positive_int
+from keras_evit.cli_args import LABELS_HELP, WEIGHTS_HELP, add_model_argument, image_size_arg, non_negative_int, positive_int
 
 
 def _export_images(args, model):
@@ -49,7 +49,8 @@ def cmd_export(args):
     if args.format == "tflite" and args.metadata:
         require_mediapipe()
     model, class_names = ke.load_classifier(args.weights, args.model, args.image_size,
-                                            classifier_activation=None if args.logits else "softmax")
+                                            classifier_activation=None if args.logits else "softmax",
+                                            labels=args.labels)
     calibration, verify_images, where = _export_images(args, model)
     info = model_info(model, class_names, probabilities=not args.logits) if args.metadata else None
     report = export_model(model, args.output, args.format, args.quantize, calibration, args.batch_size or None,
@@ -102,7 +103,7 @@ def cmd_bench(args):
 
 def register(sub):
     p = sub.add_parser("export", help="export to TFLite (fp32/fp16/int8) or ONNX, verified")
-    p.add_argument("--model", default="m0")
+    add_model_argument(p)
     p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
     p.add_argument("--format", default="tflite", help="tflite, onnx, or coreml (.mlpackage for iOS)")
     p.add_argument("--quantize", default="none", help="none, fp16, dynamic, int8 (full integer), "
@@ -119,6 +120,7 @@ def register(sub):
     p.add_argument("--no-metadata", dest="metadata", action="store_false",
                    help="skip the metadata (TFLite: MediaPipe/LiteRT image-classifier metadata with labels)")
     p.add_argument("--logits", action="store_true", help="output logits instead of probabilities")
+    p.add_argument("--labels", default=None, help=LABELS_HELP)
     p.add_argument("--output", required=True)
     p.add_argument("--report", default=None, help="write the export report as JSON")
     p.set_defaults(func=cmd_export)

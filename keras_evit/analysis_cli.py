@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from .cli_args import WEIGHTS_HELP, image_size_arg, positive_int
+from .cli_args import WEIGHTS_HELP, add_model_argument, image_size_arg, positive_int
 from .utils import write_reports
 
 
@@ -204,7 +204,7 @@ def register(sub):
     kinds = analyze.add_subparsers(dest="analysis", required=True)
 
     p = kinds.add_parser("heads", help="head similarity per block (paper Fig. 4) and an attention overlay")
-    p.add_argument("--model", default="m0")
+    add_model_argument(p)
     p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
     p.add_argument("--images", required=True, help="a folder of images")
     p.add_argument("--limit", type=positive_int, default=32)

@@ -51,6 +51,26 @@ def read_class_names(path, num_classes=None):
     return names
 
 
+def read_labels_file(path, num_classes):
+    """Class names for a model's ``num_classes`` outputs from ``--labels FILE``: a JSON list (a run's
+    ``classes.json``) or a text file with one name per line (a TFLite labels file)."""
+    if path.endswith(".json"):
+        return read_class_names(path, num_classes)
+    if os.path.getsize(path) > MAX_CLASSES_BYTES:
+        raise ValueError(f"{path} is too large for a labels file ({os.path.getsize(path):,} bytes)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read labels from {path}: {exc}") from exc
+    while names and not names[-1].strip():
+        names.pop()
+    if not all(n.strip() for n in names) or len(names) != num_classes:
+        raise ValueError(f"{path} should name the model's {num_classes} classes, one non-empty name per line; "
+                         f"it has {len(names)} line(s)")
+    return names
+
+
 def class_names_for(model, model_path=None):
     """Classes of ``model``: ``classes.json`` beside its ``.keras`` file, ImageNet for 1000 outputs,
     else ``class_0``, ``class_1``, ..."""
@@ -156,12 +176,21 @@ def with_activation(model, classifier_activation):
     return keras.Model(model.inputs[0], out, name=model.name)
 
 
-def load_classifier(weights="imagenet", variant="m2", image_size=None, classifier_activation="softmax"):
+def load_classifier(weights="imagenet", variant="m2", image_size=None, classifier_activation="softmax",
+                    labels=None):
     """(model, class_names) for ``weights`` (see the module docstring).
 
     ``image_size`` is the input side for models built here (default 224); a ``.keras`` model keeps its
-    own and a different ``image_size`` is an error.
+    own and a different ``image_size`` is an error. ``labels``: a file naming the classes (JSON list or
+    one per line), for a model whose names do not travel with it.
     """
+    model, names = _load_classifier(weights, variant, image_size, classifier_activation)
+    if labels:
+        names = read_labels_file(os.fspath(labels), int(model.outputs[0].shape[-1]))
+    return model, names
+
+
+def _load_classifier(weights, variant, image_size, classifier_activation):
     from .models import build_model
     from .preprocessing import check_image_size
 

@@ -1,11 +1,10 @@
 """``keras-evit`` command line: predict, convert, demo, export, bench, train, finetune, evaluate."""
 
-import argparse
 import errno
 import os
 import sys
 
-from .cli_args import WEIGHTS_HELP, image_size_arg, positive_int
+from .cli_args import LABELS_HELP, WEIGHTS_HELP, Parser, add_model_argument, image_size_arg, positive_int
 
 
 def _quiet_tf():
@@ -19,7 +18,7 @@ def cmd_predict(args):
     from keras_evit.artifacts import model_image_size
     from keras_evit.preprocessing import model_inputs
 
-    model, class_names = ke.load_classifier(args.weights, args.model, args.image_size)
+    model, class_names = ke.load_classifier(args.weights, args.model, args.image_size, labels=args.labels)
     size = model_image_size(model)
     failed = 0
     for path in args.images:
@@ -56,26 +55,27 @@ def cmd_demo(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="keras-evit", description=__doc__)
+    parser = Parser(prog="keras-evit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="classify images with an ImageNet model")
     p.add_argument("images", nargs="+")
-    p.add_argument("--model", default="m2")
+    add_model_argument(p)
     p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
     p.add_argument("--top", type=positive_int, default=5)
+    p.add_argument("--labels", default=None, help=LABELS_HELP)
     p.add_argument("--image-size", type=image_size_arg, default=None, help="default 224 (a .keras model: its own)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("convert", help="convert an official/timm checkpoint (or a run's model) to Keras files")
     p.add_argument("checkpoint", help="a checkpoint file, a .keras model, or a training run folder")
-    p.add_argument("--model", default="m2")
+    add_model_argument(p)
     p.add_argument("--output", required=True, help="*.weights.h5 or *.keras")
     p.add_argument("--image-size", type=image_size_arg, default=None)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="classify the bundled ImageNet sample images")
-    p.add_argument("--model", default="m2")
+    add_model_argument(p)
     p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
     p.add_argument("--images", default=None, help="folder of images (default: shared imagenet-sample)")
     p.add_argument("--limit", type=positive_int, default=None)

@@ -3,6 +3,22 @@
 import argparse
 
 WEIGHTS_HELP = "imagenet, none, a checkpoint file, a .keras model, or a training run folder"
+LABELS_HELP = ("class names for a model whose names do not travel with it: a JSON list or one name per line "
+               "(default: classes.json beside the .keras, ImageNet's for 1000 outputs, else class_0, class_1, ...)")
+DEFAULT_MODEL = "m2"  # one default for every subcommand
+MODEL_HELP = "EfficientViT variant: m0, m1, m2, m3, m4 or m5"
+
+
+def add_model_argument(parser):
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose help shows every default; its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def positive_int(value):

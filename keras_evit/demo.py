@@ -24,6 +24,12 @@ def find_sample_dir():
     return None
 
 
+def bundled_sample_dir():
+    """Four public-domain / CC0 photos shipped in the package (a cat, a coffee cup, a rocket, an astronaut),
+    so the demo runs on a plain clone or a pip install with no data beside it."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "samples")
+
+
 def _load_model(model, weights, out):
     """(model, class names, a note on the weights); says loudly when it falls back to random weights."""
     import keras_evit as ke
@@ -74,10 +80,7 @@ def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
     from keras_evit.preprocessing import list_images, model_inputs
 
     out = out or sys.stdout  # looked up per call: sys.stdout may be replaced after import
-    folder = images or find_sample_dir()
-    if folder is None:
-        print(f"No sample images found: pass --images DIR or set {SAMPLE_ENV}.", file=out)
-        return 1
+    folder = images or find_sample_dir() or bundled_sample_dir()
     started = time.perf_counter()
     net, class_names, weights_note = _load_model(model, weights, out)
     print(f"{net.name}: {net.count_params():,} parameters, weights: {weights_note}, "
@@ -92,6 +95,7 @@ def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
     if not batch:
         print(f"No readable images in {folder}", file=out)
         return 1
+    print(f"classifying {len(kept)} images from {folder}", file=out)
     started = time.perf_counter()
     probs = net.predict(model_inputs(net, np.stack(batch)), batch_size=16, verbose=0)
     elapsed = time.perf_counter() - started

@@ -72,8 +72,8 @@ def load_weights(model, weights, variant):
         path, source = os.fspath(weights), os.fspath(weights)
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"weights file not found: {path!r}. Pass weights=None, 'imagenet', or a path to a "
-                ".weights.h5, .safetensors, .pth or .npz file.")
+                f"weights file not found: {path!r}. Pass None/'imagenet' (--weights none|imagenet on the "
+                "command line) or a path to a .weights.h5, .safetensors, .pth or .npz file.")
     if path.endswith(".weights.h5"):
         _load_keras_weights(model, path, variant, source)
     else:

@@ -9,7 +9,7 @@ from keras_evit.cli import main
 @pytest.mark.slow  # builds and times 7 runtimes: about 2 minutes
 def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
     out_json, out_png = str(tmp_path / "b.json"), str(tmp_path / "b.png")
-    code = main(["bench", "--model", "m0", "--runtimes", "litert,onnxruntime,torch", "--threads", "1",
+    code = main(["bench", "--model", "m0", "--runtimes", "litert,onnxruntime,torch", "--twins", "--threads", "1",
                  "--batch-sizes", "1,2", "--image-size", "64", "--min-time", "0.05",
                  "--workdir", str(tmp_path / "work"), "--json", out_json, "--plot", out_png])
     assert code == 0
@@ -17,8 +17,13 @@ def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
     assert "torch-onnx" in table and "x ref" in table and "litert-int8" in table
     rows = json.load(open(out_json))["rows"]
     runtimes = {r["runtime"] for r in rows}
-    assert {"litert", "litert-fp16", "litert-int8", "litert-int8-mixed", "onnxruntime", "torch", "torch-onnx"} <= runtimes
+    shipped = {"litert", "litert-fp16", "litert-int8", "litert-int8-io", "litert-int8-mixed"}
+    assert shipped | {"onnxruntime", "torch", "torch-onnx"} | {r + "@normalized" for r in shipped - {"litert-int8-io"}} \
+        == runtimes
     assert all("error" not in r and r["img_per_s"] > 0 for r in rows)
+    # each shipped file (raw RGB in) is timed beside its normalized-input twin in the same run
+    assert all(r["vs_normalized_twin"] > 0 for r in rows if r["runtime"] in shipped - {"litert-int8-io"})
+    assert "normalized-input twin" in table
     assert all(r["vs_reference"] > 0 for r in rows)  # every runtime got its ratio to the same-batch reference
     assert os.path.getsize(out_png) > 10_000
 

@@ -66,6 +66,24 @@ def test_demo_runs_offline(sample_dir, tmp_path, monkeypatch, capsys):
     assert "RANDOM WEIGHTS" in out and "4 images" in out and "top-1" in out
 
 
+@pytest.mark.slow  # a clone and a fresh process
+def test_demo_runs_on_a_plain_clone(tmp_path):
+    """The README's first command on a clone with no shared data beside it: the bundled photos."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    clone = tmp_path / "keras-evit"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", "file://" + repo, str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_EVIT_SAMPLE_DIR", "KERAS_EVIT_DATA")}
+    env.update(KERAS_EVIT_HOME=str(tmp_path / "cache"), KERAS_EVIT_WEIGHTS_URL="http://127.0.0.1:9/none")
+    proc = subprocess.run([sys.executable, "-m", "keras_evit.cli", "demo", "--model", "m0"], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert os.path.join(str(clone), "keras_evit", "data", "samples") in proc.stdout
+    assert "cat.jpg" in proc.stdout and "4 images" in proc.stdout
+
+
 @pytest.mark.parametrize("argv,match", [
     (["predict", "x.jpg", "--top", "-3"], "must be >= 1"),
     (["predict", "x.jpg", "--image-size", "100000"], "out of range"),

@@ -62,9 +62,11 @@ def test_mixed_precision_nested_model_loads_predicts_and_exports_under_float32(s
     assert set(diffs) == {"load", "clone", "fuse"}
     assert all(float(v) <= 2e-3 for v in diffs.values()), diffs  # float16 activations vs float32
 
-    # predict prints the model's own probability: its Dense softmax is not doubled
-    out = _run(["-m", "keras_evit.cli", "predict", image, "--weights", path, "--top", "1"])
-    score = float(re.search(r"1\. class_\d\s+(\d\.\d+)", out).group(1))
+    # predict prints the model's own probability (its Dense softmax is not doubled), with the user's names
+    labels = tmp_path / "labels.txt"
+    labels.write_text("wasp\nant\nbee\n")
+    out = _run(["-m", "keras_evit.cli", "predict", image, "--weights", path, "--top", "1", "--labels", str(labels)])
+    score = float(re.search(r"1\. (?:wasp|ant|bee)\s+(\d\.\d+)", out).group(1))
     assert score == pytest.approx(float(expected.max()), abs=2e-3), out
 
     tflite = str(tmp_path / "user.tflite")

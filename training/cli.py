@@ -2,7 +2,7 @@
 
 import sys
 
-from keras_evit.cli_args import WEIGHTS_HELP, image_size_arg, positive_int
+from keras_evit.cli_args import WEIGHTS_HELP, add_model_argument, image_size_arg, positive_int
 
 
 def _recipe(args, preset):
@@ -55,7 +55,7 @@ def cmd_evaluate(args):
 
 
 def _common(p):
-    p.add_argument("--model", default="m0")
+    add_model_argument(p)
     p.add_argument("--data", required=True, help="folder:PATH, tfds:NAME, or digits")
     p.add_argument("--data-dir", default=None, help="TFDS data dir (manual downloads such as ImageNet)")
     p.add_argument("--epochs", type=positive_int, default=None)

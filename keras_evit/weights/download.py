@@ -123,7 +123,7 @@ def download(url, dest_dir, progress=True, timeout=60, deadline_s=None):
             raise
         raise CheckpointError(
             f"could not download {url}: {exc}. Check the network, set {URL_ENV} to a mirror, or "
-            "pass weights=PATH to a local checkpoint.") from exc
+            "pass a local checkpoint instead (--weights PATH on the command line, weights=PATH in Python).") from exc
     except BaseException:
         _remove(tmp)
         raise
