@@ -12,6 +12,7 @@ import numpy as np
 from .architecture import build_architecture
 from .utils import atomic_output
 from .weights import CheckpointError, assign_state_dict, guess_keras_weights_variant, read_checkpoint
+from .weights.keras_h5 import keras_weights_layout
 from .weights import state_dict_from_model
 from .weights.download import (cache_dir, cached_weights_path, download, hash_matches, remove_stale_temporaries,
                                weights_url, write_hash)
@@ -32,8 +33,14 @@ def check_finite(model, source):
 
 
 def _keras_weights_state(path, variant):
-    """State dict of a .weights.h5 saved from a full model of ``variant`` at 224 px."""
-    reference = _reference(variant)
+    """State dict of a .weights.h5 saved from a ``variant`` model at any square resolution, with or
+    without its head (the layout is read from the file)."""
+    layout = keras_weights_layout(path, variant)
+    if layout is None:
+        raise ValueError("its attention-bias tables match no square input size of this variant")
+    has_head, size = layout
+    reference = build_architecture(variant, include_top=has_head, input_shape=(size, size, 3),
+                                   classifier_activation=None, include_preprocessing=False)
     reference.load_weights(path)
     return state_dict_from_model(reference)
 

@@ -184,3 +184,19 @@ def test_probabilities_are_verified_as_strictly_as_logits():
     result = compare(softmax(logits), softmax(off))
     assert result["compared"] == "log-probabilities" and result["passed"] is False
     assert compare(softmax(logits), softmax(logits))["passed"] is True
+
+
+def test_keras_own_litert_export_works(tmp_path):
+    """Keras 3's ``model.export(path, format="litert")`` on our model: builtin ops, Keras' logits."""
+    from keras_evit.export import TFLiteRunner
+
+    from conftest import raw_images
+
+    model = randomize(ke.EfficientViTM0(weights=None, input_shape=(96, 96, 3), classifier_activation=None))
+    path = str(tmp_path / "keras_own.tflite")
+    model.export(path, format="litert")
+    assert non_builtin_ops(path) == []
+    x = raw_images(1, 96)
+    expected = model.predict(x, verbose=0)
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(TFLiteRunner(path)(x), expected, atol=1e-4)

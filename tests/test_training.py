@@ -34,6 +34,28 @@ def test_nan_loss_stops_with_step(tmp_path):
                   callbacks=[AtomicCheckpoint(str(tmp_path), 0, write=False)])
 
 
+def test_teacher_ending_in_softmax_gives_logits(tmp_path):
+    """A saved builder model (softmax output) or a Dense-softmax head as teacher: its logits are used."""
+    import keras_evit as ke
+    from keras_evit.training.distill import load_teacher
+
+    from conftest import raw_images
+
+    builder = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3))
+    inputs = keras.Input((64, 64, 3))
+    head = keras.layers.Dense(3, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(ke.EfficientViTM0(weights=None, include_top=False,
+                                                                input_shape=(64, 64, 3))(inputs)))
+    x = raw_images(2, 64)
+    for i, saved in enumerate((builder, keras.Model(inputs, head))):
+        path = str(tmp_path / f"teacher{i}.keras")
+        saved.save(path)
+        logits = load_teacher(path).predict(x, verbose=0)
+        probs = saved.predict(x, verbose=0)
+        assert np.abs(logits.sum(axis=-1) - 1).max() > 1e-3  # not probabilities any more
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.softmax(logits)), probs, atol=1e-6)
+
+
 def test_distillation_losses():
     from keras_evit.training.distill import Distiller
 

@@ -193,3 +193,29 @@ def test_keras_weights_of_another_variant_are_named(tmp_path):
     garbage.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
     with pytest.raises(CheckpointError, match="junk.weights.h5 is not a readable EfficientViT .weights.h5"):
         ke.EfficientViTM0(weights=str(garbage))
+
+
+@pytest.mark.parametrize("saved,loaded", [
+    ({"input_shape": (128, 128, 3)}, {}),                                          # full 128 -> full 224
+    ({"include_top": False}, {"include_top": False, "input_shape": (160, 160, 3)}),  # headless 224 -> 160
+    ({"input_shape": (96, 96, 3)}, {"include_top": False}),                       # full 96 -> headless 224
+])
+def test_keras_weights_of_any_resolution_load(tmp_path, saved, loaded):
+    """A .weights.h5 of any square resolution, with or without its head, loads into a model of any
+    resolution: every weight as saved, the attention-bias tables resized to the new windows."""
+    from conftest import randomize
+
+    source = randomize(ke.EfficientViTM0(weights=None, **saved))
+    path = str(tmp_path / "m0.weights.h5")
+    source.save_weights(path)
+    model = ke.EfficientViTM0(weights=path, **loaded)
+    by_path = {w.path: w for w in source.weights}
+    compared = 0
+    for w in model.weights:
+        if w.path in by_path and "attention_biases" not in w.path:
+            np.testing.assert_array_equal(w.numpy(), by_path[w.path].numpy())
+            compared += 1
+    assert compared >= 560
+    for w in model.weights:
+        if "attention_biases" in w.path and w.path in by_path and w.shape == by_path[w.path].shape:
+            np.testing.assert_allclose(w.numpy(), by_path[w.path].numpy(), atol=1e-6)

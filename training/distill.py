@@ -4,6 +4,18 @@ import keras
 from keras import ops
 
 
+def load_teacher(path):
+    """A saved ``.keras`` teacher giving logits: a final softmax (an ``Activation``, a ``Softmax`` layer,
+    or a head with ``activation="softmax"``, as a saved ``EfficientViTM5(weights="imagenet")`` ends) is
+    removed, since the distillation losses take logits."""
+    from keras_evit.artifacts import is_softmax_output, load_keras_file, without_softmax
+
+    teacher = load_keras_file(path)
+    if is_softmax_output(teacher):
+        print(f"distillation teacher {path} outputs probabilities: using the logits before its softmax")
+    return without_softmax(teacher)
+
+
 class Distiller(keras.Model):
     """Wraps a student; the loss mixes the labels' loss with the teacher's targets:
     ``(1 - alpha) * CE(labels) + alpha * D``, D = tau^2 * KL(teacher/tau || student/tau) (soft)

@@ -54,8 +54,6 @@ def _steps(source, recipe, steps_per_epoch, log):
 
 def _training_model(variant, source, recipe, weights, freeze_backbone, strat):
     """(model, the model that fit() trains: the model itself or its Distiller), built in ``strat``."""
-    import keras
-
     model = build_classifier(variant, source.num_classes, weights, recipe.image_size, recipe.dropout)
     if freeze_backbone:
         for layer in model.layers:
@@ -64,9 +62,9 @@ def _training_model(variant, source, recipe, weights, freeze_backbone, strat):
         synchronize_batchnorm(model)
     if not recipe.distill_teacher:
         return model, model
-    from .distill import Distiller
+    from .distill import Distiller, load_teacher
 
-    teacher = keras.models.load_model(recipe.distill_teacher)
+    teacher = load_teacher(recipe.distill_teacher)
     return model, Distiller(model, teacher, recipe.distill_type, recipe.distill_alpha, recipe.distill_tau)
 
 

@@ -19,6 +19,38 @@ def _blocks(layers):
     return [(dim, heads) for _, dim, heads in sorted(found)]
 
 
+def _stage_sizes(size):
+    """Feature-map sides of the three stages for a square input of ``size`` px (stride-2 convs, pad 1)."""
+    for _ in range(4):
+        size = (size - 1) // 2 + 1
+    sizes = [size]
+    for _ in range(2):
+        sizes.append((sizes[-1] - 1) // 2 + 1)
+    return sizes
+
+
+def keras_weights_layout(path, variant, window=7):
+    """(has a classifier head, a square input size whose attention-bias tables are the file's) for one of
+    our ``variant`` ``.weights.h5`` files (224 when it fits), or None when unreadable or not ours."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            layers = f["layers"]
+            has_head = any(re.fullmatch(r"norm_linear(?:_\d+)?", name) for name in layers)
+            found = sorted((int(m.group(1) or 0), layers[name]["mixer/attn/vars/0"].shape[1])
+                           for name in layers for m in [re.fullmatch(r"efficient_vi_t_block(?:_(\d+))?", name)] if m)
+    except (OSError, KeyError, ValueError, TypeError, IndexError):
+        return None
+    tables = [int(n) for _, n in found]
+    depths = VARIANTS[variant].depths
+    for size in [224, *range(64, 4097, 16)]:
+        sides = _stage_sizes(size)
+        if tables == [min(window, side) ** 2 for side, depth in zip(sides, depths) for _ in range(depth)]:
+            return has_head, size
+    return None
+
+
 def guess_keras_weights_variant(path):
     """The variant whose blocks a ``.weights.h5`` file holds, or None (unreadable, or not ours)."""
     import h5py
