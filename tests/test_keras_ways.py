@@ -73,3 +73,64 @@ def test_mixed_precision_nested_model_loads_predicts_and_exports_under_float32(s
     out = _run(["-m", "keras_evit.cli", "export", "--weights", path, "--no-metadata", "--verify-dir", sample_dir,
                 "--verify-limit", "8", "--output", tflite])
     assert os.path.isfile(tflite) and "PASS" in out, out
+
+
+TRANSFER = """
+import json, sys, keras
+keras.mixed_precision.set_global_policy("mixed_float16")
+import keras_evit as ke
+train_dir, out = sys.argv[1], sys.argv[2]
+train = keras.utils.image_dataset_from_directory(train_dir, image_size=(64, 64), batch_size=16, seed=0)
+base = ke.EfficientViTM0(weights=None, include_top=False, input_shape=(64, 64, 3))
+base.trainable = False
+inputs = keras.Input((64, 64, 3))
+x = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
+x = keras.layers.Dropout(0.2)(x)
+outputs = keras.layers.Dense(len(train.class_names), activation="softmax", dtype="float32")(x)
+model = keras.Model(inputs, outputs)
+model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+model.fit(train.take(4), epochs=1, verbose=2)
+base.trainable = True  # then the whole network, at a lower rate
+model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
+model.fit(train.take(4), epochs=1, verbose=2)
+model.save(out)
+open(out + ".labels.txt", "w").write("\\n".join(train.class_names) + "\\n")
+"""
+
+
+CROPS = """
+import sys, numpy as np, keras, keras_evit as ke
+x = np.stack([ke.load_image(f, 64) for f in sys.argv[3:]]).astype("float32")
+np.save(sys.argv[2], x)
+np.save(sys.argv[2] + ".keras.npy", keras.models.load_model(sys.argv[1]).predict(x, verbose=0))
+"""
+
+
+@pytest.mark.slow  # a fit, a reload, an int8-mixed export and MediaPipe, each in a fresh process
+def test_keras_transfer_learning_recipe_to_mediapipe(tmp_path):
+    """keras.applications' transfer-learning recipe (image_dataset_from_directory, a frozen backbone called as
+    a layer, a Dense softmax head, then unfrozen, all under mixed precision), model.save, reload, `keras-evit
+    export` int8-mixed with the user's class names, and MediaPipe classifies the validation images."""
+    from conftest import HYMENOPTERA
+
+    from keras_evit.export.metadata import mediapipe_classify, mediapipe_python
+
+    if not os.path.isdir(HYMENOPTERA):
+        pytest.fail(f"{HYMENOPTERA} is missing (set KERAS_EVIT_DATA to the shared data folder)")
+    if mediapipe_python() is None:
+        pytest.fail("MediaPipe's environment is missing: run `keras-evit setup-mediapipe` (make test does)")
+    path = str(tmp_path / "transfer.keras")
+    _run(["-c", TRANSFER, os.path.join(HYMENOPTERA, "train"), path])
+    val = os.path.join(HYMENOPTERA, "val")
+    files = [os.path.join(val, c, f) for c in ("ants", "bees") for f in sorted(os.listdir(os.path.join(val, c)))][::8]
+    crops = str(tmp_path / "crops.npy")
+    _run(["-c", CROPS, path, crops, *files])
+    tflite = str(tmp_path / "transfer.tflite")
+    out = _run(["-m", "keras_evit.cli", "export", "--weights", path, "--quantize", "int8-mixed",
+                "--calibration-dir", os.path.join(HYMENOPTERA, "train"), "--calibration-limit", "32",
+                "--labels", path + ".labels.txt", "--verify-dir", val, "--verify-limit", "16", "--output", tflite])
+    assert "2 labels in metadata" in out, out
+    x, keras_p = np.load(crops), np.load(crops + ".keras.npy")
+    rows = mediapipe_classify(tflite, x, top=2)
+    phone_p = np.array([[dict((name, score) for _, name, score in row)[c] for c in ("ants", "bees")] for row in rows])
+    assert np.abs(phone_p - keras_p).max() <= 0.05, (phone_p, keras_p)
