@@ -64,6 +64,23 @@ def _runner(runtime, files, variant, threads, batch_size, image_size):
     raise ValueError(runtime)
 
 
+def paired_ratio(fn, twin, min_time, warmup=3, min_pairs=20):
+    """Median over alternating calls of time(fn) / time(twin): the two share every moment of the machine's
+    drift, so their ratio holds to a few percent where separate medians do not on a shared CPU."""
+    for _ in range(warmup):
+        fn()
+        twin()
+    ratios, start = [], time.perf_counter()
+    while len(ratios) < min_pairs or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        t1 = time.perf_counter()
+        twin()
+        t2 = time.perf_counter()
+        ratios.append((t1 - t0) / (t2 - t1))
+    return float(np.median(ratios))
+
+
 ROUNDS = 5  # measurements interleave: each runtime is timed in every round, so drift hits all alike
 
 
@@ -104,6 +121,11 @@ def measure_child(spec):
         if "error" not in row:
             sec = float(np.median(times[id(row)]))
             row.update(ms_per_batch=sec * 1e3, img_per_s=row["batch_size"] / sec)
+    by_key = {(row["runtime"], row["batch_size"]): (row, fn) for row, fn in runners if "error" not in row}
+    for (runtime, bs), (row, fn) in by_key.items():
+        twin = by_key.get((runtime + TWIN_SUFFIX, bs))
+        if twin is not None:
+            row["vs_normalized_twin"] = paired_ratio(fn, twin[1], spec["min_time"])
     for row in rows:
         print(json.dumps(row), flush=True)
     return rows

@@ -187,11 +187,11 @@ def test_stale_partial_downloads_are_cleaned(server, tmp_path):
 
 
 def test_download_has_an_overall_deadline(server, tmp_path, monkeypatch):
-    server.files["/v1.0/efficientvit_m0.pth"] = b"z" * 40
+    server.files["/v1.0/efficientvit_m0.pth"] = b"z" * 200  # 20 s at this trickle: the deadline must cut it
     server.trickle["/v1.0/efficientvit_m0.pth"] = 0.1
     monkeypatch.setenv("KERAS_EVIT_DOWNLOAD_DEADLINE", "1")
     started = time.monotonic()
     with pytest.raises(CheckpointError, match="did not finish within 1 s"):
         ke.EfficientViTM0(weights="imagenet")
-    assert time.monotonic() - started < 3.5
+    assert time.monotonic() - started < 10  # well under the 20 s download, with room for a loaded machine
     assert _cache_files(tmp_path) == []
