@@ -130,8 +130,18 @@ def _to_rgb(img):
 
 def decode_image(path):
     """RGB uint8 array of the file at ``path``; ValueError naming the file when it cannot be used."""
+    import stat
+
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    if not stat.S_ISREG(mode):  # a FIFO, device or socket would block or never end: never opened
+        raise ValueError(f"{path} is not a regular file (a pipe, device or socket): skipped")
     try:
         with Image.open(path) as img:
             width, height = img.size

@@ -137,3 +137,19 @@ def test_transparent_png_composites_on_white(tmp_path):
     path = tmp_path / "alpha.png"
     Image.new("RGBA", (70, 70), (0, 0, 0, 0)).save(path)
     assert ke.load_image(str(path), 64).min() == 255
+
+
+def test_a_fifo_named_like_an_image_is_skipped_not_opened(tmp_path):
+    """A FIFO named pipe.jpg would block a reader forever: it is refused from os.stat, per file."""
+    import keras_evit as ke
+    from keras_evit.export.images import load_folder
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        ke.load_image(str(fifo))
+    from PIL import Image
+
+    Image.new("RGB", (80, 70), (10, 200, 30)).save(tmp_path / "good.png")
+    images, skipped = load_folder(str(tmp_path), 64)
+    assert len(images) == 1 and len(skipped) == 1 and "pipe.jpg" in skipped[0]

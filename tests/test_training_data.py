@@ -144,3 +144,19 @@ def test_recipe_rejects_values_no_run_can_use():
         get_recipe("digits", epochs=-1)
     with pytest.raises(ValueError, match="out of range"):
         get_recipe("digits", image_size=100000)
+
+
+def test_a_fifo_in_a_class_folder_is_skipped_not_opened(tmp_path):
+    """Scanning a class folder never blocks on a FIFO named like an image: it is skipped and reported."""
+    from PIL import Image
+
+    from keras_evit.training.data import folder_source
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (40, 40), (i * 90, 20, 200)).save(tmp_path / name / f"{i}.png")
+    os.mkfifo(tmp_path / "a" / "pipe.jpg")
+    source = folder_source(str(tmp_path))
+    assert source.sizes["train"] + source.sizes["validation"] == 4
+    assert len(source.skipped) == 1 and "not a regular file" in source.skipped[0]
