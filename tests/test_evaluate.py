@@ -135,3 +135,15 @@ def test_other_classes_get_a_new_head_and_say_so(tmp_path):
     model = _model("m0", str(weights), source, 64, notes.append)
     assert model.outputs[0].shape[-1] == 2
     assert notes and "NEW, UNTRAINED head" in notes[0]
+
+
+def test_weights_none_and_train_split_on_a_data_set(capsys):
+    """`--weights none` means random weights (not a file named none); `--split train` scores the train split."""
+    from keras_evit.cli import main
+
+    args = ["evaluate", "--model", "m0", "--weights", "none", "--data", "digits", "--image-size", "64",
+            "--batch-size", "512"]
+    assert main(args + ["--split", "train"]) == 0
+    assert "(1438 images scored, 10 classes)" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "(359 images scored, 10 classes)" in capsys.readouterr().out

@@ -22,6 +22,8 @@ def _source(data, split, data_dir):
     if split == "all":
         raise ValueError("--split all is for folders: name a split of the data set (validation, train, test)")
     source = load_source(data, data_dir, eval_split=None if split == "validation" else split)
+    if split == "train":  # what evaluate scores is the "validation" entry: make it the train split
+        source.splits["validation"], source.sizes["validation"] = source.splits["train"], source.sizes["train"]
     return source, None
 
 
@@ -51,13 +53,14 @@ def evaluate(variant, weights, data, split="validation", batch_size=64, image_si
     through the same eval transform as ``predict``."""
     import keras
 
-    from keras_evit.artifacts import model_image_size
+    from keras_evit.artifacts import model_image_size, weights_arg
     from keras_evit.preprocessing import check_image_size, has_preprocessing
 
     from .recipe import Recipe
 
     if split not in SPLITS:
         raise ValueError(f"unknown --split {split!r}: choose one of {', '.join(SPLITS)}")
+    weights = weights_arg(weights)  # "none" on the command line
     source, folder = _source(data, split, data_dir)
     for msg in source.skipped:
         log(f"skipped: {msg}")
