@@ -72,7 +72,7 @@ def export_model(model, output, fmt="tflite", quantize="none", calibration_image
         if verify_images is not None:
             from keras_evit.fusion import float32_copy
 
-            x = np.asarray(verify_images, np.float32)  # a mixed-precision model is checked as the file computes: float32
+            x = np.asarray(verify_images, np.float32)  # checked as the file computes: in float32
             result = compare(float32_copy(model).predict(x, batch_size=16, verbose=0), runner(x), quantize)
             report["verification"] = result
             if result["passed"] is False:

@@ -147,14 +147,14 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
         twin = ke.build_model(variant, weights=None, include_preprocessing=False,
                               input_shape=(image_size, image_size, 3))
         twin.set_weights(model.get_weights())  # the Rescaling layer has no weights: same list
+        twin_calibration = None if calibration is None else normalize_images(calibration)
     for runtime in (r for r in LITERT if r in runtimes):
         for bs in batch_sizes:
             files[f"{runtime}@{bs}"] = _export_litert(model, runtime, bs, calibration, workdir, metadata, log,
                                                       reuse=reuse)
             if twin is not None and not LITERT[runtime][1]:  # uint8 io means pixel bytes: no normalized twin
-                norm = None if calibration is None else normalize_images(calibration)
-                files[f"{runtime}{TWIN_SUFFIX}@{bs}"] = _export_litert(twin, runtime, bs, norm, workdir, None, log,
-                                                                       TWIN_SUFFIX, reuse)
+                files[f"{runtime}{TWIN_SUFFIX}@{bs}"] = _export_litert(twin, runtime, bs, twin_calibration, workdir,
+                                                                       None, log, TWIN_SUFFIX, reuse)
     if "onnxruntime" in runtimes:
         files["onnxruntime"] = os.path.join(workdir, f"{variant}.onnx")
         if not (reuse and os.path.isfile(files["onnxruntime"])):

@@ -3,7 +3,8 @@
 import json
 import sys
 
-from keras_evit.cli_args import LABELS_HELP, WEIGHTS_HELP, add_model_argument, image_size_arg, non_negative_int, positive_int
+from keras_evit.cli_args import (LABELS_HELP, WEIGHTS_HELP, add_model_argument, image_size_arg, non_negative_int,
+                                 positive_int)
 
 
 def _export_images(args, model):

@@ -8,20 +8,13 @@ the largest cosine similarity of its attention map to any other head's in the sa
 import numpy as np
 from keras import ops
 
+from .compat import sublayers
 from .layers import EfficientViTBlock
 
 
 def attention_blocks(model):
     """[(block name, its LocalWindowAttention)] in forward order, in ``model`` or the models it calls."""
-    import keras
-
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, EfficientViTBlock):
-            found.append((layer.name, layer.mixer))
-        elif isinstance(layer, keras.Model):
-            found += attention_blocks(layer)
-    return found
+    return [(layer.name, layer.mixer) for layer in sublayers(model) if isinstance(layer, EfficientViTBlock)]
 
 
 def attention_maps(model, images):

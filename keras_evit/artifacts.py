@@ -54,6 +54,8 @@ def read_class_names(path, num_classes=None):
 def read_labels_file(path, num_classes):
     """Class names for a model's ``num_classes`` outputs from ``--labels FILE``: a JSON list (a run's
     ``classes.json``) or a text file with one name per line (a TFLite labels file)."""
+    if not os.path.isfile(path):  # missing, a folder, or a FIFO/device that a read would block on
+        raise ValueError(f"--labels {path} is not a regular file: pass a JSON list or a text file of class names")
     if path.endswith(".json"):
         return read_class_names(path, num_classes)
     if os.path.getsize(path) > MAX_CLASSES_BYTES:

@@ -36,8 +36,9 @@ def preprocessing_layer():
 def has_preprocessing(model):
     """True when ``model`` takes raw RGB 0..255: it holds the normalization layer, or calls a model that
     does as a layer (``x = backbone(inputs)``)."""
-    return any(layer.name == PREPROCESSING_LAYER or (hasattr(layer, "layers") and has_preprocessing(layer))
-               for layer in model.layers)
+    from .compat import sublayers
+
+    return any(layer.name == PREPROCESSING_LAYER for layer in sublayers(model))
 
 
 def preprocess_input(x, data_format=None):

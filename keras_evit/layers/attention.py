@@ -121,7 +121,8 @@ class LocalWindowAttention(keras.layers.Layer):
         self.key_dim = int(key_dim)
         self.window_size = int(window_size)
         self.fused = bool(fused)
-        self.attn = CascadedGroupAttention(self.num_heads, self.kernels, self.key_dim, fused=fused, name="attn", dtype=self.dtype_policy)
+        self.attn = CascadedGroupAttention(self.num_heads, self.kernels, self.key_dim, fused=fused, name="attn",
+                                           dtype=self.dtype_policy)
         object.__setattr__(self, "capture", None)  # a list while keras_evit.attention_maps records (untracked)
 
     def build(self, input_shape):

@@ -57,13 +57,15 @@ class SubsampleBlock(keras.layers.Layer):
         self.out_dim = int(out_dim)
         self.fused = bool(fused)
         self.patchmerge = PatchMerging(self.out_dim, fused=fused, name="patchmerge", dtype=self.dtype_policy)
-        self.res2_dw = TokenInteraction(self.out_dim, bn_gamma_init=1.0, fused=fused, name="res2-0-m", dtype=self.dtype_policy)
+        self.res2_dw = TokenInteraction(self.out_dim, bn_gamma_init=1.0, fused=fused, name="res2-0-m",
+                                        dtype=self.dtype_policy)
         self.res2_ffn = None
         self.res1_dw = self.res1_ffn = None
 
     def build(self, input_shape):
         dim = input_shape[-1]
-        self.res1_dw = TokenInteraction(dim, bn_gamma_init=1.0, fused=self.fused, name="res1-0-m", dtype=self.dtype_policy)
+        self.res1_dw = TokenInteraction(dim, bn_gamma_init=1.0, fused=self.fused, name="res1-0-m",
+                                        dtype=self.dtype_policy)
         self.res1_ffn = FFN(dim, fused=self.fused, name="res1-1-m", dtype=self.dtype_policy)
         self.res2_ffn = FFN(self.out_dim, fused=self.fused, name="res2-1-m", dtype=self.dtype_policy)
         self.res1_dw.build(input_shape)

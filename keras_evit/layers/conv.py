@@ -99,7 +99,8 @@ class ConvBN(keras.layers.Layer):
         if self.depthwise:
             self.conv = DepthwiseConv(
                 self.kernel_size, self.strides, padding=padding, use_bias=self.fused,
-                depthwise_initializer=torch_conv_initializer(self.kernel_size ** 2), name="conv", dtype=self.dtype_policy)
+                depthwise_initializer=torch_conv_initializer(self.kernel_size ** 2), name="conv",
+                dtype=self.dtype_policy)
         else:
             self.conv = keras.layers.Conv2D(
                 self.filters, self.kernel_size, self.strides, padding=padding, use_bias=self.fused,
@@ -192,7 +193,8 @@ class PatchEmbedding(keras.layers.Layer):
         self.input_scale = None if input_scale is None else [float(v) for v in input_scale]
         self.input_offset = None if input_offset is None else [float(v) for v in input_offset]
         dims = [self.embed_dim // 8, self.embed_dim // 4, self.embed_dim // 2, self.embed_dim]
-        self.convs = [ConvBN(d, 3, 2, fused=fused, name=f"conv{i + 1}", dtype=self.dtype_policy) for i, d in enumerate(dims)]
+        self.convs = [ConvBN(d, 3, 2, fused=fused, name=f"conv{i + 1}", dtype=self.dtype_policy)
+                      for i, d in enumerate(dims)]
         self.border_bias = None
 
     def build(self, input_shape):
@@ -322,7 +324,8 @@ class PatchMerging(keras.layers.Layer):
         hidden = in_dim * 4
         self.conv1 = ConvBN(hidden, fused=self.fused, name="conv1", dtype=self.dtype_policy)
         self.conv2 = ConvBN(hidden, 3, 2, depthwise=True, fused=self.fused, name="conv2", dtype=self.dtype_policy)
-        self.se = SqueezeExcite(in_dim, name="se", dtype=self.dtype_policy)  # make_divisible(4 * in_dim * 0.25, 8) == in_dim
+        # make_divisible(4 * in_dim * 0.25, 8) == in_dim
+        self.se = SqueezeExcite(in_dim, name="se", dtype=self.dtype_policy)
         self.conv1.build(input_shape)
         shape = self.conv1.compute_output_shape(input_shape)
         self.conv2.build(shape)
@@ -357,7 +360,8 @@ class NormLinear(keras.layers.Layer):
             epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="bn", dtype=self.dtype_policy)
         self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy) if self.dropout > 0 else None
         self.linear = keras.layers.Dense(
-            self.units, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="linear", dtype=self.dtype_policy)
+            self.units, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="linear",
+            dtype=self.dtype_policy)
 
     def build(self, input_shape):
         if self.bn is not None:

@@ -1,0 +1,27 @@
+"""``--labels FILE``: class names for a user's own model, read safely."""
+
+import json
+import os
+
+import pytest
+
+from keras_evit.artifacts import read_labels_file
+
+
+def test_labels_from_text_or_json(tmp_path):
+    text = tmp_path / "labels.txt"
+    text.write_text("ant\nbee\n\n")
+    assert read_labels_file(str(text), 2) == ["ant", "bee"]
+    listed = tmp_path / "classes.json"
+    listed.write_text(json.dumps(["ant", "bee"]))
+    assert read_labels_file(str(listed), 2) == ["ant", "bee"]
+    with pytest.raises(ValueError, match="should name the model's 3 classes"):
+        read_labels_file(str(text), 3)
+
+
+def test_a_fifo_or_folder_as_labels_is_refused_not_read(tmp_path):
+    fifo = tmp_path / "labels.txt"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):
+        with pytest.raises(ValueError, match="not a regular file"):
+            read_labels_file(str(path), 2)
