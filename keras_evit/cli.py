@@ -1,14 +1,17 @@
 """``keras-evit`` command line: predict, convert, demo, export, bench, train, finetune, evaluate."""
 
 import errno
-import os
 import sys
 
+from .startup_logs import startup_notes_filtered
 from .cli_args import LABELS_HELP, WEIGHTS_HELP, Parser, add_model_argument, image_size_arg, positive_int
 
 
-def _quiet_tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def start_keras():
+    """Imports Keras (and TensorFlow) with every keras-evit layer registered."""
+    import keras_evit
+
+    keras_evit.import_all()
 
 
 def cmd_predict(args):
@@ -71,7 +74,7 @@ def build_parser():
     p.add_argument("checkpoint", help="a checkpoint file, a .keras model, or a training run folder")
     add_model_argument(p)
     p.add_argument("--output", required=True, help="*.weights.h5 or *.keras")
-    p.add_argument("--image-size", type=image_size_arg, default=None)
+    p.add_argument("--image-size", type=image_size_arg, default=None, help="default 224 (a .keras model: its own)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="classify the bundled ImageNet sample images")
@@ -108,8 +111,13 @@ def missing_extra_message(exc):
 
 
 def main(argv=None):
-    _quiet_tf()
     args = build_parser().parse_args(argv)
+    with startup_notes_filtered():
+        return _run(args)
+
+
+def _run(args):
+    start_keras()
     try:
         return args.func(args)
     except ModuleNotFoundError as exc:

@@ -13,12 +13,28 @@ def add_model_argument(parser):
     parser.add_argument("--model", default=DEFAULT_MODEL, help=MODEL_HELP)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default; a default of None or False says nothing, so it is left out (choices show
+    in the option's own line, as ``{a,b,c}``)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose help shows every default; its subcommands' parsers are of this class too."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings and not action.help:  # an option with no words still shows its default
+            action.help = " ".join(action.dest.split("_"))
+        return action
 
 
 def positive_int(value):

@@ -147,3 +147,63 @@ def test_weights_none_and_train_split_on_a_data_set(capsys):
     assert "(1438 images scored, 10 classes)" in capsys.readouterr().out
     assert main(args) == 0
     assert "(359 images scored, 10 classes)" in capsys.readouterr().out
+
+
+TFDS_EVALUATE = """
+import os, sys
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+from keras_evit.cli import main
+from keras_evit.preprocessing import imagenet_classes
+
+name, folder, data_dir, weights = sys.argv[1:5]
+index = {s: i for i, (s, _) in enumerate(imagenet_classes())}
+items = [(os.path.join(folder, s, f), index[s]) for s in sorted(os.listdir(folder))
+         for f in sorted(os.listdir(os.path.join(folder, s)))]
+
+
+def as_dataset(self, split, **kwargs):  # the images as TFDS gives them: decoded uint8, int64 labels
+    assert self.name == name and split == sys.argv[5], (self.name, split)
+    def gen():
+        for path, label in items:
+            yield {"image": np.asarray(Image.open(path).convert("RGB")), "label": label}
+    return tf.data.Dataset.from_generator(gen, output_signature={
+        "image": tf.TensorSpec((None, None, 3), tf.uint8), "label": tf.TensorSpec((), tf.int64)})
+
+
+# the data set's metadata as TFDS writes it when it prepares the data (split names and sizes); the records
+# themselves come from as_dataset
+from tensorflow_datasets.core import naming, splits as splits_lib
+builder = tfds.builder(name, data_dir=data_dir)
+template = naming.ShardedFileTemplate(data_dir=builder.data_dir, dataset_name=name, split=sys.argv[5],
+                                      filetype_suffix="tfrecord")
+builder.info.set_splits(splits_lib.SplitDict([splits_lib.SplitInfo(
+    name=sys.argv[5], shard_lengths=[len(items)], num_bytes=0, filename_template=template)]))
+os.makedirs(builder.data_dir, exist_ok=True)
+builder.info.write_to_directory(builder.data_dir)
+
+with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_FILES, data_dir=data_dir, as_dataset_fn=as_dataset):
+    sys.exit(main(["evaluate", "--model", "m0", "--weights", weights, "--data", "tfds:" + name,
+                   "--data-dir", data_dir, "--batch-size", "16"]))
+"""
+
+
+@pytest.mark.parametrize("name,split", [("imagenet2012", "validation"), ("imagenet_v2", "test")])
+def test_evaluate_tfds_imagenet_scores_the_known_top1(ref, tmp_path, name, split):
+    """``--data tfds:imagenet2012`` (validation) and ``tfds:imagenet_v2`` (test, its only split), served by
+    TFDS's mock from the images labelled by the reference, with metadata naming only that split: evaluate
+    picks it and prints the known top-1 (and never asks for a train split)."""
+    pytest.importorskip("tensorflow_datasets")
+    tm, body = _release_checkpoint(ref, tmp_path, seed=1)
+    pth = tmp_path / "efficientvit_m0.pth"
+    pth.write_bytes(body)
+    expected, total = _labelled_by_reference(ref, tm, str(tmp_path / "val"))
+    proc = subprocess.run([sys.executable, "-c", TFDS_EVALUATE, name, str(tmp_path / "val"), str(tmp_path / "tfds"),
+                           str(pth), split if name == "imagenet2012" else "test"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    accuracy, scored, classes = _scored(proc.stdout)
+    assert (scored, classes) == (total, 1000), proc.stdout
+    assert accuracy == pytest.approx(expected, abs=1e-4) and 0 < expected < 1

@@ -134,3 +134,23 @@ def test_keras_transfer_learning_recipe_to_mediapipe(tmp_path):
     rows = mediapipe_classify(tflite, x, top=2)
     phone_p = np.array([[dict((name, score) for _, name, score in row)[c] for c in ("ants", "bees")] for row in rows])
     assert np.abs(phone_p - keras_p).max() <= 0.05, (phone_p, keras_p)
+
+
+@pytest.mark.slow  # two fresh processes per pair
+@pytest.mark.parametrize("saved_on,loaded_on", [("tensorflow", "jax"), ("jax", "torch"), ("torch", "tensorflow")])
+def test_mixed_precision_file_moves_between_backends(saved_on, loaded_on, sample_dir, tmp_path):
+    """Saved under mixed_float16 on one backend, loaded, cloned and fused under float32 on another."""
+    for backend in (saved_on, loaded_on):
+        if backend != "tensorflow":
+            pytest.importorskip(backend)
+    path = str(tmp_path / f"{saved_on}.keras")
+    image = os.path.join(sample_dir, sorted(f for f in os.listdir(sample_dir) if f.endswith(".JPEG"))[0])
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    _run(["-c", SAVE, path, image], env={**env, "KERAS_BACKEND": saved_on})
+    out = _run(["-c", LOAD + "print('backend', keras.backend.backend())", path, image],
+               env={**env, "KERAS_BACKEND": loaded_on})
+    diffs = dict(line.split() for line in out.splitlines() if line.split()[:1] in (["load"], ["clone"], ["fuse"],
+                                                                                   ["backend"]))
+    assert diffs.pop("backend") == loaded_on
+    assert set(diffs) == {"load", "clone", "fuse"}
+    assert all(float(v) <= 2e-3 for v in diffs.values()), diffs  # float16 activations vs float32

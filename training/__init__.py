@@ -1,12 +1,23 @@
-"""Training: the paper's recipe with tf.distribute, distillation, transfer learning, resume."""
+"""Training: the paper's recipe with tf.distribute, distillation, transfer learning, resume.
 
-from .checkpoint import AtomicCheckpoint, TrainingDiverged, checkpoint_states, read_state
-from .data import load_source, make_dataset
-from .classifier import build_classifier
-from .distributed import make_strategy
-from .evaluate import evaluate
-from .loop import train
-from .recipe import PRESETS, Recipe, get_recipe
+Names are imported on first use, so that the command line can describe its options without TensorFlow.
+Scoring a model is ``keras_evit.training.evaluate.evaluate`` (the sub-module keeps its own name).
+"""
 
-__all__ = ["AtomicCheckpoint", "PRESETS", "checkpoint_states", "Recipe", "TrainingDiverged", "build_classifier", "evaluate",
-           "get_recipe", "load_source", "make_dataset", "make_strategy", "read_state", "train"]
+import importlib
+
+_WHERE = {
+    "AtomicCheckpoint": "checkpoint", "TrainingDiverged": "checkpoint", "checkpoint_states": "checkpoint",
+    "read_state": "checkpoint", "load_source": "data", "make_dataset": "data", "build_classifier": "classifier",
+    "make_strategy": "distributed", "train": "loop", "PRESETS": "recipe",
+    "Recipe": "recipe", "get_recipe": "recipe",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):  # PEP 562
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value

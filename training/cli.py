@@ -4,6 +4,10 @@ import sys
 
 from keras_evit.cli_args import WEIGHTS_HELP, add_model_argument, image_size_arg, positive_int
 
+from .recipe import PRESETS
+
+STRATEGIES = ("mirrored", "multiworker", "tpu", "default")
+
 
 def _recipe(args, preset):
     from .recipe import get_recipe
@@ -58,22 +62,29 @@ def _common(p):
     add_model_argument(p)
     p.add_argument("--data", required=True, help="folder:PATH, tfds:NAME, or digits")
     p.add_argument("--data-dir", default=None, help="TFDS data dir (manual downloads such as ImageNet)")
-    p.add_argument("--epochs", type=positive_int, default=None)
-    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch size")
-    p.add_argument("--image-size", type=image_size_arg, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None, help="default: the recipe's")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch size (default: the recipe's)")
+    p.add_argument("--image-size", type=image_size_arg, default=None,
+                   help="default: the recipe's (evaluate: the model's own, else 224)")
 
 
 def _training(p):
     _common(p)
     p.add_argument("--output", required=True, help="run directory (re-run the same command to resume)")
-    p.add_argument("--strategy", default="mirrored", help="mirrored, multiworker (TF_CONFIG), tpu, default")
-    p.add_argument("--recipe", default=None, help="imagenet (paper), finetune, digits")
-    p.add_argument("--lr", type=float, default=None, help="base lr per 512 images (paper: 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints")
+    p.add_argument("--strategy", default="mirrored", choices=STRATEGIES,
+                   help="tf.distribute strategy: mirrored (all local devices), multiworker (reads TF_CONFIG), tpu, default (no distribution)")
+    p.add_argument("--recipe", default=None, choices=sorted(PRESETS),
+                   help="hyper-parameter preset, imagenet being the paper's (default: imagenet for train, "
+                        "finetune for finetune)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="base learning rate per the recipe's reference batch (paper: 1e-3 per 512)")
+    p.add_argument("--weight-decay", type=float, default=None, help="default: the recipe's")
+    p.add_argument("--seed", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None,
+                   help="steps between checkpoints (default: the recipe's)")
     p.add_argument("--steps-per-epoch", type=positive_int, default=None, help="cap steps per epoch (smoke runs)")
-    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="float16 compute on a GPU, bfloat16 elsewhere; variables stay float32")
     p.add_argument("--cache", action="store_true", help="cache decoded evaluation images in memory")
     p.add_argument("--no-sync-bn", action="store_true",
                    help="per-replica BatchNorm statistics when distributed (default: synchronized)")
@@ -83,13 +94,14 @@ def register(sub):
     p = sub.add_parser("train", help="train from scratch (the paper's recipe by default)")
     _training(p)
     p.add_argument("--distill-teacher", default=None, help="a .keras teacher model")
-    p.add_argument("--distill-type", default=None, help="soft or hard")
+    p.add_argument("--distill-type", default=None, choices=("soft", "hard"),
+                   help="distillation loss (default: the recipe's, soft)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="transfer learning from pretrained weights")
     _training(p)
     p.add_argument("--weights", default="imagenet", help="imagenet or a weights/.keras file")
-    p.add_argument("--freeze-backbone", action="store_true")
+    p.add_argument("--freeze-backbone", action="store_true", help="train only the new head")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="top-1/top-5 with the reference eval transform")

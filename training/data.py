@@ -145,6 +145,19 @@ def digits_source(seed=0):
                   {"train": len(train), "validation": len(val)})
 
 
+class _SplitSizes(dict):
+    """Split sizes counted on first use: evaluation never touches a data set's train split (imagenet_v2 has
+    none, and counting one can mean reading it)."""
+
+    def __init__(self, count, names):
+        super().__init__()
+        self._count, self._names = count, names
+
+    def __missing__(self, split):
+        self[split] = self._count(self._names[split])
+        return self[split]
+
+
 def tfds_source(name, data_dir=None, eval_split=None):
     import tensorflow_datasets as tfds
 
@@ -160,11 +173,13 @@ def tfds_source(name, data_dir=None, eval_split=None):
     def size(split):
         if split in info.splits:
             return info.splits[split].num_examples
+        if available:
+            raise ValueError(f"tfds:{name} has no {split!r} split (it has {', '.join(available)})")
         count = int(builder.as_dataset(split=split).cardinality())
         return count if count >= 0 else sum(1 for _ in builder.as_dataset(split=split))
 
     splits = {"train": ("tfds", builder, "train"), "validation": ("tfds", builder, eval_split)}
-    sizes = {"train": size("train"), "validation": size(eval_split)}
+    sizes = _SplitSizes(size, {"train": "train", "validation": eval_split})  # counted when first needed
     return Source("tfds", names, splits, sizes)
 
 
