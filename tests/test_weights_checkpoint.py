@@ -104,3 +104,38 @@ def test_non_finite_weights_are_refused_with_the_tensor_named(tmp_path):
     model.save_weights(h5)
     with pytest.raises(CheckpointError, match="non-finite"):
         ke.EfficientViTM0(weights=h5, input_shape=(64, 64, 3))
+
+
+@pytest.mark.parametrize("kind", ["memo_slot", "dict_flood"])
+@pytest.mark.parametrize("prefer_torch", [True, False])
+def test_pickle_floods_are_refused_before_any_unpickler_runs(kind, prefer_torch):
+    """A few KB of pickle that would make an unpickler allocate GBs (a memo slot at 2**26, floods of dicts)
+    is refused from its opcodes, with memory bounded, whichever reader would have run."""
+    if prefer_torch:
+        pytest.importorskip("torch")
+    code = f"""
+        import os, resource, struct, tempfile, zipfile
+        from keras_evit.weights.checkpoint import CheckpointError, read_checkpoint
+        if {kind!r} == "memo_slot":  # an unknown global (torch refuses it), then a store to memo slot 2**26
+            pickle = b"\\x80\\x02c__main__\\nUnknown\\nr" + struct.pack("<I", 1 << 26) + b"."
+        else:
+            pickle = b"\\x80\\x02" + b"}}" * 900_000 + b"."  # inflates ~900x: under the zip-bomb ratio
+        path = os.path.join(tempfile.mkdtemp(), "bomb.pth")
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("archive/data.pkl", pickle)
+            z.writestr("archive/version", "3\\n")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            read_checkpoint(path, prefer_torch={prefer_torch})
+            print("LOADED")
+        except CheckpointError as exc:
+            print("REFUSED", exc)
+        print("FILE_KB", os.path.getsize(path) / 1024)
+        print("GROWN_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    """
+    rc, out = run_child(code)
+    assert rc == 0, out[-3000:]
+    assert "REFUSED" in out and "bomb.pth" in out, out[-2000:]
+    assert ("memo slot 67,108,864" if kind == "memo_slot" else "more than 500,000 opcodes") in out
+    assert float(out.split("FILE_KB")[1].split()[0]) < 64
+    assert float(out.split("GROWN_MB")[1].split()[0]) < 100, out[-500:]

@@ -29,7 +29,12 @@ _STORAGE_DTYPES = {
 # what a checkpoint may hold at most: EfficientViT-M5 is 12.5 M parameters (50 MB in fp32); a file with
 # optimizer state and EMA copies is a few times that. Anything bigger is refused before it is read.
 MAX_CHECKPOINT_BYTES = 1 << 30
-MAX_PICKLE_BYTES = 64 << 20
+MAX_PICKLE_BYTES = 16 << 20
+# An M5 checkpoint with optimizer state and an EMA copy pickles in ~70k opcodes with memo ids below 16k; a
+# pickle that needs more opcodes than this is refused before any unpickler runs, which bounds the objects
+# (and memo) it could build to a few tens of MB whatever it declares.
+MAX_PICKLE_OPS = 500_000
+_MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
 MAX_INFLATION = 1024  # torch stores members uncompressed; a member inflating more than this is a bomb
 
 
@@ -173,18 +178,45 @@ def _check_archive(archive, path):
                                   f"{info.file_size} bytes (a zip bomb?): refused")
 
 
+def _check_pickle(data, path):
+    """Walks the pickle's opcodes without building anything: bounded count, memo ids a pickler could write."""
+    import pickletools
+
+    count = 0
+    try:
+        for count, (op, arg, _) in enumerate(pickletools.genops(data), 1):
+            if count > MAX_PICKLE_OPS:
+                raise CheckpointError(f"{path}: its pickle runs to more than {MAX_PICKLE_OPS:,} opcodes, far more "
+                                      "than any EfficientViT state dict: refused")
+            if op.name in _MEMO_OPS and not 0 <= int(arg) <= count:  # a pickler numbers its memo 0, 1, 2, ...
+                raise CheckpointError(f"{path}: its pickle uses memo slot {int(arg):,} after {count:,} opcodes "
+                                      "(crafted to exhaust memory?): refused")
+    except CheckpointError:
+        raise
+    except Exception as exc:  # pickletools' own errors: truncated, unknown opcode, ...
+        raise CheckpointError(f"{path}: its pickle is corrupt ({exc})") from exc
+
+
+def _read_pickle(archive, path):
+    """(the data.pkl bytes, checked, and the archive's prefix)."""
+    pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+    if not pkl:
+        raise CheckpointError(f"{path}: not a PyTorch zip checkpoint (no data.pkl inside)")
+    prefix = pkl[0][: -len("/data.pkl")] if "/" in pkl[0] else ""
+    info = archive.getinfo(pkl[0])
+    if info.file_size > MAX_PICKLE_BYTES:
+        raise CheckpointError(f"{path}: its pickle is {info.file_size:,} bytes, too large for a state dict")
+    with archive.open(info) as f:
+        data = f.read(MAX_PICKLE_BYTES + 1)
+    _check_pickle(data, path)
+    return data, prefix
+
+
 def _read_torch_zip(path):
     with zipfile.ZipFile(path) as archive:
         _check_archive(archive, path)
-        pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-        if not pkl:
-            raise CheckpointError(f"{path}: not a PyTorch zip checkpoint (no data.pkl inside)")
-        prefix = pkl[0][: -len("/data.pkl")] if "/" in pkl[0] else ""
-        info = archive.getinfo(pkl[0])
-        if info.file_size > MAX_PICKLE_BYTES:
-            raise CheckpointError(f"{path}: its pickle is {info.file_size:,} bytes, too large for a state dict")
-        with archive.open(info) as f:
-            payload = io.BytesIO(f.read(MAX_PICKLE_BYTES + 1))
+        data, prefix = _read_pickle(archive, path)
+        payload = io.BytesIO(data)
         byteorder = "little"
         if f"{prefix}/byteorder" in archive.namelist():
             with archive.open(f"{prefix}/byteorder") as f:
@@ -197,8 +229,9 @@ def _read_torch_zip(path):
 def _read_with_torch(path):
     import torch
 
-    with zipfile.ZipFile(path) as archive:  # the same size limits as our own reader, before torch reads
+    with zipfile.ZipFile(path) as archive:  # the same limits as our own reader, before torch reads
         _check_archive(archive, path)
+        _read_pickle(archive, path)
     obj = torch.load(path, map_location="cpu", weights_only=True)
     return _tensors_to_numpy(obj)
 
