@@ -10,9 +10,10 @@ import warnings
 import numpy as np
 
 from .architecture import build_architecture
+from .configs import VARIANTS
 from .utils import atomic_output
 from .weights import CheckpointError, assign_state_dict, guess_keras_weights_variant, read_checkpoint
-from .weights.keras_h5 import keras_weights_layout
+from .weights.keras_h5 import check_declared_sizes, keras_weights_layout
 from .weights import state_dict_from_model
 from .weights.download import (cache_dir, cached_weights_path, download, hash_matches, remove_stale_temporaries,
                                weights_url, write_hash)
@@ -45,9 +46,20 @@ def _keras_weights_state(path, variant):
     return state_dict_from_model(reference)
 
 
+def weights_byte_budget(model, variant):
+    """Most bytes a ``.weights.h5`` for ``model`` may declare: its weights with a 1000-class head, in float64."""
+    dim = VARIANTS[variant].embed_dims[-1]
+    count = sum(int(np.prod(w.shape)) for w in model.weights) + 1000 * (dim + 1) + 4 * dim
+    return 8 * count + (1 << 20)
+
+
 def _load_keras_weights(model, path, variant, source):
     """A ``.weights.h5``: straight in when it fits, else through the state dict (other input size or
     no head); another variant's file is named as such."""
+    try:
+        check_declared_sizes(path, weights_byte_budget(model, variant), source)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
     try:
         model.load_weights(path)
         check_finite(model, source)

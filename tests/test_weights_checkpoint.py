@@ -139,3 +139,90 @@ def test_pickle_floods_are_refused_before_any_unpickler_runs(kind, prefer_torch)
     assert ("memo slot 67,108,864" if kind == "memo_slot" else "more than 500,000 opcodes") in out
     assert float(out.split("FILE_KB")[1].split()[0]) < 64
     assert float(out.split("GROWN_MB")[1].split()[0]) < 100, out[-500:]
+
+
+@pytest.mark.parametrize("bad", ["declared_gb", "int_weights"])
+def test_weights_h5_declarations_are_checked_before_reading(bad):
+    """A small .weights.h5 whose dataset declares 1.6 GB of unallocated gzip chunks (or holds int64 weights)
+    is refused from its metadata, quickly and with memory bounded."""
+    code = f"""
+        import os, resource, tempfile, time
+        import h5py, numpy as np
+        import keras_evit as ke
+        from keras_evit.weights import CheckpointError
+        path = os.path.join(tempfile.mkdtemp(), "m0.weights.h5")
+        ke.EfficientViTM0(weights=None).save_weights(path)
+        with h5py.File(path, "a") as f:
+            names = []
+            f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+            name = names[-1]
+            del f[name]
+            if {bad!r} == "declared_gb":
+                f.create_dataset(name, shape=(400_000_000,), dtype="float32", chunks=(1 << 20,), compression="gzip")
+            else:
+                f.create_dataset(name, data=np.zeros(1000, np.int64))
+        print("FILE_MB", os.path.getsize(path) / 2**20)
+        before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.time()
+        try:
+            ke.EfficientViTM0(weights=path)
+            print("LOADED")
+        except CheckpointError as exc:
+            print("REFUSED", exc)
+        print("SECONDS", time.time() - start)
+        print("GROWN_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    """
+    rc, out = run_child(code)
+    assert rc == 0, out[-3000:]
+    assert "REFUSED" in out and "m0.weights.h5" in out, out[-2000:]
+    assert ("more than this model's weights could take" if bad == "declared_gb" else "holds int64 values") in out
+    assert float(out.split("FILE_MB")[1].split()[0]) < 20
+    assert float(out.split("GROWN_MB")[1].split()[0]) < 300, out[-500:]
+
+
+def test_integer_weights_are_refused_with_the_tensor_named(tmp_path):
+    import keras_evit as ke
+    from keras_evit.weights import CheckpointError, state_dict_from_model
+
+    model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3))
+    state = state_dict_from_model(model)
+    key = "stages.0.blocks.0.mixer.m.attn.attention_biases"
+    state[key] = state[key].astype(np.int8)
+    path = str(tmp_path / "int8.npz")
+    np.savez(path, **state)
+    with pytest.raises(CheckpointError, match=f"tensor {key} holds int8 values"):
+        ke.EfficientViTM0(weights=path, input_shape=(64, 64, 3))
+
+
+def test_bfloat16_pth_loads_without_torch(tmp_path):
+    """A bf16 checkpoint (saved by torch here) loads in a process where torch cannot be imported."""
+    torch = pytest.importorskip("torch")
+    import keras_evit as ke
+    from keras_evit.weights import state_dict_from_model
+
+    state = state_dict_from_model(ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3)), with_bn_counters=False)
+    path = str(tmp_path / "bf16.pth")
+    torch.save({"model": {k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.bfloat16) for k, v in state.items()}},
+               path)
+    expected = {k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.bfloat16).float().numpy()
+                for k, v in state.items()}
+    np.savez(str(tmp_path / "expected.npz"), **expected)
+    rc, out = run_child(f"""
+        import sys
+
+        class NoTorch:  # no torch in this process
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is not installed here")
+
+        sys.meta_path.insert(0, NoTorch())
+        import numpy as np
+        import keras_evit as ke
+        from keras_evit.weights import state_dict_from_model
+        model = ke.EfficientViTM0(weights={path!r}, input_shape=(64, 64, 3))
+        got = state_dict_from_model(model, with_bn_counters=False)
+        expected = np.load({str(tmp_path / "expected.npz")!r})
+        assert "torch" not in sys.modules
+        print("MAXDIFF", max(float(np.abs(got[k] - expected[k]).max()) for k in expected.files))
+    """)
+    assert rc == 0, out[-3000:]
+    assert float(out.split("MAXDIFF")[1].split()[0]) == 0.0

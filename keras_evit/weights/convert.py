@@ -70,10 +70,13 @@ def _summary(label, items, limit=5):
 
 
 def _checked_array(key, value, source):
-    """``value`` as an array of numbers, all finite, or a CheckpointError naming the tensor."""
+    """``value`` as a floating-point array, all finite, or a CheckpointError naming the tensor."""
     array = np.asarray(value)
-    if array.dtype.kind not in "fiub":
-        raise CheckpointError(f"{source}: tensor {key} has dtype {array.dtype}, not a number type")
+    if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, as the readers give it without torch
+        array = array.astype(np.float32)
+    if array.dtype.kind != "f":
+        raise CheckpointError(f"{source}: tensor {key} holds {array.dtype} values, not floating-point weights "
+                              "(a quantized or corrupt checkpoint?): refused; load the float checkpoint")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int(np.size(array) - np.isfinite(array).sum())
         raise CheckpointError(f"{source}: tensor {key} has {bad} non-finite value(s) (NaN/Inf): the weights are "

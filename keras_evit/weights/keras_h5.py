@@ -1,6 +1,9 @@
-"""What a Keras ``.weights.h5`` file holds, read without building a model (for error messages)."""
+"""What a Keras ``.weights.h5`` file holds, read without building a model (for error messages), and a
+check of what it declares before Keras reads any of it."""
 
 import re
+
+import numpy as np
 
 from ..configs import VARIANTS
 
@@ -66,3 +69,39 @@ def guess_keras_weights_variant(path):
         if blocks == expected:
             return key
     return None
+
+
+MAX_DATASETS = 10_000  # an M5 file holds ~900
+
+
+def check_declared_sizes(path, max_bytes, source=None):
+    """Refuses a ``.weights.h5`` whose datasets declare more than ``max_bytes`` in all, or hold anything but
+    floats (a few small integer states aside), from the file's metadata alone: a small file can declare GBs
+    of unallocated chunks, which a reader would then allocate and fill."""
+    import h5py
+
+    source = source or path
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            found.append((name, obj.shape, obj.dtype))
+            if len(found) > MAX_DATASETS:
+                raise ValueError(f"{source}: more than {MAX_DATASETS:,} datasets, not an EfficientViT weights file")
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except ValueError:
+        raise
+    except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError ... for a corrupt file
+        raise ValueError(f"{source} is not a readable .weights.h5 file ({type(exc).__name__}: {exc})") from exc
+    total = 0
+    for name, shape, dtype in found:
+        count = int(np.prod(shape, dtype=np.float64)) if shape is not None else 0
+        if dtype.kind != "f" and not (dtype.kind in "iub" and count <= 64):
+            raise ValueError(f"{source}: dataset {name} holds {dtype} values, not floating-point weights: refused")
+        total += count * dtype.itemsize
+        if total > max_bytes:
+            raise ValueError(f"{source}: its datasets declare {total:,}+ bytes, more than this model's weights "
+                             f"could take ({max_bytes:,}): refused")
