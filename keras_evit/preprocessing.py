@@ -21,6 +21,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".
 # files are refused per image with a clear message instead of exhausting memory
 MAX_IMAGE_SIZE = 4096
 MAX_DECODE_PIXELS = 100_000_000
+# the eval transform resizes the short side to ~1.14x the model's input, so a 65000x1 strip would become
+# billions of pixels: images longer than this many times their width (or the reverse) are refused
+MAX_ASPECT_RATIO = 100
 PREPROCESSING_LAYER = "preprocessing"
 
 
@@ -149,6 +152,7 @@ def decode_image(path):
             if width * height > MAX_DECODE_PIXELS:
                 raise ValueError(f"image {path} is {width}x{height} pixels, over the {MAX_DECODE_PIXELS:,}-pixel "
                                  "limit (a decompression bomb or a huge scan): downscale it first")
+            check_aspect_ratio(width, height, f"image {path}")
             img.load()
             return _to_rgb(img)
     except FileNotFoundError:
@@ -156,10 +160,21 @@ def decode_image(path):
     except Image.DecompressionBombError as exc:
         raise ValueError(f"image {path} is too large to decode ({exc}): a decompression bomb or a huge scan; "
                          "downscale it first") from exc
+    except MemoryError:
+        raise ValueError(f"image {path}: out of memory while decoding it: downscale it first") from None
     except ValueError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}. Use a JPEG/PNG/BMP/WebP/GIF file.") from exc
+
+
+def check_aspect_ratio(width, height, what="image"):
+    """Refuses empty images and strips more than MAX_ASPECT_RATIO times longer than wide (or the reverse)."""
+    if min(width, height) < 1:
+        raise ValueError(f"{what} is {width}x{height} pixels: empty")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ValueError(f"{what} is {width}x{height} pixels, more than {MAX_ASPECT_RATIO}:1: resizing its short "
+                         "side would make it enormous; crop it first")
 
 
 def _size_pair(image_size):
@@ -188,6 +203,7 @@ def center_crop(image, image_size=224, crop_pct=CROP_PCT):
     img = Image.fromarray(as_rgb_array(image))
     scale = int(min(height, width) / crop_pct)
     w, h = img.size
+    check_aspect_ratio(w, h)
     if w <= h:
         new_w, new_h = scale, int(scale * h / w)
     else:
@@ -201,7 +217,11 @@ def center_crop(image, image_size=224, crop_pct=CROP_PCT):
 
 def load_image(path, image_size=224, crop_pct=CROP_PCT):
     """The reference eval transform on one file: RGB uint8 (size, size, 3)."""
-    return center_crop(decode_image(path), image_size, crop_pct)
+    image = decode_image(path)
+    try:
+        return center_crop(image, image_size, crop_pct)
+    except MemoryError:
+        raise ValueError(f"image {path}: out of memory while resizing it: downscale it first") from None
 
 
 def check_image_size(image_size):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_evit as ke
-from keras_evit.preprocessing import imagenet_classes
+from keras_evit.preprocessing import center_crop, imagenet_classes
 
 from conftest import HYMENOPTERA
 
@@ -153,3 +153,33 @@ def test_a_fifo_named_like_an_image_is_skipped_not_opened(tmp_path):
     Image.new("RGB", (80, 70), (10, 200, 30)).save(tmp_path / "good.png")
     images, skipped = load_folder(str(tmp_path), 64)
     assert len(images) == 1 and len(skipped) == 1 and "pipe.jpg" in skipped[0]
+
+
+def test_a_long_strip_is_refused_from_its_header(tmp_path):
+    """A 65000x1 PNG is a few hundred bytes; resizing its short side to 256 would make 16.6 G pixels."""
+    from PIL import Image
+
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (65000, 1)).save(path)
+    assert os.path.getsize(path) < 2000
+    with pytest.raises(ValueError, match=r"strip.png is 65000x1 pixels, more than 100:1"):
+        ke.load_image(str(path))
+    with pytest.raises(ValueError, match="more than 100:1"):
+        center_crop(np.zeros((1, 500, 3), np.uint8))
+    Image.new("RGB", (1000, 10)).save(tmp_path / "panorama.png")  # 100:1 is still an image
+    assert ke.load_image(str(tmp_path / "panorama.png"), 64).shape == (64, 64, 3)
+
+
+def test_predict_goes_on_after_a_strip(sample_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from keras_evit.cli import main
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (1, 65000)).save(strip)
+    weights = str(tmp_path / "m0.weights.h5")
+    ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3)).save_weights(weights)
+    good = os.path.join(sample_dir, "n01440764_tench.JPEG")
+    assert main(["predict", str(strip), good, "--model", "m0", "--weights", weights, "--image-size", "64"]) == 2
+    captured = capsys.readouterr()
+    assert "strip.png is 1x65000 pixels" in captured.err and "n01440764_tench.JPEG\n  1." in captured.out
