@@ -73,7 +73,12 @@ def export_model(model, output, fmt="tflite", quantize="none", calibration_image
             from keras_evit.fusion import float32_copy
 
             x = np.asarray(verify_images, np.float32)  # checked as the file computes: in float32
-            result = compare(float32_copy(model).predict(x, batch_size=16, verbose=0), runner(x), quantize)
+            expected, outputs = float32_copy(model).predict(x, batch_size=16, verbose=0), runner(x)
+            for what, values in (("the model", expected), ("the exported model", outputs)):
+                if not np.isfinite(values).all():
+                    raise ExportError(f"{output}: {what} outputs NaN/Inf on its verification images (non-finite "
+                                      "or overflowing weights): file not written")
+            result = compare(expected, outputs, quantize)
             report["verification"] = result
             if result["passed"] is False:
                 raise ExportError(f"{output}: verification failed, file not written. {describe(result)}")

@@ -97,7 +97,22 @@ def load_keras_file(path):
     except (OSError, ValueError, TypeError, KeyError, EOFError) as exc:
         raise ValueError(f"cannot load the Keras model {path}: {type(exc).__name__}: {exc}. "
                          "The file is corrupt, truncated, or not a keras_evit model.") from exc
+    check_loaded_model(model, path)
     return rename_legacy_layers(model)
+
+
+def check_loaded_model(model, path):
+    """Refuses a loaded model whose weights are NaN/Inf, or whose input is outside the sizes we support."""
+    from .pretrained import check_finite
+    from .preprocessing import check_image_size
+
+    check_finite(model, path)
+    for side in model.inputs[0].shape[1:3]:
+        if side is not None:
+            try:
+                check_image_size(side)
+            except ValueError as exc:
+                raise ValueError(f"{path} takes {side} px inputs: {exc}") from None
 
 
 def rename_legacy_layers(model):

@@ -200,3 +200,31 @@ def test_keras_own_litert_export_works(tmp_path):
     expected = model.predict(x, verbose=0)
     assert np.abs(expected).max() > 0.1
     np.testing.assert_allclose(TFLiteRunner(path)(x), expected, atol=1e-4)
+
+
+def test_non_finite_outputs_leave_no_file(images, tmp_path):
+    """Finite weights whose outputs overflow (a head of 3e38): the file is not written."""
+    model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    for w in model.get_layer("head").weights:  # BN scale x linear kernel = 9e76: beyond float32
+        if w.path.endswith(("gamma", "kernel")):
+            w.assign(np.full(w.shape, 3e38, np.float32))
+    small = np.stack([ke.preprocessing.center_crop(x, 64) for x in images[:2]])
+    with pytest.raises(ExportError, match="outputs NaN/Inf on its verification images"):
+        export_model(model, str(tmp_path / "m0.tflite"), verify_images=small)
+    assert os.listdir(tmp_path) == []
+
+
+def test_nan_keras_file_is_refused_by_predict_convert_and_export(tmp_path, sample_dir, capsys):
+    model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3))
+    bias = model.get_layer("head").linear.bias
+    bias.assign(np.full(bias.shape, np.nan, np.float32))
+    path = str(tmp_path / "nan.keras")
+    model.save(path)
+    image = os.path.join(sample_dir, "n01440764_tench.JPEG")
+    for argv in (["predict", image], ["convert", path, "--output", str(tmp_path / "out.weights.h5")],
+                 ["export", "--quantize", "dynamic", "--output", str(tmp_path / "out.tflite")]):
+        args = argv + (["--weights", path] if argv[0] != "convert" else [])
+        assert main(args) == 2, argv
+        err = capsys.readouterr().err
+        assert "nan.keras: variable" in err and "non-finite values" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["nan.keras"]
