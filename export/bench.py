@@ -13,9 +13,21 @@ import tempfile
 
 import numpy as np
 
+from keras_evit.cli_args import MAX_EXPORT_BATCH, MAX_THREADS, bounded_int, image_size_arg, int_list
+from keras_evit.utils import check_outputs
+
 from .bench_measure import measure_large_batch
 from .bench_report import format_table, format_twins, plot, summarize
 from .bench_runtimes import ALL_RUNTIMES, GPU_LARGE_BATCH, LITERT, REFERENCE, TWIN_SUFFIX
+
+def _seconds(value):
+    import argparse
+
+    number = float(value)
+    if not 0 < number <= 3600:
+        raise argparse.ArgumentTypeError(f"must be > 0 and at most 3600 seconds, got {value}")
+    return number
+
 
 def add_arguments(p):
     p.add_argument("--model", default="m0", help="variant(s), comma separated: m0,m2,m5")
@@ -26,14 +38,15 @@ def add_arguments(p):
     p.add_argument("--twins", action="store_true",
                    help="also measure each LiteRT file's twin built with include_preprocessing=False (fed "
                         "normalized images): what the shipped raw-pixel input costs")
-    p.add_argument("--threads", default=f"1,{os.cpu_count()}", help="thread counts, comma separated")
-    p.add_argument("--batch-sizes", default="1,16")
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--threads", type=int_list(1, MAX_THREADS), default=f"1,{os.cpu_count()}",
+                   help="thread counts, comma separated")
+    p.add_argument("--batch-sizes", type=int_list(1, MAX_EXPORT_BATCH), default="1,16", help="comma separated")
+    p.add_argument("--image-size", type=image_size_arg, default=224)
     p.add_argument("--weights", default="none", help="none (random: speed does not depend on values), "
                    "imagenet, or a file")
-    p.add_argument("--min-time", type=float, default=1.0, help="seconds timed per measurement")
+    p.add_argument("--min-time", type=_seconds, default=1.0, help="seconds timed per measurement")
     p.add_argument("--calibration-dir", default=None, help="int8 calibration images (default: sample folder)")
-    p.add_argument("--large-batch", type=int, default=None,
+    p.add_argument("--large-batch", type=bounded_int(1, 65536), default=None,
                    help="also measure TF/XLA mixed-precision throughput at this batch (default: 1024 when "
                         "a GPU is present, else off)")
     p.add_argument("--train", action="store_true",
@@ -45,10 +58,10 @@ def add_arguments(p):
     p.add_argument("--profile-compare", default=None, help="with --profile: a saved profile JSON to draw beside")
     p.add_argument("--profile-label", default=None, help="with --profile: this profile's name in the plot")
     p.add_argument("--train-runtimes", default=None, help="keras,keras-xla,timm[,timm-compile]")
-    p.add_argument("--train-batch-size", type=int, default=32)
-    p.add_argument("--train-steps", type=int, default=10, help="steps per timed window")
-    p.add_argument("--train-warmup", type=int, default=3)
-    p.add_argument("--train-repeats", type=int, default=3, help="timed windows; the best counts")
+    p.add_argument("--train-batch-size", type=bounded_int(1, MAX_EXPORT_BATCH), default=32)
+    p.add_argument("--train-steps", type=bounded_int(1, 10_000), default=10, help="steps per timed window")
+    p.add_argument("--train-warmup", type=bounded_int(0, 10_000), default=3)
+    p.add_argument("--train-repeats", type=bounded_int(1, 1000), default=3, help="timed windows; the best counts")
     p.add_argument("--workdir", default=None, help="keep exported files here (default: a temp folder)")
     p.add_argument("--reuse", action="store_true",
                    help="with --workdir: measure the files an earlier run of the same command left there "
@@ -193,8 +206,8 @@ def main(args):
     from keras_evit.configs import get_variant
 
     variants = [get_variant(v)[0] for v in variants]
-    threads = [int(t) for t in args.threads.split(",")]
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    threads, batch_sizes = args.threads, args.batch_sizes
+    check_outputs({"--json": args.json, "--plot": args.plot}, inputs=[args.weights, args.calibration_dir])
     from keras_evit.artifacts import weights_arg
 
     weights = weights_arg(args.weights)

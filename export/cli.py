@@ -3,8 +3,8 @@
 import json
 import sys
 
-from keras_evit.cli_args import (LABELS_HELP, WEIGHTS_HELP, add_model_argument, image_size_arg, non_negative_int,
-                                 positive_int)
+from keras_evit.cli_args import (LABELS_HELP, MAX_EXPORT_BATCH, WEIGHTS_HELP, add_model_argument, bounded_int,
+                                 image_size_arg, positive_int)
 
 
 def _export_images(args, model):
@@ -37,14 +37,15 @@ def _export_images(args, model):
 
 def cmd_export(args):
     import keras_evit as ke
-    from keras_evit.utils import check_output_path
+    from keras_evit.utils import check_outputs
 
     from . import check_export_args, describe, export_model
     from .metadata import model_info, require_mediapipe
 
     # everything that can be refused is refused before the model is built or any file is read
     check_export_args(args.format, args.quantize, args.output, args.calibration_dir, args.int8_io)
-    check_output_path(args.output, directory=args.format == "coreml")
+    check_outputs({"--output": args.output, "--report": args.report}, inputs=[args.weights, args.labels],
+                  folders=("--output",) if args.format == "coreml" else ())
     if args.batch_size == 0 and args.format == "tflite":
         raise ValueError("TFLite export needs a fixed --batch-size >= 1 (XNNPACK rejects dynamic batch)")
     if args.format == "tflite" and args.metadata:
@@ -115,7 +116,8 @@ def register(sub):
                    "dir, else the ImageNet sample folder)")
     p.add_argument("--verify-limit", type=positive_int, default=100)
     p.add_argument("--image-size", type=image_size_arg, default=None, help="default 224 (a .keras model: its own)")
-    p.add_argument("--batch-size", type=non_negative_int, default=1, help="fixed batch (0: dynamic, ONNX only)")
+    p.add_argument("--batch-size", type=bounded_int(0, MAX_EXPORT_BATCH), default=1,
+                   help="fixed batch (0: dynamic, ONNX only)")
     p.add_argument("--int8-io", action="store_true",
                    help="uint8 image in, uint8 scores out (full int8 only; what MediaPipe takes from integer models)")
     p.add_argument("--no-metadata", dest="metadata", action="store_false",

@@ -108,6 +108,9 @@ def tflite_profile(path):
         add(op)
     if not totals:
         raise ValueError(f"{path}: the profile has no per-op times (was --enable_op_profiling=true set?)")
+    if sum(totals.values()) <= 0:
+        raise ValueError(f"{path}: every op time in the profile is zero: not a measured run (run benchmark_model "
+                         "with --enable_op_profiling=true and at least one timed run)")
     return totals
 
 

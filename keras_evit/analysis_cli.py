@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 
-from .cli_args import WEIGHTS_HELP, add_model_argument, image_size_arg, positive_int
-from .utils import write_reports
+from .cli_args import MAX_THREADS, WEIGHTS_HELP, add_model_argument, bounded_int, image_size_arg, positive_int
+from .utils import check_outputs, write_reports
 
 
 def head_report(model, images, batch_size=8):
@@ -87,9 +87,14 @@ def cmd_heads(args):
     from .artifacts import model_image_size
     from .preprocessing import list_images
 
+    check_outputs({"--json": args.json, "--plot": args.plot, "--overlay": args.overlay},
+                  inputs=[args.weights, args.images])
+    paths = list_images(args.images, recursive=True)[:args.limit]
+    if args.overlay and args.overlay_index >= len(paths):
+        raise ValueError(f"--overlay-index {args.overlay_index}: {args.images} has {len(paths)} image(s) "
+                         f"(with --limit {args.limit}): use 0..{max(len(paths) - 1, 0)}")
     model, _ = ke.load_classifier(args.weights, args.model, args.image_size, classifier_activation=None)
     size = model_image_size(model)
-    paths = list_images(args.images, recursive=True)[:args.limit]
     images, skipped = [], 0
     for path in paths:
         try:
@@ -122,8 +127,13 @@ def cmd_runtime(args):
     if args.format not in ("onnx", "tflite"):
         raise ValueError(f"--format {args.format!r}: choose onnx (ONNX Runtime's profiler) or tflite (LiteRT's "
                          "benchmark_model op profiling)")
-    workdir = args.workdir or tempfile.mkdtemp(prefix="keras_evit_analyze_")
-    raw = _tflite_profiles(args, workdir) if args.format == "tflite" else _onnx_profiles(args, workdir)
+    check_outputs({"--json": args.json, "--plot": args.plot}, inputs=[args.weights, *(args.profile_file or [])])
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
+        raw = _profiles(args, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="keras_evit_analyze_") as workdir:  # removed on every exit path
+            raw = _profiles(args, workdir)
     results = {label: grouped(per_op) for label, per_op in raw.items()}
     runtime = "LiteRT benchmark_model" if args.format == "tflite" else "ONNX Runtime"
     if args.format == "tflite" and args.profile_file:
@@ -134,6 +144,18 @@ def cmd_runtime(args):
     write_reports(args, {"runtime": runtime, "threads": args.threads, "image_size": args.image_size,
                          "groups_us": results, "per_op_us": raw}, lambda path: plot(results, path))
     return 0
+
+
+def _profiles(args, workdir):
+    return _tflite_profiles(args, workdir) if args.format == "tflite" else _onnx_profiles(args, workdir)
+
+
+def profile_labels(paths):
+    """A label per profile file: its name without ``.profile.pb``, or its full path where two names match."""
+    short = [re.sub(r"(\.profile)?\.pb$", "", os.path.basename(p)) for p in paths]
+    if len(set(os.path.realpath(p) for p in paths)) < len(paths):
+        raise ValueError("the same --profile-file is given twice")
+    return {(s if short.count(s) == 1 else p): p for s, p in zip(short, paths)}
 
 
 def _onnx_profiles(args, workdir):
@@ -162,7 +184,7 @@ def _tflite_profiles(args, workdir):
     from keras_evit.export.runtime_profile import run_benchmark_model, tflite_profile
 
     if args.profile_file:
-        return {re.sub(r"(\.profile)?\.pb$", "", os.path.basename(p)): tflite_profile(p) for p in args.profile_file}
+        return {label: tflite_profile(p) for label, p in profile_labels(args.profile_file).items()}
     import keras_evit as ke
     from keras_evit.export import to_tflite
 
@@ -212,7 +234,8 @@ def register(sub):
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="line plot of the similarity per block (PNG)")
     p.add_argument("--overlay", default=None, help="attention overlay picture (PNG) for one image")
-    p.add_argument("--overlay-index", type=int, default=0, help="which image (sorted) to overlay")
+    p.add_argument("--overlay-index", type=bounded_int(0, 1_000_000), default=0,
+                   help="which image (sorted) to overlay")
     p.add_argument("--overlay-block", default=None, help="block name, default the first")
     p.set_defaults(func=cmd_heads)
 
@@ -224,7 +247,7 @@ def register(sub):
     p.add_argument("--profile-file", action="append", default=None,
                    help="tflite: a benchmark_model --op_profiling_output_mode=proto file (repeatable)")
     p.add_argument("--benchmark-model", default=None, help="tflite: a desktop benchmark_model binary to run here")
-    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--threads", type=bounded_int(1, MAX_THREADS), default=1)
     p.add_argument("--image-size", type=image_size_arg, default=224)
     p.add_argument("--runs", type=positive_int, default=20)
     p.add_argument("--workdir", default=None)

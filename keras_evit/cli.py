@@ -42,9 +42,10 @@ def cmd_predict(args):
 
 def cmd_convert(args):
     import keras_evit as ke
-    from keras_evit.utils import check_output_path, save_keras
+    from keras_evit.utils import check_output_path, check_outputs, save_keras
 
     check_output_path(args.output, (".weights.h5", ".keras"))
+    check_outputs({"--output": args.output}, inputs=[args.checkpoint])
     model, _ = ke.load_classifier(args.checkpoint, args.model, args.image_size, classifier_activation=None)
     save_keras(model, args.output)
     print(f"wrote {args.output} ({model.name}, {model.count_params():,} parameters)")

@@ -45,11 +45,35 @@ def positive_int(value):
     return number
 
 
-def non_negative_int(value):
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return number
+def bounded_int(low, high):
+    """argparse type: an integer in [low, high] (the upper bound stops a runtime from crashing on it)."""
+    def parse(value):
+        number = int(value)
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high}, got {value}")
+        return number
+    parse.__name__ = f"int in {low}..{high}"
+    return parse
+
+
+def int_list(low, high):
+    """argparse type: comma-separated integers, each in [low, high]."""
+    one = bounded_int(low, high)
+
+    def parse(value):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("give at least one number")
+        return [one(v) for v in items]
+    parse.__name__ = "comma-separated ints"
+    return parse
+
+
+# the largest batches and thread counts the commands accept: beyond them runtimes crash or exhaust memory
+MAX_EXPORT_BATCH = 1024
+MAX_EVAL_BATCH = 4096
+MAX_TRAIN_BATCH = 65536
+MAX_THREADS = 1024
 
 
 def image_size_arg(value):

@@ -56,25 +56,49 @@ def atomic_output(path, directory=False):
             os.remove(tmp)
 
 
-def check_output_path(path, suffixes=None, directory=False):
+def check_output_path(path, suffixes=None, directory=False, flag="--output"):
     """Refuses an output path before any work is done: wrong suffix, an existing folder where a file
     goes, or a parent folder that cannot be created or written."""
     path = os.fspath(path)
     if suffixes and not path.endswith(tuple(suffixes)):
-        raise ValueError(f"--output {path!r} should end with {' or '.join(suffixes)}")
+        raise ValueError(f"{flag} {path!r} should end with {' or '.join(suffixes)}")
     if os.path.isdir(path) and not directory:
-        raise ValueError(f"--output {path!r} is an existing folder: name a file inside it instead")
+        raise ValueError(f"{flag} {path!r} is an existing folder: name a file inside it instead")
     if os.path.exists(path) and directory and not os.path.isdir(path):
-        raise ValueError(f"--output {path!r} is an existing file, but this output is a folder")
+        raise ValueError(f"{flag} {path!r} is an existing file, but this output is a folder")
     parent = os.path.dirname(os.path.abspath(path))
     existing = parent
     while not os.path.isdir(existing):
         if os.path.exists(existing):
             raise ValueError(f"cannot write {path!r}: {existing} is a file, not a folder")
         existing = os.path.dirname(existing)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {path!r}: no write permission in {existing}")
+    try:  # a real file, not os.access: root passes any permission check, a read-only mount does not
+        fd, probe = tempfile.mkstemp(prefix=".keras_evit-probe-", dir=existing)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise ValueError(f"cannot write {path!r}: {existing} is not writable ({exc.strerror})") from None
     return path
+
+
+def check_outputs(outputs, inputs=(), folders=()):
+    """Checks every output before work: ``outputs`` maps a flag (``--report``) to a path or None; each must
+    be writable and different from the others and from every input path. Flags in ``folders`` write folders."""
+    seen = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        check_output_path(path, directory=flag in folders, flag=flag)
+        real = os.path.realpath(path)
+        if real in seen:
+            raise ValueError(f"{seen[real]} and {flag} both name {path!r}: one would replace the other")
+        seen[real] = flag
+    for path in inputs:
+        if path is None or not os.path.exists(path):
+            continue
+        real = os.path.realpath(path)
+        if real in seen:
+            raise ValueError(f"{seen[real]} {path!r} is also an input: it would be overwritten; write elsewhere")
 
 
 def ensure_free_space(path, nbytes):

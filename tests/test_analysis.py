@@ -184,3 +184,28 @@ def test_litert_profile_without_times_is_an_error(tmp_path):
 
     with pytest.raises(ValueError, match="no per-op times"):
         tflite_profile(_write_litert_profile(tmp_path / "empty.pb", []))
+
+
+def test_litert_profile_of_zeros_is_an_error(tmp_path):
+    from keras_evit.export.runtime_profile import tflite_profile
+
+    with pytest.raises(ValueError, match="every op time in the profile is zero"):
+        tflite_profile(_write_litert_profile(tmp_path / "zeros.pb", [("CONV_2D", 0), ("ADD", 0)]))
+
+
+def test_profiles_with_the_same_name_are_both_kept(tmp_path, capsys):
+    """Two phones' profiles named alike: each keyed by its full path, neither dropped."""
+    import json
+
+    from keras_evit.cli import main
+
+    (tmp_path / "pixel").mkdir()
+    (tmp_path / "galaxy").mkdir()
+    a = _write_litert_profile(tmp_path / "pixel" / "m0.profile.pb", [("CONV_2D", 400)])
+    b = _write_litert_profile(tmp_path / "galaxy" / "m0.profile.pb", [("CONV_2D", 300)])
+    report = tmp_path / "r.json"
+    assert main(["analyze", "runtime", "--format", "tflite", "--profile-file", a, "--profile-file", b,
+                 "--json", str(report)]) == 0
+    assert sorted(json.loads(report.read_text())["per_op_us"]) == sorted([a, b])
+    assert main(["analyze", "runtime", "--format", "tflite", "--profile-file", a, "--profile-file", a]) == 2
+    assert "the same --profile-file is given twice" in capsys.readouterr().err

@@ -87,9 +87,14 @@ def test_demo_runs_on_a_plain_clone(tmp_path):
 @pytest.mark.parametrize("argv,match", [
     (["predict", "x.jpg", "--top", "-3"], "must be >= 1"),
     (["predict", "x.jpg", "--image-size", "100000"], "out of range"),
-    (["finetune", "--data", "digits", "--output", "r", "--batch-size", "0"], "must be >= 1"),
+    (["finetune", "--data", "digits", "--output", "r", "--batch-size", "0"], "must be 1..65536"),
     (["train", "--data", "digits", "--output", "r", "--epochs", "0"], "must be >= 1"),
     (["export", "--image-size", "8", "--output", "x.tflite"], "out of range"),
+    (["export", "--format", "onnx", "--batch-size", "1000000000", "--output", "x.onnx"], "must be 0..1024"),
+    (["evaluate", "--data", "digits", "--weights", "none", "--batch-size", "1000000000"], "must be 1..65536"),
+    (["bench", "--threads", "-1"], "must be 1..1024"),
+    (["bench", "--batch-sizes", "1,0"], "must be 1..1024"),
+    (["analyze", "heads", "--images", "x", "--overlay-index", "-100"], "must be 0..1000000"),
 ])
 def test_bad_numbers_are_refused_by_the_parser(argv, match, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -119,6 +124,33 @@ def test_outputs_are_checked_before_any_work(tmp_path, capsys):
     assert "is an existing folder" in capsys.readouterr().err
     assert main(["convert", "missing.pth", "--output", str(tmp_path / "out.txt")]) == 2
     assert "should end with .weights.h5 or .keras" in capsys.readouterr().err
+
+
+def test_every_output_is_distinct_and_writable(tmp_path, capsys):
+    out = str(tmp_path / "m.tflite")
+    assert main(["export", "--weights", "none", "--output", out, "--report", out]) == 2
+    assert "--output and --report both name" in capsys.readouterr().err
+    ckpt = tmp_path / "m.keras"
+    ckpt.write_bytes(b"x")
+    assert main(["convert", str(ckpt), "--output", str(ckpt)]) == 2
+    assert "is also an input: it would be overwritten" in capsys.readouterr().err
+    assert main(["analyze", "heads", "--images", str(tmp_path), "--json", str(tmp_path / "r.json"),
+                 "--plot", str(tmp_path / "r.json")]) == 2
+    assert "--json and --plot both name" in capsys.readouterr().err
+    assert main(["bench", "--json", "/proc/keras_evit.json"]) == 2  # not writable, even as root
+    assert "/proc is not writable" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["m.keras"] and ckpt.read_bytes() == b"x"
+
+
+def test_evaluate_batch_is_bounded_before_any_work(capsys):
+    assert main(["evaluate", "--data", "digits", "--weights", "none", "--batch-size", "5000"]) == 2
+    assert "over evaluate's 4096" in capsys.readouterr().err
+
+
+def test_overlay_index_is_checked_before_the_model_loads(sample_dir, capsys):
+    assert main(["analyze", "heads", "--images", sample_dir, "--limit", "3", "--overlay", "o.png",
+                 "--overlay-index", "5", "--weights", "no-such-file.weights.h5"]) == 2
+    assert "--overlay-index 5: " in capsys.readouterr().err
 
 
 def test_missing_extra_names_what_to_install(tmp_path, capsys, monkeypatch):

@@ -204,7 +204,7 @@ def main(args):
     unknown = set(runtimes) - set(RUNTIMES)
     if unknown:
         raise ValueError(f"unknown training runtime(s) {sorted(unknown)}: choose from {', '.join(RUNTIMES)}")
-    threads = int(args.threads.split(",")[-1]) if args.threads else None
+    threads = args.threads[-1] if args.threads else None
     rows = run(variants, runtimes, args.train_batch_size, args.image_size, args.train_steps, args.train_warmup,
                args.train_repeats, threads, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_table(rows))

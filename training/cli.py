@@ -2,7 +2,8 @@
 
 import sys
 
-from keras_evit.cli_args import WEIGHTS_HELP, add_model_argument, image_size_arg, positive_int
+from keras_evit.cli_args import (MAX_EVAL_BATCH, MAX_TRAIN_BATCH, WEIGHTS_HELP, add_model_argument, bounded_int,
+                                 image_size_arg, positive_int)
 
 from .recipe import PRESETS
 
@@ -53,6 +54,9 @@ def cmd_finetune(args):
 def cmd_evaluate(args):
     from .evaluate import evaluate
 
+    if (args.batch_size or 0) > MAX_EVAL_BATCH:
+        raise ValueError(f"--batch-size {args.batch_size} is over evaluate's {MAX_EVAL_BATCH} (a larger batch "
+                         "only needs more memory): pass a smaller one")
     evaluate(args.model, args.weights, args.data, args.split, args.batch_size or 64, args.image_size,
              args.data_dir)
     return 0
@@ -63,7 +67,8 @@ def _common(p):
     p.add_argument("--data", required=True, help="folder:PATH, tfds:NAME, or digits")
     p.add_argument("--data-dir", default=None, help="TFDS data dir (manual downloads such as ImageNet)")
     p.add_argument("--epochs", type=positive_int, default=None, help="default: the recipe's")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch size (default: the recipe's)")
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_TRAIN_BATCH), default=None,
+                   help="global batch size (default: the recipe's; evaluate: 64, at most 4096)")
     p.add_argument("--image-size", type=image_size_arg, default=None,
                    help="default: the recipe's (evaluate: the model's own, else 224)")
 
