@@ -15,8 +15,8 @@ from .utils import atomic_output
 from .weights import CheckpointError, assign_state_dict, guess_keras_weights_variant, read_checkpoint
 from .weights.keras_h5 import check_declared_sizes, keras_weights_layout
 from .weights import state_dict_from_model
-from .weights.download import (cache_dir, cached_weights_path, download, hash_matches, remove_stale_temporaries,
-                               weights_url, write_hash)
+from .weights.download import (HOME_ENV, cache_dir, cached_weights_path, download, hash_matches,
+                               remove_stale_temporaries, weights_url, write_hash)
 
 
 def _reference(variant):
@@ -106,7 +106,14 @@ def imagenet_weights(variant, progress=True):
     edited, written by an older version) is removed and fetched again.
     """
     final = cached_weights_path(variant)
-    os.makedirs(cache_dir(), exist_ok=True)
+    try:
+        os.makedirs(cache_dir(), exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CheckpointError(f"the weights cache {cache_dir()} is a file, not a folder: point {HOME_ENV} at a "
+                              "folder (or remove the file)") from None
+    if os.path.lexists(final) and not os.path.isfile(final):
+        raise CheckpointError(f"the cached weights path {final} is not a file (a folder or a broken link): "
+                              "remove it, and it will be downloaded again")
     remove_stale_temporaries(cache_dir())
     replaced = None
     if os.path.isfile(final):

@@ -18,7 +18,7 @@ class _Server:
     """Serves {path: bytes}; ``declared`` overrides Content-Length to fake a cut connection."""
 
     def __init__(self):
-        self.files, self.declared, self.requests, self.trickle = {}, {}, [], {}
+        self.files, self.declared, self.requests, self.trickle, self.stall = {}, {}, [], {}, {}
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -31,6 +31,9 @@ class _Server:
                 self.send_response(200)
                 self.send_header("Content-Length", str(server.declared.get(self.path, len(body))))
                 self.end_headers()
+                if self.path in server.stall:  # headers, then silence
+                    self.wfile.flush()
+                    time.sleep(server.stall[self.path])
                 if self.path in server.trickle:  # a byte at a time, each well inside the per-read timeout
                     for i in range(len(body)):
                         self.wfile.write(body[i:i + 1])
@@ -175,15 +178,21 @@ def test_corrupt_cache_is_replaced_or_named(ref, server, tmp_path):
 
 
 def test_stale_partial_downloads_are_cleaned(server, tmp_path):
+    """Only this project's own temporary names go; a user's files in the same folder are never touched."""
     cache = tmp_path / "cache"
     cache.mkdir()
     old, fresh = cache / ".download-abc.part.pth", cache / ".download-new.part.pth"
-    old.write_bytes(b"x" * 10)
-    fresh.write_bytes(b"y")
-    os.utime(old, (time.time() - 3 * 86400,) * 2)
+    half_cached = cache / ".efficientvit_m0_imagenet.weights.h5.x1y2.tmp.weights.h5"
+    users = [cache / ".notes.tmp.txt", cache / ".thesis.part", cache / "draft.tmp", cache / ".download-mine"]
+    for path in (old, fresh, half_cached, *users):
+        path.write_bytes(b"x" * 10)
+    for path in (old, half_cached, *users):
+        os.utime(path, (time.time() - 3 * 86400,) * 2)
     with pytest.raises(CheckpointError):
         ke.EfficientViTM0(weights="imagenet")  # 404 here; the stale file goes first
-    assert not old.exists() and fresh.exists()  # a fresh one may belong to a download in progress
+    assert not old.exists() and not half_cached.exists()
+    assert fresh.exists()  # a fresh one may belong to a download in progress
+    assert all(path.read_bytes() == b"x" * 10 for path in users)
 
 
 def test_download_has_an_overall_deadline(server, tmp_path, monkeypatch):
@@ -195,3 +204,27 @@ def test_download_has_an_overall_deadline(server, tmp_path, monkeypatch):
         ke.EfficientViTM0(weights="imagenet")
     assert time.monotonic() - started < 10  # well under the 20 s download, with room for a loaded machine
     assert _cache_files(tmp_path) == []
+
+
+def test_download_deadline_holds_when_the_server_stops_sending(server, tmp_path, monkeypatch):
+    server.files["/v1.0/efficientvit_m0.pth"] = b"z" * 200
+    server.stall["/v1.0/efficientvit_m0.pth"] = 30  # headers, then 30 s of silence
+    monkeypatch.setenv("KERAS_EVIT_DOWNLOAD_DEADLINE", "1")
+    started = time.monotonic()
+    with pytest.raises(CheckpointError, match="did not finish within 1 s"):
+        ke.EfficientViTM0(weights="imagenet")
+    assert time.monotonic() - started < 10  # not the 60 s socket timeout, nor the 30 s stall
+    assert _cache_files(tmp_path) == []
+
+
+def test_a_cache_that_is_not_a_folder_is_named(server, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.write_text("mine")
+    monkeypatch.setenv("KERAS_EVIT_HOME", str(home))
+    with pytest.raises(CheckpointError, match="is a file, not a folder: point KERAS_EVIT_HOME at a folder"):
+        ke.EfficientViTM0(weights="imagenet")
+    assert home.read_text() == "mine"
+    monkeypatch.setenv("KERAS_EVIT_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "efficientvit_m0_imagenet.weights.h5").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="is not a file .* remove it"):
+        ke.EfficientViTM0(weights="imagenet")

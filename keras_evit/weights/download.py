@@ -7,6 +7,7 @@ Converting a download into Keras weights is ``keras_evit.pretrained``'s job.
 
 import hashlib
 import os
+import re
 import tempfile
 import time
 import urllib.error
@@ -70,12 +71,17 @@ def hash_matches(path):
     return recorded == sha256_of(path)
 
 
+# the names download() and atomic_output() give their temporary files in the cache
+OWN_TEMPORARY = re.compile(r"\.download-[\w-]+\.part(\.\w+)?|\.efficientvit_m[0-5]_imagenet\.[\w.]+\.tmp[\w.]*")
+
+
 def remove_stale_temporaries(directory, max_age_s=STALE_TEMP_S):
-    """Deletes ``.download-*`` and other ``.*.tmp*`` files left in ``directory`` by killed runs."""
+    """Deletes the temporary files killed runs of this project left in ``directory``: downloads
+    (``.download-*.part*``) and half-written cache files (``.efficientvit_*.tmp*``); nothing else."""
     now = time.time()
     for name in os.listdir(directory) if os.path.isdir(directory) else []:
         path = os.path.join(directory, name)
-        if name.startswith(".") and (".part" in name or ".tmp" in name):
+        if OWN_TEMPORARY.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
             try:
                 if now - os.path.getmtime(path) > max_age_s:
                     os.remove(path)
@@ -94,7 +100,8 @@ def download(url, dest_dir, progress=True, timeout=60, deadline_s=None):
     fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".download-", suffix=suffix)
     started = time.monotonic()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        # a server that stops sending is caught by the socket timeout, never longer than the deadline
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=min(timeout, deadline_s)) as response:
             total = int(response.headers.get("Content-Length") or 0)
             if total > MAX_CHECKPOINT_BYTES:
                 raise CheckpointError(f"{url} is {total:,} bytes, more than any EfficientViT checkpoint: refused")
@@ -121,6 +128,9 @@ def download(url, dest_dir, progress=True, timeout=60, deadline_s=None):
         _remove(tmp)
         if isinstance(exc, CheckpointError):
             raise
+        if time.monotonic() - started >= deadline_s:
+            raise CheckpointError(f"download of {url} did not finish within {deadline_s:.0f} s (the server stopped "
+                                  f"sending): try again, or set {DEADLINE_ENV}") from exc
         raise CheckpointError(
             f"could not download {url}: {exc}. Check the network, set {URL_ENV} to a mirror, or "
             "pass a local checkpoint instead (--weights PATH on the command line, weights=PATH in Python).") from exc
