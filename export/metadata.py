@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 
+from keras_evit.artifacts import check_class_names
+
 MEDIAPIPE_VERSION = "0.10.21"  # 1.2.x's Python metadata module is broken
 PYTHON_ENV = "KERAS_EVIT_MEDIAPIPE_PYTHON"
 TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mediapipe_tool.py")
@@ -71,6 +73,9 @@ def model_info(model, class_names, probabilities=True):
 
     units = int(model.outputs[0].shape[-1])
     labels = list(class_names) if class_names else [f"class_{i}" for i in range(units)]
+    check_class_names(labels, "the model's class names")
+    if len(labels) != units:
+        raise ValueError(f"{len(labels)} class names for a model with {units} outputs")
     raw = has_preprocessing(model)
     height, width = model.inputs[0].shape[1:3]
     # MediaPipe computes (pixel - mean) / std with one value for all channels: raw models get 0 / 1

@@ -34,6 +34,21 @@ def model_file(weights):
     return path if path.endswith(".keras") else None
 
 
+def check_class_names(names, where):
+    """Refuses class names a labels file cannot hold one per line: empty, or holding a line or paragraph
+    separator or any other control character (``\r``, ``\x85``, ``\u2028`` ...); names ``where`` they came from."""
+    import unicodedata
+
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{where}: class name {name!r} is empty or not a string")
+        bad = [c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+        if bad:
+            raise ValueError(f"{where}: class name {name!r} holds the control character {bad[0]!r}: exported labels "
+                             "files hold one name per line, so rename it")
+    return names
+
+
 def read_class_names(path, num_classes=None):
     """The list of class names in a run's ``classes.json``; ValueError naming the file if malformed."""
     if os.path.getsize(path) > MAX_CLASSES_BYTES:
@@ -44,8 +59,9 @@ def read_class_names(path, num_classes=None):
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read class names from {path}: {exc}. It should be a JSON list of "
                          "names, one per output; fix or delete it") from exc
-    if not isinstance(names, list) or not all(isinstance(n, str) and n and "\n" not in n for n in names):
-        raise ValueError(f"{path} is not a JSON list of non-empty, single-line class names")
+    if not isinstance(names, list):
+        raise ValueError(f"{path} is not a JSON list of class names")
+    check_class_names(names, path)
     if num_classes is not None and len(names) != num_classes:
         raise ValueError(f"{path} names {len(names)} classes but the model has {num_classes} outputs")
     return names
@@ -67,7 +83,8 @@ def read_labels_file(path, num_classes):
         raise ValueError(f"cannot read labels from {path}: {exc}") from exc
     while names and not names[-1].strip():
         names.pop()
-    if not all(n.strip() for n in names) or len(names) != num_classes:
+    check_class_names(names, path)
+    if len(names) != num_classes:
         raise ValueError(f"{path} should name the model's {num_classes} classes, one non-empty name per line; "
                          f"it has {len(names)} line(s)")
     return names

@@ -121,3 +121,15 @@ def test_onnx_metadata_props(model, crops, tmp_path):
     props = {p.key: p.value for p in onnx.load(path).metadata_props}
     assert json.loads(props["labels"]) == ke.preprocessing.imagenet_class_names()
     assert "center crop" in props["preprocessing"] and json.loads(props["norm_std"]) == [1.0]
+
+
+def test_exported_labels_are_one_line_per_class():
+    from keras_evit.export.metadata import model_info
+
+    import keras_evit as ke
+
+    model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=2)
+    with pytest.raises(ValueError, match="control character"):
+        model_info(model, ["ants", "bees\r"])
+    with pytest.raises(ValueError, match="3 class names for a model with 2 outputs"):
+        model_info(model, ["ants", "bees", "wasps"])

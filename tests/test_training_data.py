@@ -160,3 +160,35 @@ def test_a_fifo_in_a_class_folder_is_skipped_not_opened(tmp_path):
     source = folder_source(str(tmp_path))
     assert source.sizes["train"] + source.sizes["validation"] == 4
     assert len(source.skipped) == 1 and "not a regular file" in source.skipped[0]
+
+
+@pytest.mark.parametrize("name", ["bees\r", "ants\u2028x", "tab\there", "nul\x00"])
+def test_class_names_with_control_characters_are_refused(tmp_path, name):
+    from PIL import Image
+
+    from keras_evit.artifacts import read_class_names
+
+    if "\x00" not in name:  # a folder name cannot hold NUL; classes.json can
+        for cls in ("ants", name):
+            (tmp_path / cls).mkdir()
+            Image.new("RGB", (20, 20)).save(tmp_path / cls / "0.png")
+        with pytest.raises(ValueError, match=f"class folders of {tmp_path}: class name .* control character"):
+            load_source(f"folder:{tmp_path}")
+    import json
+
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps(["ants", name]))
+    with pytest.raises(ValueError, match="control character"):
+        read_class_names(str(classes), 2)
+
+
+def test_an_empty_class_folder_is_an_error(tmp_path):
+    from PIL import Image
+
+    for cls in ("ants", "bees", "wasps"):
+        (tmp_path / cls).mkdir()
+    for cls in ("ants", "bees"):
+        Image.new("RGB", (20, 20)).save(tmp_path / cls / "0.png")
+    with pytest.raises(ValueError, match="'wasps' of .* hold no readable image"):
+        load_source(f"folder:{tmp_path}")
+

@@ -13,6 +13,7 @@ from typing import List
 
 import numpy as np
 
+from keras_evit.artifacts import check_class_names
 from keras_evit.preprocessing import IMAGE_EXTENSIONS
 
 TRAIN_EXTENSIONS = tuple(e for e in IMAGE_EXTENSIONS if e != ".gif")  # GIFs: skipped, not photos
@@ -58,6 +59,7 @@ def _scan(root, class_names=None):
     names = class_names or sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     if not names:
         raise ValueError(f"{root} has no class sub-folders: expected one folder of images per class")
+    check_class_names(names, f"class folders of {root}")
     candidates = [(os.path.join(root, name, fname), label) for label, name in enumerate(names)
                   if os.path.isdir(os.path.join(root, name)) for fname in sorted(os.listdir(os.path.join(root, name)))]
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
@@ -66,6 +68,11 @@ def _scan(root, class_names=None):
     paths = [p for (p, _), r in zip(candidates, reasons) if r is None]
     labels = [label for (_, label), r in zip(candidates, reasons) if r is None]
     skipped = [r for r in reasons if r is not None]
+    found = set(labels)
+    empty = [name for label, name in enumerate(names) if label not in found]
+    if empty and paths and class_names is None:  # (a val/ folder may lack some of train/'s classes)
+        raise ValueError(f"class folder(s) {', '.join(repr(n) for n in empty[:5])} of {root} hold no readable "
+                         "image: add images or remove the folder (an empty class cannot be learned)")
     if not paths:
         raise ValueError(f"no readable training images under {root}")
     return names, np.array(paths), np.array(labels, np.int32), skipped
