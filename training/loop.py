@@ -9,6 +9,7 @@ from .classifier import accuracy_metrics, build_classifier
 from .data import load_source, make_dataset
 from .distributed import is_chief, make_strategy, prebuild, synchronize_batchnorm, task_index
 from .recipe import get_recipe
+from .run_lock import run_dir_lock
 
 CHECKPOINT_DIR = "checkpoints"
 METRICS_CSV = "metrics.csv"
@@ -128,7 +129,8 @@ def train(variant, data, output, recipe=None, strategy="mirrored", weights=None,
     """Runs (or resumes) a training run in ``output``; returns the final validation metrics."""
     recipe = recipe or get_recipe()
     recipe.validate()
-    with precision_policy(recipe.mixed_precision):
+    lock = run_dir_lock(output) if is_chief() else contextlib.nullcontext()  # workers write elsewhere
+    with lock, precision_policy(recipe.mixed_precision):
         return _train(variant, data, output, recipe, strategy, weights, data_dir, freeze_backbone,
                       steps_per_epoch, verbose, log)
 
