@@ -226,3 +226,20 @@ def test_bfloat16_pth_loads_without_torch(tmp_path):
     """)
     assert rc == 0, out[-3000:]
     assert float(out.split("MAXDIFF")[1].split()[0]) == 0.0
+
+
+@pytest.mark.parametrize("extra,match", [({5: np.zeros(3, np.float32)}, "has a key 5 of type int"),
+                                         ({"blocks2": np.zeros(3, np.float32)}, "unexpected tensors: blocks2"),
+                                         ({"blocks2.x.y": np.zeros(3, np.float32)}, "unexpected tensors: blocks2.x.y")])
+def test_stray_keys_are_named_not_a_traceback(tmp_path, extra, match):
+    torch = pytest.importorskip("torch")
+    import keras_evit as ke
+    from keras_evit import reference
+    from keras_evit.weights import CheckpointError
+
+    state = reference.official_state_dict(reference.timm_state_dict(reference.create_timm_model("m0", img_size=64)))
+    state.update(extra)
+    path = str(tmp_path / "odd.pth")
+    torch.save({"model": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}}, path)
+    with pytest.raises(CheckpointError, match=match):
+        ke.EfficientViTM0(weights=path, input_shape=(64, 64, 3))

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from ..compat import sublayers
+from .checkpoint import CheckpointError
 
 _LEAF = {"kernel": "weight", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
          "moving_variance": "running_var", "bias": "bias", "attention_biases": "attention_biases"}
@@ -38,6 +39,8 @@ def official_to_timm(key):
     if parts[0] == "patch_embed" and parts[1] in _OFFICIAL_STEM:
         parts = ["patch_embed", _OFFICIAL_STEM[parts[1]]] + parts[2:]
     match = re.fullmatch(r"blocks([123])", parts[0])
+    if match and (len(parts) < 3 or not parts[1].isdigit()):
+        return key  # not a block's tensor: left as it is, so that it is reported as unexpected
     if match:
         stage = int(match.group(1)) - 1
         j = int(parts[1])
@@ -64,6 +67,10 @@ def normalize_keys(state):
         if wrapper in state and isinstance(state[wrapper], dict):
             state = state[wrapper]
             break
+    bad = [k for k in state if not isinstance(k, str)]
+    if bad:
+        raise CheckpointError(f"the checkpoint's state dict has a key {bad[0]!r} of type {type(bad[0]).__name__}: "
+                              "tensor names are strings (not a model state dict?)")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     official = is_official_format(state)
     out = {}
