@@ -11,6 +11,7 @@ returns out-of-bounds data, and never returns more bytes than the file holds.
 import io
 import os
 import pickle
+import struct
 import sys
 import tempfile
 import types
@@ -199,14 +200,49 @@ def fuzz_byte_flips(fmt, flips):
     COUNTS[outcome] = COUNTS.get(outcome, 0) + 1
 
 
+FLOOD_OPS = {"dict": b"}", "list": b"]", "mark": b"(", "int": b"K\x07", "none": b"N", "memoize": b"N\x94"}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(st.sampled_from(sorted(FLOOD_OPS)), st.integers(1, 3_000_000), st.integers(-1, 1 << 31),
+       st.booleans(), st.booleans())
+def fuzz_pickle_floods(op, count, memo_slot, unknown_global, compress):
+    """Pickles built to make an unpickler allocate: floods of one opcode, a store to a far memo slot, for
+    both readers (torch's weights_only one and ours). Memory is checked by the parent from the peak RSS."""
+    body = b"\x80\x04"
+    if unknown_global:  # torch refuses it, so our reader runs
+        body += b"c__main__\nUnknown\n"
+    body += FLOOD_OPS[op] * count
+    if memo_slot >= 0:
+        body += b"r" + struct.pack("<I", memo_slot)
+    body += b"."
+    path = os.path.join(TMP, f"flood{np.random.randint(1 << 30)}.pth")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", body)
+    for prefer_torch in (True, False):
+        try:
+            read_checkpoint(path, prefer_torch=prefer_torch)
+            outcome = "read"
+        except CheckpointError as exc:
+            assert path in str(exc), f"error does not name the file: {exc}"
+            outcome = "refused"
+        COUNTS[outcome] = COUNTS.get(outcome, 0) + 1
+    os.remove(path)
+
+
 COUNTS = {}
 
 
 def main():
-    for fuzz in (fuzz_torch_layouts, fuzz_zip_bomb_and_truncation, fuzz_byte_flips):
+    import resource
+
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for fuzz in (fuzz_torch_layouts, fuzz_zip_bomb_and_truncation, fuzz_byte_flips, fuzz_pickle_floods):
         COUNTS.clear()
         fuzz()
         print(f"{fuzz.__name__}: up to {EXAMPLES} examples, outcomes {COUNTS}")
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) / 1024
+    print(f"PEAK_GROWTH_MB {grown:.0f}")
     return 0
 
 

@@ -21,14 +21,17 @@ def run_child(code, timeout=300):
 
 
 def test_property_based_fuzz_of_every_reader():
-    """hypothesis over sizes, strides, offsets, member lengths, zip bombs, truncations and byte flips."""
+    """hypothesis over sizes, strides, offsets, member lengths, zip bombs, truncations, byte flips and
+    pickle floods, in a child process whose peak memory is measured."""
     pytest.importorskip("hypothesis")
     pytest.importorskip("torch")
     result = subprocess.run([sys.executable, os.path.join(HERE, "fuzz_checkpoint.py"), "150"], capture_output=True,
                             text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]  # rc -11 would be a segfault
-    for name in ("fuzz_torch_layouts", "fuzz_zip_bomb_and_truncation", "fuzz_byte_flips"):
+    for name in ("fuzz_torch_layouts", "fuzz_zip_bomb_and_truncation", "fuzz_byte_flips", "fuzz_pickle_floods"):
         assert name in result.stdout
+    # memory: pickle floods of up to 3 M opcodes and far memo slots, through both readers, cost little
+    assert float(result.stdout.split("PEAK_GROWTH_MB")[1].split()[0]) < 400, result.stdout[-2000:]
 
 
 @pytest.mark.parametrize("size,stride,offset,numel,match", [
