@@ -46,6 +46,9 @@ def _keras_weights_state(path, variant):
     return state_dict_from_model(reference)
 
 
+CHECKPOINT_BUDGET_FACTOR = 4
+
+
 def weights_byte_budget(model, variant):
     """Most bytes a ``.weights.h5`` for ``model`` may declare: its weights with a 1000-class head, in float64."""
     dim = VARIANTS[variant].embed_dims[-1]
@@ -95,8 +98,13 @@ def load_weights(model, weights, variant):
                 "command line) or a path to a .weights.h5, .safetensors, .pth or .npz file.")
     if path.endswith(".weights.h5"):
         _load_keras_weights(model, path, variant, source)
-    else:
-        assign_state_dict(model, read_checkpoint(path), variant=variant, source=source)
+        return
+    # a checkpoint may also hold optimizer state and an EMA copy: a few times the weights, never more
+    budget = CHECKPOINT_BUDGET_FACTOR * weights_byte_budget(model, variant)
+    if os.path.getsize(path) > budget:
+        raise CheckpointError(f"{source} is {os.path.getsize(path):,} bytes, more than an efficientvit_{variant} "
+                              f"checkpoint can be ({budget:,}): refused")
+    assign_state_dict(model, read_checkpoint(path), variant=variant, source=source)
 
 
 def imagenet_weights(variant, progress=True):

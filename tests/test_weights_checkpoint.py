@@ -246,3 +246,34 @@ def test_stray_keys_are_named_not_a_traceback(tmp_path, extra, match):
     torch.save({"model": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}}, path)
     with pytest.raises(CheckpointError, match=match):
         ke.EfficientViTM0(weights=path, input_shape=(64, 64, 3))
+
+
+def test_npz_member_declaring_more_than_it_holds_is_refused(tmp_path):
+    """An .npy header declaring 10**10 floats over a few bytes is refused before numpy allocates."""
+    import io
+    import zipfile
+
+    from keras_evit.weights import CheckpointError
+    from keras_evit.weights.checkpoint import read_checkpoint
+
+    good = io.BytesIO()
+    np.save(good, np.zeros(4, np.float32))
+    # the same header length: the padding absorbs the longer shape
+    header = good.getvalue().replace(b"'shape': (4,), }     ", b"'shape': (10000000000,), }")
+    assert header != good.getvalue()
+    path = str(tmp_path / "lies.npz")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("w.npy", header)
+    with pytest.raises(CheckpointError, match="declares \\(10000000000,\\) float32 .* but holds"):
+        read_checkpoint(path)
+
+
+def test_checkpoint_larger_than_the_variant_could_need_is_refused_before_reading(tmp_path):
+    import keras_evit as ke
+    from keras_evit.weights import CheckpointError
+
+    path = tmp_path / "huge.safetensors"
+    with open(path, "wb") as f:
+        f.truncate(200 << 20)  # 200 MB (sparse): M0 with optimizer state and EMA is far smaller
+    with pytest.raises(CheckpointError, match="more than an efficientvit_m0 checkpoint can be"):
+        ke.EfficientViTM0(weights=str(path), input_shape=(64, 64, 3))

@@ -212,6 +212,24 @@ def _read_pickle(archive, path):
     return data, prefix
 
 
+def _check_npy_headers(archive, path):
+    """Each ``.npy`` member's declared shape and dtype against the bytes it holds, before numpy allocates."""
+    from numpy.lib import format as npy
+
+    for info in archive.infolist():
+        with archive.open(info) as f:
+            version = npy.read_magic(f)
+            read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = read_header(f, max_header_size=10_000)
+            header = f.tell() if f.seekable() else 0
+        if dtype.hasobject:
+            raise CheckpointError(f"{path}: member {info.filename} holds Python objects, not numbers: refused")
+        declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        if declared > info.file_size - header:
+            raise CheckpointError(f"{path}: member {info.filename} declares {shape} {dtype} ({declared:,} bytes) "
+                                  f"but holds {info.file_size - header:,}: refused")
+
+
 def _read_torch_zip(path):
     with zipfile.ZipFile(path) as archive:
         _check_archive(archive, path)
@@ -272,6 +290,7 @@ def read_checkpoint(path, prefer_torch=True):
         if lower.endswith(".npz"):
             with zipfile.ZipFile(path) as archive:
                 _check_archive(archive, path)
+                _check_npy_headers(archive, path)
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
         if lower.endswith((".pth", ".pt", ".bin", ".ckpt")):
