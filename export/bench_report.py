@@ -55,12 +55,9 @@ def format_table(rows):
 
 
 def plot(rows, path):
-    import matplotlib
+    from keras_evit.utils import atomic_output, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from keras_evit.utils import atomic_output
+    plt = pyplot()
 
     ok = [r for r in rows if "error" not in r and r["threads"] is not None]
     batches = sorted({r["batch_size"] for r in ok})

@@ -60,12 +60,9 @@ def table(rows, title):
 
 
 def plot(rows, title, path):
-    import matplotlib
+    from keras_evit.utils import atomic_output, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from keras_evit.utils import atomic_output
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     names = [r["mode"] for r in rows]

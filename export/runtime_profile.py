@@ -197,12 +197,9 @@ def table(results):
 
 
 def plot(results, path):
-    import matplotlib
+    from keras_evit.utils import atomic_output, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from keras_evit.utils import atomic_output
+    plt = pyplot()
 
     labels = list(results)
     fig, ax = plt.subplots(figsize=(9.5, 1.2 + 0.45 * len(labels)))

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-# issue thresholds: fp32 absolute, fp16 relative to the largest reference logit
+# pass marks: fp32 absolute, fp16 relative to the largest reference logit
 FP32_ATOL = 1e-4
 FP16_RTOL = 1e-2
 

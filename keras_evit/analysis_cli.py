@@ -27,12 +27,9 @@ def head_report(model, images, batch_size=8):
 
 
 def plot_heads(rows, title, path):
-    import matplotlib
+    from .utils import atomic_output, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .utils import atomic_output
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(range(1, len(rows) + 1), [r["similarity"] for r in rows], marker="o")
@@ -50,16 +47,13 @@ def plot_heads(rows, title, path):
 def plot_overlay(model, image, path, block=None):
     """The chosen image and, per head, the attention each token receives in ``block`` (default: the
     first block), windows stitched back to the feature grid and laid over the image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
 
     from .analysis import attention_blocks, attention_maps, stitch_windows
     from .preprocessing import model_inputs
-    from .utils import atomic_output
+    from .utils import atomic_output, pyplot
 
+    plt = pyplot()
     block = block or attention_blocks(model)[0][0]
     maps = attention_maps(model, model_inputs(model, image[None]))[block]
     height, width = model.get_layer(block).input.shape[1:3]

@@ -1,4 +1,6 @@
-"""The one table of EfficientViT-M variant configurations (docs/ARCHITECTURE.md)."""
+"""The model's facts in one place: the table of EfficientViT-M variant configurations, their published
+top-1, where the released weights live, and the preprocessing they were trained with
+(docs/ARCHITECTURE.md)."""
 
 from dataclasses import dataclass
 from typing import Tuple
@@ -10,6 +12,14 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 DEFAULT_SIZE = 224
 MIN_SIZE = 64
+
+# the reference's eval transform: ImageNet mean/std on 0..1 RGB; shorter side to size/0.875, center crop
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_PCT = 0.875
+
+# the official release of the ImageNet checkpoints (efficientvit_m0.pth .. efficientvit_m5.pth)
+RELEASE_URL = "https://github.com/xinyuliu-jeffrey/EfficientViT_Model_Zoo/releases/download/v1.0"
 
 
 @dataclass(frozen=True)

@@ -46,16 +46,21 @@ _DOC = """Instantiates EfficientViT-{v} (Liu et al., CVPR 2023), {top1}% ImageNe
             normalizes inside, as keras.applications EfficientNetV2; False: it takes images
             normalized by :func:`keras_evit.normalize_images`.
         name: model name.
+        dropout_rate: dropout before the classifier (0 as the paper; fine-tuning may raise it).
+        fused: build the deployment graph, with every BatchNorm folded into the convolution or linear
+            layer before it (what :func:`keras_evit.fuse_batchnorm` returns); not trainable as the paper.
     """
 
 
 def _builder(variant):
     def builder(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None,
-                classes=1000, classifier_activation="softmax", include_preprocessing=True, name=None, **kwargs):
+                classes=1000, classifier_activation="softmax", include_preprocessing=True, name=None,
+                dropout_rate=0.0, fused=False):
         return build_model(variant, include_top=include_top, weights=weights, input_tensor=input_tensor,
                            input_shape=input_shape, pooling=pooling, classes=classes,
                            classifier_activation=classifier_activation,
-                           include_preprocessing=include_preprocessing, name=name, **kwargs)
+                           include_preprocessing=include_preprocessing, name=name, dropout_rate=dropout_rate,
+                           fused=fused)
 
     _, cfg = get_variant(variant)
     builder.__name__ = builder.__qualname__ = f"EfficientViT{variant.upper()}"

@@ -13,9 +13,8 @@ import os
 
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CROP_PCT = 0.875
+from .configs import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported: public names)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 # the largest image side the models are built for, and the largest file we decode (pixels): bigger
 # files are refused per image with a clear message instead of exhausting memory

@@ -15,6 +15,7 @@ from .utils import atomic_output
 from .weights import CheckpointError, assign_state_dict, guess_keras_weights_variant, read_checkpoint
 from .weights.keras_h5 import check_declared_sizes, keras_weights_layout
 from .weights import state_dict_from_model
+from .weights.keymap import normalize_keys
 from .weights.download import (HOME_ENV, cache_dir, cached_weights_path, download, hash_matches,
                                remove_stale_temporaries, weights_url, write_hash)
 
@@ -108,10 +109,14 @@ def load_weights(model, weights, variant):
 
 
 def imagenet_weights(variant, progress=True):
-    """Path of the cached, verified Keras weights for ``variant``, downloading and converting on first use.
+    """Path of the cached, verified ImageNet state dict for ``variant`` (timm names, ``.safetensors``),
+    downloading and checking it on first use.
 
-    The conversion's SHA-256 is recorded beside it; a cache file that no longer matches (truncated,
-    edited, written by an older version) is removed and fetched again.
+    The download is checked once, against the full 224 px, 1000-class architecture (every name and shape,
+    finite floats); what is cached is that state dict as read, and every later load assigns it straight into
+    the model asked for (any resolution, with or without head): one layout conversion, no throwaway models.
+    Its SHA-256 is recorded beside it; a cache file that no longer matches (truncated, edited) is removed and
+    fetched again.
     """
     final = cached_weights_path(variant)
     try:
@@ -142,11 +147,13 @@ def imagenet_weights(variant, progress=True):
         raise CheckpointError(f"the cached weights {replaced} were corrupt and have been removed; downloading them "
                               f"again failed: {exc}") from exc
     try:
-        state = read_checkpoint(raw)
-        reference = _reference(variant)
-        assign_state_dict(reference, state, variant=variant, allow_resize=False, source=f"download {url}")
+        state = normalize_keys(read_checkpoint(raw))
+        assign_state_dict(_reference(variant), state, variant=variant, allow_resize=False, source=f"download {url}")
+        from safetensors.numpy import save_file
+
         with atomic_output(final) as tmp:
-            reference.save_weights(tmp)
+            save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}, tmp,
+                      metadata={"source": url})  # one key: safetensors orders several at random
         write_hash(final)
     finally:
         if os.path.exists(raw):

@@ -127,6 +127,16 @@ def save_keras(model, path, variables=None):
     return path
 
 
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (reports draw PNGs; no display is needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def write_json(path, payload):
     """Writes ``payload`` as indented JSON, atomically, and says so (the reports' --json)."""
     import json

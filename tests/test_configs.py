@@ -3,7 +3,7 @@ import pytest
 import keras_evit as ke
 from keras_evit.configs import VARIANTS, get_variant
 
-# spec section 2.1: trainable parameters, and Keras totals (incl. BN moving statistics)
+# the reference's trainable parameters, and Keras totals (incl. BN moving statistics)
 TRAINABLE = {"m0": 2_349_436, "m1": 2_980_560, "m2": 4_187_554, "m3": 6_900_722, "m4": 8_804_228,
              "m5": 12_473_772}
 TOTAL = {"m0": 2_378_092, "m1": 3_012_784, "m2": 4_225_538, "m3": 6_949_746, "m4": 8_859_236,

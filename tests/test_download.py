@@ -89,7 +89,7 @@ def test_imagenet_download_convert_cache(ref, server, tmp_path):
     server.files["/v1.0/efficientvit_m0.pth"] = body
     model = ke.EfficientViTM0(weights="imagenet", classifier_activation=None)
     assert timm_vs_keras(ref, tm, model, raw_images(2, 224)) <= 1e-4
-    assert _cache_files(tmp_path) == ["efficientvit_m0_imagenet.weights.h5", "efficientvit_m0_imagenet.weights.h5.sha256"]
+    assert _cache_files(tmp_path) == ["efficientvit_m0_imagenet.safetensors", "efficientvit_m0_imagenet.safetensors.sha256"]
     assert server.requests == ["/v1.0/efficientvit_m0.pth"]
 
     server.close()  # second call: no network at all
@@ -165,7 +165,7 @@ def test_corrupt_cache_is_replaced_or_named(ref, server, tmp_path):
     _, body = _official_bytes(ref, "m0", tmp_path)
     server.files["/v1.0/efficientvit_m0.pth"] = body
     ke.EfficientViTM0(weights="imagenet")
-    cached = tmp_path / "cache" / "efficientvit_m0_imagenet.weights.h5"
+    cached = tmp_path / "cache" / "efficientvit_m0_imagenet.safetensors"
     good = cached.read_bytes()
     cached.write_bytes(good[: len(good) // 3])
     with pytest.warns(UserWarning, match="do not match their recorded SHA-256"):
@@ -182,7 +182,7 @@ def test_stale_partial_downloads_are_cleaned(server, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     old, fresh = cache / ".download-abc.part.pth", cache / ".download-new.part.pth"
-    half_cached = cache / ".efficientvit_m0_imagenet.weights.h5.x1y2.tmp.weights.h5"
+    half_cached = cache / ".efficientvit_m0_imagenet.safetensors.x1y2.tmp.safetensors"
     users = [cache / ".notes.tmp.txt", cache / ".thesis.part", cache / "draft.tmp", cache / ".download-mine"]
     for path in (old, fresh, half_cached, *users):
         path.write_bytes(b"x" * 10)
@@ -225,6 +225,6 @@ def test_a_cache_that_is_not_a_folder_is_named(server, tmp_path, monkeypatch):
         ke.EfficientViTM0(weights="imagenet")
     assert home.read_text() == "mine"
     monkeypatch.setenv("KERAS_EVIT_HOME", str(tmp_path / "cache"))
-    (tmp_path / "cache" / "efficientvit_m0_imagenet.weights.h5").mkdir(parents=True)
+    (tmp_path / "cache" / "efficientvit_m0_imagenet.safetensors").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="is not a file .* remove it"):
         ke.EfficientViTM0(weights="imagenet")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from keras_evit.startup_logs import is_note, startup_notes_filtered
+from keras_evit.startup_logs import is_note
 
 NOTES = [
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",

@@ -127,12 +127,9 @@ def format_table(rows):
 
 
 def plot(rows, path):
-    import matplotlib
+    from keras_evit.utils import atomic_output, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from keras_evit.utils import atomic_output
+    plt = pyplot()
 
     ok = [r for r in rows if "img_per_s" in r]
     models = sorted({r["model"] for r in ok})

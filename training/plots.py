@@ -4,12 +4,9 @@
 def plot_curves(csv_path, png_path):
     import csv
 
-    import matplotlib
+    from keras_evit.utils import atomic_output, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from keras_evit.utils import atomic_output
+    plt = pyplot()
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))

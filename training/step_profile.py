@@ -125,12 +125,9 @@ def format_table(result):
 
 def plot(results, path):
     """One stacked bar per profile (e.g. before / after), segments = op groups, hatched by phase."""
-    import matplotlib
+    from keras_evit.utils import atomic_output, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from keras_evit.utils import atomic_output
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(3 + 1.8 * len(results), 4.5))
     colors = dict(zip(GROUPS, plt.get_cmap("tab10").colors))
@@ -171,7 +168,7 @@ def main(args):
     return 0
 
 
-if __name__ == "__main__":  # PYTHONPATH=OLD_CHECKOUT python training/step_profile.py m0 LABEL OUT.json
+if __name__ == "__main__":  # python training/step_profile.py m0 LABEL OUT.json
     out = profile(sys.argv[1])
     out["label"] = sys.argv[2]
     print(format_table(out))

@@ -1,4 +1,8 @@
-"""BatchNorm: Keras' BatchNormalization with TensorFlow's fused training kernel for conv feature maps."""
+"""BatchNorm: Keras' BatchNormalization, trained on conv feature maps by TensorFlow's one-op batch-norm kernel.
+
+(TensorFlow calls that kernel "fused"; it is unrelated to our builders' ``fused=True``, which folds
+BatchNorm into the layer before it for deployment.)
+"""
 
 import keras
 import numpy as np
@@ -10,11 +14,11 @@ register = keras.saving.register_keras_serializable(package="keras_evit")
 @register
 class BatchNorm(keras.layers.BatchNormalization):
     """keras ``BatchNormalization`` (same variables, config and statistics) that trains a 4-D channels-last
-    map with TensorFlow's fused kernel, as tf.keras 2 did (``fused=True``).
+    map with TensorFlow's one-op kernel (``tf.nn.fused_batch_norm``), as tf.keras 2 did.
 
     Keras 3 writes training-mode BN as moments + normalize: ~20 ops forward and more backward, several
     full passes over the map and broadcasts that TensorFlow materializes. On this CPU that is a third
-    of an M0 training step; the fused kernel is 3x faster (docs/benchmarks.md). Inference, other
+    of an M0 training step; the one-op kernel is 3x faster (docs/benchmarks.md). Inference, other
     backends, XLA on CPU, masks, synchronized (cross-replica) statistics and renorm take Keras' path.
     """
 

@@ -14,10 +14,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from ..configs import RELEASE_URL as DEFAULT_URL_BASE
 from ..utils import atomic_output
 from .checkpoint import MAX_CHECKPOINT_BYTES, CheckpointError
 
-DEFAULT_URL_BASE = "https://github.com/xinyuliu-jeffrey/EfficientViT_Model_Zoo/releases/download/v1.0"
 URL_ENV = "KERAS_EVIT_WEIGHTS_URL"
 HOME_ENV = "KERAS_EVIT_HOME"
 DEADLINE_ENV = "KERAS_EVIT_DOWNLOAD_DEADLINE"
@@ -37,7 +37,8 @@ def weights_url(variant):
 
 
 def cached_weights_path(variant):
-    return os.path.join(cache_dir(), f"efficientvit_{variant}_imagenet.weights.h5")
+    """The checked ImageNet state dict of ``variant`` in the cache (timm names, as safetensors)."""
+    return os.path.join(cache_dir(), f"efficientvit_{variant}_imagenet.safetensors")
 
 
 def _remove(path):

@@ -95,7 +95,8 @@ def check_declared_sizes(path, max_bytes, source=None):
     except ValueError:
         raise
     except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError ... for a corrupt file
-        raise ValueError(f"{source} is not a readable .weights.h5 file ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{source} is not a readable EfficientViT .weights.h5 file ({type(exc).__name__}: {exc}). "
+                         "Re-save or re-download it.") from exc
     total = 0
     for name, shape, dtype in found:
         count = int(np.prod(shape, dtype=np.float64)) if shape is not None else 0
