@@ -1,10 +1,12 @@
 """``keras-evit export`` and ``keras-evit bench``."""
 
 import json
+import os
+import re
 import sys
 
-from keras_evit.cli_args import (LABELS_HELP, MAX_EXPORT_BATCH, WEIGHTS_HELP, add_model_argument, bounded_int,
-                                 image_size_arg, positive_int)
+from keras_evit.cli_args import (LABELS_HELP, MAX_EXPORT_BATCH, MAX_THREADS, WEIGHTS_HELP, add_model_argument,
+                                 bounded_int, image_size_arg, positive_int)
 
 
 def _export_images(args, model):
@@ -136,3 +138,127 @@ def register(sub):
     p = sub.add_parser("bench", help="latency/throughput across runtimes, against the PyTorch reference")
     add_arguments(p)
     p.set_defaults(func=cmd_bench)
+
+
+def cmd_runtime(args):
+    """``keras-evit analyze runtime``: per-op-type time grouped as the paper's Fig. 2."""
+    import tempfile
+
+    from keras_evit.utils import check_outputs, write_reports
+
+    from .runtime_profile import grouped, plot, table
+
+    if args.format not in ("onnx", "tflite"):
+        raise ValueError(f"--format {args.format!r}: choose onnx (ONNX Runtime's profiler) or tflite (LiteRT's "
+                         "benchmark_model op profiling)")
+    check_outputs({"--json": args.json, "--plot": args.plot}, inputs=[args.weights, *(args.profile_file or [])])
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
+        raw = _profiles(args, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="keras_evit_analyze_") as workdir:  # removed on every exit path
+            raw = _profiles(args, workdir)
+    results = {label: grouped(per_op) for label, per_op in raw.items()}
+    runtime = "LiteRT benchmark_model" if args.format == "tflite" else "ONNX Runtime"
+    if args.format == "tflite" and args.profile_file:
+        print(f"{runtime} profiles (threads and input as they were run): ms per inference by group")
+    else:
+        print(f"{runtime}, {args.threads} thread(s), batch 1, {args.image_size} px: ms per inference by group")
+    print(table(results))
+    write_reports(args, {"runtime": runtime, "threads": args.threads, "image_size": args.image_size,
+                         "groups_us": results, "per_op_us": raw}, lambda path: plot(results, path))
+    return 0
+
+
+def _profiles(args, workdir):
+    return _tflite_profiles(args, workdir) if args.format == "tflite" else _onnx_profiles(args, workdir)
+
+
+def profile_labels(paths):
+    """A label per profile file: its name without ``.profile.pb``, or its full path where two names match."""
+    short = [re.sub(r"(\.profile)?\.pb$", "", os.path.basename(p)) for p in paths]
+    if len(set(os.path.realpath(p) for p in paths)) < len(paths):
+        raise ValueError("the same --profile-file is given twice")
+    return {(s if short.count(s) == 1 else p): p for s, p in zip(short, paths)}
+
+
+def _onnx_profiles(args, workdir):
+    import keras_evit as ke
+    from . import to_onnx
+    from .runtime_profile import onnx_profile
+
+    from keras_evit.artifacts import weights_arg
+
+    raw = {}
+    for variant in _variants(args):
+        model = ke.build_model(variant, weights=weights_arg(args.weights), input_shape=(args.image_size,) * 2 + (3,))
+        path = to_onnx(model, os.path.join(workdir, f"{variant}.onnx"), batch_size=1)
+        shape = (1, args.image_size, args.image_size, 3)
+        raw[f"{variant} keras-evit"] = onnx_profile(path, shape, args.threads, args.runs)
+        if _reference_available():
+            from .bench import export_reference_onnx
+
+            ref_path = export_reference_onnx(variant, args.image_size, os.path.join(workdir, f"{variant}_timm.onnx"))
+            raw[f"{variant} timm (reference)"] = onnx_profile(ref_path, shape, args.threads, args.runs, layout="NCHW")
+    return raw
+
+
+def _tflite_profiles(args, workdir):
+    """Profiles written by benchmark_model (``--profile-file``), or made here by ``--benchmark-model``."""
+    from .runtime_profile import run_benchmark_model, tflite_profile
+
+    if args.profile_file:
+        return {label: tflite_profile(p) for label, p in profile_labels(args.profile_file).items()}
+    import keras_evit as ke
+    from . import to_tflite
+
+    from keras_evit.artifacts import weights_arg
+
+    paths = {}
+    for variant in _variants(args):
+        model = ke.build_model(variant, weights=weights_arg(args.weights), input_shape=(args.image_size,) * 2 + (3,))
+        paths[variant] = to_tflite(model, os.path.join(workdir, f"{variant}.tflite"))
+    if not args.benchmark_model:
+        files = " ".join(paths.values())
+        raise ValueError(
+            f"wrote {files}\nLiteRT's Python interpreter has no op profiler. Profile each file with LiteRT's "
+            f"benchmark_model, then read the result here:\n  benchmark_model --graph=FILE --num_threads="
+            f"{args.threads} --enable_op_profiling=true --op_profiling_output_mode=proto "
+            "--op_profiling_output_file=FILE.profile.pb\n  keras-evit analyze runtime --format tflite "
+            "--profile-file FILE.profile.pb [...]\n(on a phone: export/phones/android_benchmark.sh pulls the "
+            "profile back; on this machine: --benchmark-model PATH runs it for you)")
+    return {f"{variant} keras-evit (LiteRT)": tflite_profile(run_benchmark_model(
+        args.benchmark_model, path, args.threads, args.runs)) for variant, path in paths.items()}
+
+
+def _variants(args):
+    return [v.strip() for v in args.model.split(",") if v.strip()]
+
+
+def _reference_available():
+    try:
+        from keras_evit import reference
+
+        reference.import_timm()
+        return True
+    except ImportError:
+        return False
+
+
+def register_runtime(kinds):
+    """``analyze runtime``, under the ``analyze`` command's sub-parsers."""
+    p = kinds.add_parser("runtime", help="per-op-type runtime breakdown grouped as the paper's Fig. 2")
+    p.add_argument("--model", default="m4", help="variant(s), comma separated")
+    p.add_argument("--weights", default="none", help="none (timing does not depend on values) or " + WEIGHTS_HELP)
+    p.add_argument("--format", default="onnx", choices=("onnx", "tflite"),
+                   help="onnx (ONNX Runtime's profiler) or tflite (LiteRT benchmark_model's op profiling)")
+    p.add_argument("--profile-file", action="append", default=None,
+                   help="tflite: a benchmark_model --op_profiling_output_mode=proto file (repeatable)")
+    p.add_argument("--benchmark-model", default=None, help="tflite: a desktop benchmark_model binary to run here")
+    p.add_argument("--threads", type=bounded_int(1, MAX_THREADS), default=1)
+    p.add_argument("--image-size", type=image_size_arg, default=224)
+    p.add_argument("--runs", type=positive_int, default=20)
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None, help="stacked bars per model (PNG)")
+    p.set_defaults(func=cmd_runtime)

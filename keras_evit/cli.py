@@ -85,13 +85,16 @@ def build_parser():
     p.add_argument("--limit", type=positive_int, default=None)
     p.set_defaults(func=cmd_demo)
 
-    from keras_evit.analysis_cli import register as register_analyze
-    from keras_evit.export.cli import register as register_export
+    from keras_evit.analysis_cli import register_heads
+    from keras_evit.export.cli import register as register_export, register_runtime
     from keras_evit.training.cli import register as register_training
 
     register_export(sub)     # export, setup-mediapipe, bench
     register_training(sub)   # train, finetune, evaluate
-    register_analyze(sub)    # analyze heads, analyze runtime
+    analyze = sub.add_parser("analyze", help="the paper's measurements: runtime breakdown, head similarity")
+    kinds = analyze.add_subparsers(dest="analysis", required=True)
+    register_heads(kinds)    # analyze heads (the model itself)
+    register_runtime(kinds)  # analyze runtime (exported files, so it lives with export)
     return parser
 
 
