@@ -152,6 +152,13 @@ def cmd_runtime(args):
         raise ValueError(f"--format {args.format!r}: choose onnx (ONNX Runtime's profiler) or tflite (LiteRT's "
                          "benchmark_model op profiling)")
     check_outputs({"--json": args.json, "--plot": args.plot}, inputs=[args.weights, *(args.profile_file or [])])
+    if args.benchmark_model and not (os.path.isfile(args.benchmark_model) and os.access(args.benchmark_model, os.X_OK)):
+        raise ValueError(f"--benchmark-model {args.benchmark_model!r} is not an executable file (LiteRT's "
+                         "benchmark_model binary for this machine)")
+    if args.format == "tflite" and not (args.profile_file or args.benchmark_model or args.workdir):
+        raise ValueError("LiteRT's Python interpreter has no op profiler: pass --profile-file FILE.profile.pb "
+                         "(benchmark_model --enable_op_profiling=true --op_profiling_output_mode=proto), "
+                         "--benchmark-model PATH to run one here, or --workdir DIR to keep the files to profile")
     if args.workdir:
         os.makedirs(args.workdir, exist_ok=True)
         raw = _profiles(args, args.workdir)

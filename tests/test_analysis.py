@@ -120,6 +120,25 @@ def test_runtime_tflite_without_a_profiler_exports_and_says_how(tmp_path, capsys
     assert (tmp_path / "m0.tflite").stat().st_size > 1e6  # the file to profile is there
 
 
+def test_runtime_without_workdir_leaves_no_temp_folder(tmp_path, capsys, monkeypatch):
+    """Its own temp folder is removed on every exit path (here a profiler that fails); without a profiler,
+    a file nobody could keep is not even exported."""
+    import tempfile
+
+    from keras_evit.cli import main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["analyze", "runtime", "--format", "tflite", "--model", "m0", "--image-size", "64"]) == 2
+    assert "--workdir DIR to keep the files to profile" in capsys.readouterr().err
+    failing = tmp_path / "benchmark_model"
+    failing.write_text("#!/bin/sh\necho simulated crash >&2\nexit 3\n")
+    failing.chmod(0o755)
+    assert main(["analyze", "runtime", "--format", "tflite", "--model", "m0", "--image-size", "64",
+                 "--benchmark-model", str(failing)]) == 2
+    assert "benchmark_model failed (exit 3)" in capsys.readouterr().err
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("keras_evit_analyze_")]
+
+
 def _write_litert_profile(path, top_level, delegated=()):
     """A BenchmarkProfilingData proto as benchmark_model writes it: (node_type, avg us) per op."""
     from keras_evit.export.runtime_profile import benchmark_profiling_data

@@ -25,3 +25,17 @@ def test_a_fifo_or_folder_as_labels_is_refused_not_read(tmp_path):
     for path in (fifo, tmp_path):
         with pytest.raises(ValueError, match="not a regular file"):
             read_labels_file(str(path), 2)
+
+
+def test_a_keras_model_outside_the_supported_sizes_is_refused(tmp_path):
+    """A user's own .keras classifier taking 32 px images: refused on load, naming the size and the file."""
+    import keras
+
+    from keras_evit.artifacts import load_classifier
+
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    path = str(tmp_path / "tiny.keras")
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ValueError, match="tiny.keras takes 32 px inputs: image size 32 is out of range"):
+        load_classifier(path)
