@@ -20,6 +20,11 @@ def run_child(code, timeout=300):
     return result.returncode, result.stdout + result.stderr
 
 
+def _printed(out, key):
+    """The number a child printed after ``key``."""
+    return float(out.split(key)[1].split()[0])
+
+
 def test_property_based_fuzz_of_every_reader():
     """hypothesis over sizes, strides, offsets, member lengths, zip bombs, truncations, byte flips and
     pickle floods, in a child process whose peak memory is measured."""
@@ -31,7 +36,7 @@ def test_property_based_fuzz_of_every_reader():
     for name in ("fuzz_torch_layouts", "fuzz_zip_bomb_and_truncation", "fuzz_byte_flips", "fuzz_pickle_floods"):
         assert name in result.stdout
     # memory: pickle floods of up to 3 M opcodes and far memo slots, through both readers, cost little
-    assert float(result.stdout.split("PEAK_GROWTH_MB")[1].split()[0]) < 400, result.stdout[-2000:]
+    assert _printed(result.stdout, "PEAK_GROWTH_MB") < 400, result.stdout[-2000:]
 
 
 @pytest.mark.parametrize("size,stride,offset,numel,match", [
@@ -87,7 +92,7 @@ def test_storage_member_that_inflates_is_not_read_whole(tmp_path):
     code_rc, out = run_child(code, timeout=600)
     assert code_rc == 0, out[-3000:]
     assert "REFUSED" in out and "(a zip bomb?)" in out
-    grown = float(out.split("GROWN_MB")[1].split()[0])
+    grown = _printed(out, "GROWN_MB")
     assert grown < 200
 
 
@@ -140,8 +145,8 @@ def test_pickle_floods_are_refused_before_any_unpickler_runs(kind, prefer_torch)
     assert rc == 0, out[-3000:]
     assert "REFUSED" in out and "bomb.pth" in out, out[-2000:]
     assert ("memo slot 67,108,864" if kind == "memo_slot" else "more than 500,000 opcodes") in out
-    assert float(out.split("FILE_KB")[1].split()[0]) < 64
-    assert float(out.split("GROWN_MB")[1].split()[0]) < 100, out[-500:]
+    assert _printed(out, "FILE_KB") < 64
+    assert _printed(out, "GROWN_MB") < 100, out[-500:]
 
 
 @pytest.mark.parametrize("bad", ["declared_gb", "int_weights"])
@@ -178,8 +183,8 @@ def test_weights_h5_declarations_are_checked_before_reading(bad):
     assert rc == 0, out[-3000:]
     assert "REFUSED" in out and "m0.weights.h5" in out, out[-2000:]
     assert ("more than this model's weights could take" if bad == "declared_gb" else "holds int64 values") in out
-    assert float(out.split("FILE_MB")[1].split()[0]) < 20
-    assert float(out.split("GROWN_MB")[1].split()[0]) < 300, out[-500:]
+    assert _printed(out, "FILE_MB") < 20
+    assert _printed(out, "GROWN_MB") < 300, out[-500:]
 
 
 def test_integer_weights_are_refused_with_the_tensor_named(tmp_path):
@@ -228,7 +233,7 @@ def test_bfloat16_pth_loads_without_torch(tmp_path):
         print("MAXDIFF", max(float(np.abs(got[k] - expected[k]).max()) for k in expected.files))
     """)
     assert rc == 0, out[-3000:]
-    assert float(out.split("MAXDIFF")[1].split()[0]) == 0.0
+    assert _printed(out, "MAXDIFF") == 0.0
 
 
 @pytest.mark.parametrize("extra,match", [({5: np.zeros(3, np.float32)}, "has a key 5 of type int"),
