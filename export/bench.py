@@ -51,6 +51,11 @@ def add_arguments(p):
                         "a GPU is present, else off)")
     p.add_argument("--train", action="store_true",
                    help="measure training img/s instead: Keras fit (graph, XLA) beside timm eager (one thread count)")
+    p.add_argument("--input-pipeline", action="store_true",
+                   help="measure the tf.data training input instead: images/s per core against decode + resize "
+                        "alone on the same files (--threads, --train-batch-size, --image-size, --min-time)")
+    p.add_argument("--input-folder", default=None,
+                   help="with --input-pipeline: class sub-folders of JPEGs (default: the shared hymenoptera set)")
     p.add_argument("--depthwise-probe", action="store_true",
                    help="with --train: time one depthwise conv (forward and gradients) in TF graph vs XLA")
     p.add_argument("--profile", action="store_true",

@@ -90,6 +90,10 @@ def cmd_setup_mediapipe(args):
 
 
 def cmd_bench(args):
+    if args.input_pipeline:
+        from keras_evit.training.input_bench import main as input_bench_main
+
+        return input_bench_main(args)
     if args.train and args.profile:
         from keras_evit.training.step_profile import main as profile_main
 

@@ -19,6 +19,11 @@ def own_variables(layer):
     return list(layer._trainable_variables) + list(layer._non_trainable_variables)
 
 
+def rand_augment_ops(layer):
+    """The augmentation layers a ``keras.layers.RandAugment`` chooses among, in its order."""
+    return [getattr(layer, name) for name in layer._AUGMENT_LAYERS]
+
+
 def optimizer_trainable_variables(optimizer):
     """The variables a built optimizer updates, for ``apply(grads)`` called without them."""
     return optimizer._trainable_variables

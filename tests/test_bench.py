@@ -64,3 +64,20 @@ def test_train_bench_end_to_end_tiny(tmp_path, capsys, ref):
 def test_train_bench_unknown_runtime(capsys):
     assert main(["bench", "--train", "--train-runtimes", "keras,tensorrt"]) == 2
     assert "unknown training runtime" in capsys.readouterr().err
+
+
+def test_input_pipeline_bench_end_to_end_tiny(tmp_path, capsys):
+    """Both pipelines in their own processes on real JPEGs; the table, JSON and PNG it promises."""
+    from conftest import HYMENOPTERA
+
+    if not os.path.isdir(HYMENOPTERA):
+        pytest.skip(f"the shared hymenoptera images are not at {HYMENOPTERA}")
+    out = tmp_path / "input.json"
+    assert main(["bench", "--input-pipeline", "--input-folder", HYMENOPTERA, "--threads", "1", "--min-time", "0.5",
+                 "--train-batch-size", "8", "--image-size", "64", "--json", str(out),
+                 "--plot", str(tmp_path / "input.png")]) == 0
+    text = capsys.readouterr().out
+    assert "limit: decode + resize" in text and "cores of this machine feed one GPU" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["pipeline"] for r in rows} == {"training input", "limit: decode + resize"}
+    assert all(r["images_per_s"] > 0 for r in rows) and (tmp_path / "input.png").stat().st_size > 1000

@@ -46,6 +46,48 @@ def eval_transform(size, crop_pct=CROP_PCT):
     return fn
 
 
+def chosen_ops_only(rand_augment):
+    """Keras' ``RandAugment`` as a function that runs only the augmentations it picks.
+
+    The layer applies every one of its 11 augmentations at each of its ``num_ops`` steps and keeps the
+    picked one with ``where`` (22 image transforms per image where 2 are used: 85% of the input pipeline's
+    time). Here each step picks uniformly among the same layers, as the layer does, and ``tf.switch_case``
+    runs only that branch: the same distribution of outputs at a fraction of the cost.
+    """
+    import tensorflow as tf
+
+    from keras_evit.compat import rand_augment_ops
+
+    ops = rand_augment_ops(rand_augment)
+
+    def fn(image):
+        image = tf.cast(image, tf.float32)
+        for _ in range(rand_augment.num_ops):
+            index = tf.random.uniform((), 0, len(ops), dtype=tf.int32)
+            branches = [lambda op=op: tf.cast(op(image, training=True), tf.float32) for op in ops]
+            image = tf.ensure_shape(tf.switch_case(index, branches), image.shape)
+        return image
+    return fn
+
+
+def erase_with_probability(probability, seed=None):
+    """Random erasing (timm's ``reprob``) applied to exactly ``probability`` of the images.
+
+    Keras' ``RandomErasing(factor=p)`` draws each image's chance from U(0, p), so erases p/2 of them, and
+    builds the erased copy for every image before choosing. Here an always-on layer runs only for the
+    images chosen, with the paper's probability.
+    """
+    import keras
+    import tensorflow as tf
+
+    layer = keras.layers.RandomErasing(factor=(1.0, 1.0), value_range=(0, 255), seed=seed)
+
+    def fn(image):
+        return tf.cond(tf.random.uniform(()) < probability,
+                       lambda: tf.cast(layer(image, training=True), image.dtype), lambda: image)
+    return fn
+
+
 def train_transform(recipe):
     """Random-resized crop (bicubic), flip, RandAugment, normalize, random erasing."""
     import keras
@@ -54,13 +96,12 @@ def train_transform(recipe):
     size = recipe.image_size
     rand_augment = None
     if recipe.randaugment_magnitude:
-        rand_augment = keras.layers.RandAugment(value_range=(0, 255), num_ops=recipe.randaugment_ops,
-                                                factor=recipe.randaugment_magnitude / 10.0,
-                                                interpolation="bilinear", seed=recipe.seed)
+        rand_augment = chosen_ops_only(keras.layers.RandAugment(
+            value_range=(0, 255), num_ops=recipe.randaugment_ops, factor=recipe.randaugment_magnitude / 10.0,
+            interpolation="bilinear", seed=recipe.seed))
     erasing = None
     if recipe.random_erasing:
-        erasing = keras.layers.RandomErasing(factor=recipe.random_erasing, value_range=(0, 255),
-                                             seed=recipe.seed)
+        erasing = erase_with_probability(recipe.random_erasing, recipe.seed)
 
     def fn(image):
         begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
@@ -72,9 +113,9 @@ def train_transform(recipe):
             crop = tf.image.random_flip_left_right(crop)
         crop = tf.clip_by_value(crop, 0.0, 255.0)
         if rand_augment is not None:
-            crop = rand_augment(crop, training=True)
+            crop = rand_augment(crop)
         if erasing is not None:
-            crop = erasing(crop, training=True)
+            crop = erasing(crop)
         return tf.ensure_shape(tf.cast(crop, tf.float32), [size, size, 3])
     return fn
 
