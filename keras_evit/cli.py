@@ -3,8 +3,8 @@
 import errno
 import sys
 
-from .startup_logs import startup_notes_filtered
 from .cli_args import LABELS_HELP, WEIGHTS_HELP, Parser, add_model_argument, image_size_arg, positive_int
+from .startup_logs import startup_notes_filtered
 
 
 def start_keras():
