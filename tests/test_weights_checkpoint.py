@@ -25,6 +25,28 @@ def _printed(out, key):
     return float(out.split(key)[1].split()[0])
 
 
+MEASURED_LOAD = """
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    {load}
+    print("LOADED")
+except CheckpointError as exc:
+    print("REFUSED", exc)
+print("FILE_KB", os.path.getsize(path) / 1024)
+print("GROWN_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def run_measured_load(setup, load, timeout=300):
+    """In a fresh process: ``setup`` (which writes the file ``path`` and imports ``CheckpointError``), then
+    ``load`` under a peak-memory measurement. Returns the output: LOADED or REFUSED (with the error),
+    FILE_KB (the file's size) and GROWN_MB (peak RSS growth during the load)."""
+    code = "import os, resource\n" + textwrap.dedent(setup) + MEASURED_LOAD.format(load=load)
+    rc, out = run_child(code, timeout=timeout)
+    assert rc == 0, out[-3000:]
+    return out
+
+
 def test_property_based_fuzz_of_every_reader():
     """hypothesis over sizes, strides, offsets, member lengths, zip bombs, truncations, byte flips and
     pickle floods, in a child process whose peak memory is measured."""
@@ -69,8 +91,8 @@ def test_crafted_tensor_layouts_are_refused(tmp_path, size, stride, offset, nume
 
 def test_storage_member_that_inflates_is_not_read_whole(tmp_path):
     """A small file whose storage inflates to GBs is refused from the zip directory, before reading."""
-    code = """
-        import os, zipfile, resource
+    setup = """
+        import zipfile
         from fuzz_checkpoint import _Tensor, torch_zip
         from keras_evit.weights.checkpoint import CheckpointError, read_checkpoint
         path = torch_zip({"w": _Tensor("0", 4, 0, [4], [1])}, {"0": bytes(16)}, compress=True)
@@ -80,20 +102,10 @@ def test_storage_member_that_inflates_is_not_read_whole(tmp_path):
                 for _ in range(16):
                     f.write(block)
         assert os.path.getsize(path) < 1_000_000
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        try:
-            read_checkpoint(path, prefer_torch=False)
-            print("LOADED")
-        except CheckpointError as exc:
-            print("REFUSED", exc)
-        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-        print("GROWN_MB", grown_mb)
     """
-    code_rc, out = run_child(code, timeout=600)
-    assert code_rc == 0, out[-3000:]
+    out = run_measured_load(setup, "read_checkpoint(path, prefer_torch=False)", timeout=600)
     assert "REFUSED" in out and "(a zip bomb?)" in out
-    grown = _printed(out, "GROWN_MB")
-    assert grown < 200
+    assert _printed(out, "GROWN_MB") < 200
 
 
 def test_non_finite_weights_are_refused_with_the_tensor_named(tmp_path):
@@ -121,8 +133,8 @@ def test_pickle_floods_are_refused_before_any_unpickler_runs(kind, prefer_torch)
     is refused from its opcodes, with memory bounded, whichever reader would have run."""
     if prefer_torch:
         pytest.importorskip("torch")
-    code = f"""
-        import os, resource, struct, tempfile, zipfile
+    setup = f"""
+        import struct, tempfile, zipfile
         from keras_evit.weights.checkpoint import CheckpointError, read_checkpoint
         if {kind!r} == "memo_slot":  # an unknown global (torch refuses it), then a store to memo slot 2**26
             pickle = b"\\x80\\x02c__main__\\nUnknown\\nr" + struct.pack("<I", 1 << 26) + b"."
@@ -132,17 +144,8 @@ def test_pickle_floods_are_refused_before_any_unpickler_runs(kind, prefer_torch)
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr("archive/data.pkl", pickle)
             z.writestr("archive/version", "3\\n")
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        try:
-            read_checkpoint(path, prefer_torch={prefer_torch})
-            print("LOADED")
-        except CheckpointError as exc:
-            print("REFUSED", exc)
-        print("FILE_KB", os.path.getsize(path) / 1024)
-        print("GROWN_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
     """
-    rc, out = run_child(code)
-    assert rc == 0, out[-3000:]
+    out = run_measured_load(setup, f"read_checkpoint(path, prefer_torch={prefer_torch})")
     assert "REFUSED" in out and "bomb.pth" in out, out[-2000:]
     assert ("memo slot 67,108,864" if kind == "memo_slot" else "more than 500,000 opcodes") in out
     assert _printed(out, "FILE_KB") < 64
@@ -153,8 +156,8 @@ def test_pickle_floods_are_refused_before_any_unpickler_runs(kind, prefer_torch)
 def test_weights_h5_declarations_are_checked_before_reading(bad):
     """A small .weights.h5 whose dataset declares 1.6 GB of unallocated gzip chunks (or holds int64 weights)
     is refused from its metadata, quickly and with memory bounded."""
-    code = f"""
-        import os, resource, tempfile, time
+    setup = f"""
+        import tempfile
         import h5py, numpy as np
         import keras_evit as ke
         from keras_evit.weights import CheckpointError
@@ -169,21 +172,11 @@ def test_weights_h5_declarations_are_checked_before_reading(bad):
                 f.create_dataset(name, shape=(400_000_000,), dtype="float32", chunks=(1 << 20,), compression="gzip")
             else:
                 f.create_dataset(name, data=np.zeros(1000, np.int64))
-        print("FILE_MB", os.path.getsize(path) / 2**20)
-        before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.time()
-        try:
-            ke.EfficientViTM0(weights=path)
-            print("LOADED")
-        except CheckpointError as exc:
-            print("REFUSED", exc)
-        print("SECONDS", time.time() - start)
-        print("GROWN_MB", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
     """
-    rc, out = run_child(code)
-    assert rc == 0, out[-3000:]
+    out = run_measured_load(setup, "ke.EfficientViTM0(weights=path)")
     assert "REFUSED" in out and "m0.weights.h5" in out, out[-2000:]
     assert ("more than this model's weights could take" if bad == "declared_gb" else "holds int64 values") in out
-    assert _printed(out, "FILE_MB") < 20
+    assert _printed(out, "FILE_KB") < 20 * 1024
     assert _printed(out, "GROWN_MB") < 300, out[-500:]
 
 
