@@ -38,8 +38,10 @@ expected = np.load(sys.argv[1] + ".npy")
 clone = keras.models.clone_model(model)
 clone.set_weights(model.get_weights())
 fused = ke.fuse_batchnorm(model, dtype="float32")
-for name, m in (("load", model), ("clone", clone), ("fuse", fused)):
-    print(name, float(np.abs(m.predict(image, verbose=0) - expected).max()))
+loaded = model.predict(image, verbose=0)
+print("load", float(np.abs(loaded - expected).max()))  # the file keeps its mixed_float16 policy
+for name, m in (("clone", clone), ("fuse", fused)):  # the fused copy computes in float32
+    print(name, float(np.abs(m.predict(image, verbose=0) - loaded).max()))
 """
 
 
@@ -60,14 +62,15 @@ def test_mixed_precision_nested_model_loads_predicts_and_exports_under_float32(s
     diffs = dict(line.split() for line in _run(["-c", LOAD, path, image]).splitlines() if line[:4] in
                  ("load", "clon", "fuse"))
     assert set(diffs) == {"load", "clone", "fuse"}
-    assert all(float(v) <= 2e-3 for v in diffs.values()), diffs  # float16 activations vs float32
+    assert float(diffs["load"]) <= 2e-3 and float(diffs["clone"]) <= 1e-5, diffs  # same policy, other kernels
+    assert float(diffs["fuse"]) <= 5e-3, diffs  # float32 vs float16 activations
 
     # predict prints the model's own probability (its Dense softmax is not doubled), with the user's names
     labels = tmp_path / "labels.txt"
     labels.write_text("wasp\nant\nbee\n")
     out = _run(["-m", "keras_evit.cli", "predict", image, "--weights", path, "--top", "1", "--labels", str(labels)])
     score = float(re.search(r"1\. (?:wasp|ant|bee)\s+(\d\.\d+)", out).group(1))
-    assert score == pytest.approx(float(expected.max()), abs=2e-3), out
+    assert score == pytest.approx(float(expected.max()), abs=5e-3), out  # float16 when saved
 
     tflite = str(tmp_path / "user.tflite")
     out = _run(["-m", "keras_evit.cli", "export", "--weights", path, "--no-metadata", "--verify-dir", sample_dir,
@@ -153,4 +156,5 @@ def test_mixed_precision_file_moves_between_backends(saved_on, loaded_on, sample
                                                                                    ["backend"]))
     assert diffs.pop("backend") == loaded_on
     assert set(diffs) == {"load", "clone", "fuse"}
-    assert all(float(v) <= 2e-3 for v in diffs.values()), diffs  # float16 activations vs float32
+    assert float(diffs["load"]) <= 2e-3 and float(diffs["clone"]) <= 1e-5, diffs  # same policy, other kernels
+    assert float(diffs["fuse"]) <= 5e-3, diffs  # float32 vs float16 activations
