@@ -15,6 +15,7 @@ PACKAGE_DIR = {
     "keras_evit": "keras_evit",
     "keras_evit.layers": "keras_evit/layers",
     "keras_evit.weights": "keras_evit/weights",
+    "keras_evit.hub": "keras_evit/hub",
     "keras_evit.export": "export",
     "keras_evit.training": "training",
     "keras_evit.training.examples": "training/examples",
@@ -44,12 +45,15 @@ TRAIN = [
     "tensorboard==2.21.0",
     "tensorflow-datasets==4.9.10",
 ]
+# keras-hub tasks and presets (keras_evit.hub); it brings tensorflow-text 2.21, which TensorFlow 2.21 shares
+HUB = ["keras-hub==0.32.0"]
 # torch must be the local CPU build: install it first (`pip install torch==2.13.0`), then timm with
 # --no-deps (its torchvision dependency has no CPU wheel here); see the Makefile.
 REFERENCE = ["torch==2.13.0", "pyyaml>=6", "huggingface_hub>=0.20"]
 # MediaPipe (TFLite metadata writer, Tasks client) pins protobuf<5 and numpy<2, which TensorFlow 2.21
 # cannot share: `keras-evit setup-mediapipe` installs mediapipe==0.10.21 in a venv of its own.
-TEST = ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2"] + MOBILE + TRAIN
+# grain: keras-hub's test helpers (TestCase) import it
+TEST = ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2", "grain==0.2.18"] + MOBILE + TRAIN + HUB
 
 setup(
     name="keras-evit",
@@ -63,6 +67,6 @@ setup(
     package_dir=PACKAGE_DIR,
     package_data={"keras_evit": ["data/*.json", "data/samples/*"], "keras_evit.export": ["phones/*"]},
     install_requires=CORE,
-    extras_require={"mobile": MOBILE, "train": TRAIN, "reference": REFERENCE, "test": TEST},
+    extras_require={"mobile": MOBILE, "train": TRAIN, "hub": HUB, "reference": REFERENCE, "test": TEST},
     entry_points={"console_scripts": ["keras-evit=keras_evit.cli:main"]},
 )

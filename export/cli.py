@@ -39,6 +39,7 @@ def _export_images(args, model):
 
 def cmd_export(args):
     import keras_evit as ke
+    from keras_evit.preprocessing import raw_input_model
     from keras_evit.utils import check_outputs
 
     from . import check_export_args, describe, export_model
@@ -55,6 +56,7 @@ def cmd_export(args):
     model, class_names = ke.load_classifier(args.weights, args.model, args.image_size,
                                             classifier_activation=None if args.logits else "softmax",
                                             labels=args.labels)
+    model = raw_input_model(model)  # every file takes RGB 0..255 (MediaPipe has one mean/std for all channels)
     calibration, verify_images, where = _export_images(args, model)
     info = model_info(model, class_names, probabilities=not args.logits) if args.metadata else None
     report = export_model(model, args.output, args.format, args.quantize, calibration, args.batch_size or None,

@@ -37,6 +37,21 @@ def resolve_input_shape(input_shape, input_tensor, weights):
     return shape
 
 
+def build_stages(x, embed_dims, depths, num_heads, kernels, fused=False, dtype=None):
+    """The stem and the three stages of sandwich blocks applied to the normalized image tensor ``x``;
+    returns each stage's output (strides 16, 32 and 64). Layer names are the ones weights are keyed by."""
+    outputs = []
+    x = PatchEmbedding(embed_dims[0], fused=fused, dtype=dtype, name="patch_embed")(x)
+    for stage, (dim, depth, heads) in enumerate(zip(embed_dims, depths, num_heads)):
+        if stage > 0:
+            x = SubsampleBlock(dim, fused=fused, dtype=dtype, name=f"stages-{stage}-downsample")(x)
+        for j in range(depth):
+            x = EfficientViTBlock(heads, kernels, KEY_DIM, WINDOW_SIZE, fused=fused, dtype=dtype,
+                                  name=f"stages-{stage}-blocks-{j}")(x)
+        outputs.append(x)
+    return outputs
+
+
 def build_architecture(variant, include_top=True, input_tensor=None, input_shape=None, pooling=None,
                        classes=1000, classifier_activation="softmax", include_preprocessing=True, name=None,
                        dropout_rate=0.0, fused=False, weights=None):
@@ -52,13 +67,7 @@ def build_architecture(variant, include_top=True, input_tensor=None, input_shape
         inputs = input_tensor
 
     x = preprocessing_layer()(inputs) if include_preprocessing else inputs
-    x = PatchEmbedding(cfg.embed_dims[0], fused=fused, name="patch_embed")(x)
-    for stage, (dim, depth, heads) in enumerate(zip(cfg.embed_dims, cfg.depths, cfg.num_heads)):
-        if stage > 0:
-            x = SubsampleBlock(dim, fused=fused, name=f"stages-{stage}-downsample")(x)
-        for j in range(depth):
-            x = EfficientViTBlock(heads, cfg.kernels, KEY_DIM, WINDOW_SIZE, fused=fused,
-                                  name=f"stages-{stage}-blocks-{j}")(x)
+    x = build_stages(x, cfg.embed_dims, cfg.depths, cfg.num_heads, cfg.kernels, fused=fused)[-1]
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = NormLinear(classes, dropout=dropout_rate, fused=fused, name="head")(x)

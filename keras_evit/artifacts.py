@@ -103,12 +103,36 @@ def class_names_for(model, model_path=None):
     return imagenet_class_names() if units == 1000 else [f"class_{i}" for i in range(units)]
 
 
+# registered names of keras_evit.hub's models: a .keras naming one needs that module (and keras-hub) imported
+HUB_CLASSES = (b'"keras_evit>EfficientViTBackbone"', b'"keras_evit>EfficientViTImageClassifier"')
+MAX_PEEKED_CONFIG = 64 << 20
+
+
+def _names_hub_classes(path):
+    """True when the ``.keras`` zip's config.json names a keras_evit.hub model (read only if it is small)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if archive.getinfo("config.json").file_size > MAX_PEEKED_CONFIG:
+                return False
+            config = archive.read("config.json")
+    except (OSError, KeyError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return False  # Keras reports what is wrong with the file
+    return any(name in config for name in HUB_CLASSES)
+
+
 def load_keras_file(path):
     """A whole model saved by Keras (``model.keras``), with a clear error for a bad file."""
     import keras
 
     from . import layers, optimizers  # noqa: F401  (registers every class a keras_evit .keras names)
 
+    if _names_hub_classes(path):
+        try:
+            from . import hub  # noqa: F401  (registers the keras-hub backbone and classifier)
+        except ImportError as exc:
+            raise ValueError(f"{path} is a keras-hub EfficientViT model: {exc}") from None
     try:
         model = keras.models.load_model(path, compile=False)
     except (OSError, ValueError, TypeError, KeyError, EOFError) as exc:

@@ -19,6 +19,15 @@ def own_variables(layer):
     return list(layer._trainable_variables) + list(layer._non_trainable_variables)
 
 
+def call_input(layer):
+    """The tensor ``layer`` is called on in its model's graph (for a nested model, not its own ``Input``),
+    or None when it is called more than once or on several tensors."""
+    nodes = getattr(layer, "_inbound_nodes", [])
+    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        return None
+    return nodes[0].input_tensors[0]
+
+
 def rand_augment_ops(layer):
     """The augmentation layers a ``keras.layers.RandAugment`` chooses among, in its order."""
     return [getattr(layer, name) for name in layer._AUGMENT_LAYERS]

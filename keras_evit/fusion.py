@@ -4,7 +4,7 @@ and on any Keras model that calls one as a layer."""
 
 import keras
 
-from .compat import own_variables, sublayers
+from .compat import call_input, own_variables, sublayers
 from .layers import ConvBN, NormLinear, PatchEmbedding
 from .preprocessing import PREPROCESSING_LAYER
 
@@ -84,18 +84,30 @@ def _is_normalization(layer):
     return isinstance(layer, keras.layers.Rescaling) and layer.name == PREPROCESSING_LAYER
 
 
+def _foldable_stems(model, tensor):
+    """Fused PatchEmbeddings of ``model`` fed straight by ``tensor``, or by the input of a model it calls
+    on ``tensor`` (a backbone called as a layer), at any depth."""
+    stems = []
+    for layer in model.layers:
+        if call_input(layer) is not tensor:
+            continue
+        if isinstance(layer, PatchEmbedding) and layer.fused and layer.input_scale is None:
+            stems.append(layer)
+        elif isinstance(layer, keras.Model) and len(layer.inputs) == 1:
+            stems += _foldable_stems(layer, layer.inputs[0])
+    return stems
+
+
 def _normalized_stems(model):
-    """{id(stem): normalization layer} for every fused PatchEmbedding fed straight by the normalization."""
+    """{id(stem): normalization layer} for every fused PatchEmbedding fed straight by the normalization,
+    also when the normalization feeds a model that calls the stem on its input."""
     found = {}
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             found.update(_normalized_stems(layer))
-    norms = [layer for layer in model.layers if _is_normalization(layer)]
-    for stem in model.layers:
-        if isinstance(stem, PatchEmbedding) and stem.fused and stem.input_scale is None:
-            for norm in norms:
-                if stem.input is norm.output:
-                    found[id(stem)] = norm
+    for norm in model.layers:
+        if _is_normalization(norm):
+            found.update({id(stem): norm for stem in _foldable_stems(model, norm.output)})
     return found
 
 
@@ -108,7 +120,7 @@ def _per_channel(value, channels):
 
 def fold_normalization(model):
     """A copy of a fused ``model`` whose stem takes raw pixels with the normalization folded into its
-    first conv (same outputs to float error; in a TFLite file one small add instead of two broadcast
+    first conv (also through a backbone or task called as a layer) (same outputs to float error; in a TFLite file one small add instead of two broadcast
     element-wise passes over the image). Models without in-model normalization come back unchanged."""
     stems = _normalized_stems(model)
     if not stems:

@@ -35,6 +35,18 @@ def preprocessing_layer():
     return keras.layers.Rescaling(scale=scale, offset=offset, name=PREPROCESSING_LAYER)
 
 
+def raw_input_model(model):
+    """``model`` taking RGB 0..255: itself when it normalizes inside, else the normalization in front of it
+    (a model built with ``include_preprocessing=False``, or a keras-hub classifier whose preprocessor does
+    it). What exported files take: MediaPipe normalizes with one mean and std for all channels only."""
+    import keras
+
+    if has_preprocessing(model):
+        return model
+    inputs = keras.Input(model.inputs[0].shape[1:], name="image")
+    return keras.Model(inputs, model(preprocessing_layer()(inputs)), name=model.name)
+
+
 def has_preprocessing(model):
     """True when ``model`` takes raw RGB 0..255: it holds the normalization layer, or calls a model that
     does as a layer (``x = backbone(inputs)``)."""

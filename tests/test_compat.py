@@ -97,3 +97,16 @@ def test_profiler_xspace_reads_a_real_trace(tmp_path):
     space = compat.profiler_xspace()
     space.ParseFromString(open(glob.glob(str(tmp_path / "**" / "*.xplane.pb"), recursive=True)[0], "rb").read())
     assert any(plane.name == "/host:CPU" for plane in space.planes)
+
+
+def test_call_input_is_the_tensor_a_nested_model_is_called_on():
+    backbone = ke.EfficientViTM0(weights=None, include_top=False, include_preprocessing=False,
+                                 input_shape=(64, 64, 3))
+    inputs = keras.Input((64, 64, 3))
+    scaled = keras.layers.Rescaling(0.5)(inputs)
+    model = keras.Model(inputs, backbone(scaled))
+    assert compat.call_input(model.layers[-1]) is scaled  # not the backbone's own Input
+    assert compat.call_input(backbone.get_layer("patch_embed")) is backbone.inputs[0]
+    shared = keras.layers.Dense(2)
+    keras.Model(inputs, [shared(keras.layers.Flatten()(inputs)), shared(keras.layers.Flatten()(scaled))])
+    assert compat.call_input(shared) is None  # called twice: no single input

@@ -87,3 +87,29 @@ def test_nested_backbone_fuses_folds_and_gives_features():
     assert is_softmax_output(model) and with_activation(model, "softmax") is model
     logits = with_activation(model, None).predict(x, verbose=0)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.softmax(logits)), expected, atol=1e-6)
+
+
+def test_normalized_input_model_gets_raw_input_with_the_normalization_folded():
+    """A model that takes normalized images (include_preprocessing=False, or one calling such a backbone)
+    becomes a raw-RGB model whose normalization folds into the stem, through the nesting: what export ships."""
+    from conftest import raw_images, randomize
+
+    from keras_evit.fusion import _normalized_stems
+    from keras_evit.preprocessing import has_preprocessing, raw_input_model
+
+    plain = randomize(ke.EfficientViTM0(weights=None, include_preprocessing=False, input_shape=(96, 96, 3),
+                                        classifier_activation=None))
+    inputs = keras.Input((96, 96, 3))
+    nested = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(
+        ke.EfficientViTM0(weights=None, include_top=False, include_preprocessing=False,
+                          input_shape=(96, 96, 3))(inputs))))
+    x = raw_images(2, 96)
+    for model in (plain, nested):
+        raw = raw_input_model(model)
+        assert has_preprocessing(raw) and raw_input_model(raw) is raw
+        assert len(_normalized_stems(ke.fuse_batchnorm(raw))) == 1
+        deployed = ke.fold_normalization(ke.fuse_batchnorm(raw))
+        assert not [l for l in sublayers(deployed) if isinstance(l, keras.layers.Rescaling)
+                    and l.name == "preprocessing"]  # folded: no separate pass over the image
+        expected = model.predict(ke.normalize_images(x), verbose=0)
+        np.testing.assert_allclose(deployed.predict(x, verbose=0), expected, atol=2e-5 * np.abs(expected).max() + 1e-6)

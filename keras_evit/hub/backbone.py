@@ -1,0 +1,56 @@
+"""``EfficientViTBackbone``: the stem and three stages as a keras-hub ``Backbone``."""
+
+import keras
+import keras_hub
+
+from ..architecture import build_stages, resolve_input_shape
+from ..configs import DEFAULT_SIZE
+from .presets import PresetsProperty, resolve_preset
+
+
+@keras.saving.register_keras_serializable(package="keras_evit")
+class EfficientViTBackbone(keras_hub.models.Backbone):
+    """EfficientViT-M feature extractor (Liu et al., CVPR 2023), channels last.
+
+    Takes images normalized with the ImageNet mean and std (the image converter's output) and returns the
+    last stage's map (stride 64); ``pyramid_outputs`` holds ``P4``, ``P5`` and ``P6`` (strides 16, 32, 64)
+    for detection and segmentation heads. The input size is static, at least 64 px a side: attention
+    windows and bias tables depend on it.
+
+    Args:
+        embed_dims, depths, num_heads: per stage, as in the variant table (``keras_evit.VARIANTS``).
+        kernel_sizes: depthwise kernel sizes of the four cascaded attention heads.
+        image_shape: ``(height, width, 3)``.
+        dtype: the dtype policy of every layer.
+    """
+
+    presets = PresetsProperty()
+
+    def __init__(self, embed_dims, depths, num_heads, kernel_sizes, image_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3),
+                 dtype=None, **kwargs):
+        image_shape = resolve_input_shape(image_shape, None, None)
+        # === Functional Model ===
+        inputs = keras.Input(shape=image_shape, name="images")
+        stages = build_stages(inputs, embed_dims, depths, num_heads, kernel_sizes, dtype=dtype)
+        super().__init__(inputs=inputs, outputs=stages[-1], dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.embed_dims = tuple(int(d) for d in embed_dims)
+        self.depths = tuple(int(d) for d in depths)
+        self.num_heads = tuple(int(h) for h in num_heads)
+        self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
+        self.image_shape = tuple(image_shape)
+        self.pyramid_outputs = {f"P{level}": x for level, x in zip((4, 5, 6), stages)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"embed_dims": list(self.embed_dims), "depths": list(self.depths),
+                       "num_heads": list(self.num_heads), "kernel_sizes": list(self.kernel_sizes),
+                       "image_shape": list(self.image_shape)})
+        return config
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """keras-hub's ``from_preset``; ``efficientvit_m0_imagenet`` .. ``m5`` come from the verified
+        official release (downloaded once, then cached as a preset folder)."""
+        return super().from_preset(resolve_preset(preset), load_weights=load_weights, **kwargs)

@@ -1,0 +1,109 @@
+"""The ``efficientvit_m0_imagenet`` .. ``m5`` presets: keras-hub metadata, and a preset folder made once in
+the weights cache from the verified official release, so every later ``from_preset`` is keras-hub's own
+offline load of that folder."""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+from ..configs import VARIANTS
+from ..weights.download import cache_dir
+
+# count_params() of each backbone (BatchNorm statistics included), as keras-hub reports it
+_BACKBONE_PARAMS = {"m0": 2184324, "m1": 2819016, "m2": 3999642, "m3": 6627466, "m4": 8472700, "m5": 12161492}
+
+PRESETS = {
+    f"efficientvit_{v}_imagenet": {
+        "metadata": {
+            "description": (f"EfficientViT-{v.upper()} (Liu et al., CVPR 2023) trained on ImageNet-1k at 224x224 "
+                            f"by its authors; {cfg.top1}% top-1. Converted from the official release."),
+            "params": _BACKBONE_PARAMS[v],
+            "path": "efficientvit",
+        },
+        "variant": v,
+    }
+    for v, cfg in VARIANTS.items()
+}
+
+MARKER = "keras_evit_preset.json"  # written last: names the variant and the weights' SHA-256
+
+
+class PresetsProperty:
+    """``cls.presets`` as in keras-hub: {name: preset} for the class, read without an instance."""
+
+    def __get__(self, instance, owner):
+        return dict(PRESETS)
+
+
+def preset_dir(name):
+    return os.path.join(cache_dir(), "presets", name)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _weight_files(folder):
+    return sorted(f for f in os.listdir(folder) if f.endswith(".weights.h5"))
+
+
+def _intact(folder):
+    """True when ``folder`` is a preset this module finished writing and its weights are unchanged."""
+    try:
+        with open(os.path.join(folder, MARKER)) as f:
+            recorded = json.load(f)["sha256"]
+        return recorded == {name: _sha256(os.path.join(folder, name)) for name in _weight_files(folder)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _write_preset(name, folder):
+    import keras
+
+    from ..pretrained import load_weights
+
+    # the classes, by their registered names: they import this module for from_preset
+    cls = {n: keras.saving.get_registered_object(f"keras_evit>{n}") for n in
+           ("EfficientViTBackbone", "EfficientViTImageClassifier", "EfficientViTImageClassifierPreprocessor",
+            "EfficientViTImageConverter")}
+    variant = PRESETS[name]["variant"]
+    cfg = VARIANTS[variant]
+    backbone = cls["EfficientViTBackbone"](cfg.embed_dims, cfg.depths, cfg.num_heads, cfg.kernels)
+    preprocessor = cls["EfficientViTImageClassifierPreprocessor"](image_converter=cls["EfficientViTImageConverter"]())
+    classifier = cls["EfficientViTImageClassifier"](backbone, num_classes=1000, preprocessor=preprocessor)
+    load_weights(classifier, "imagenet", variant)  # the verified, cached official weights
+    classifier.save_to_preset(folder)
+    record = {"preset": name, "variant": variant,
+              "sha256": {f: _sha256(os.path.join(folder, f)) for f in _weight_files(folder)}}
+    with open(os.path.join(folder, MARKER), "w") as f:
+        json.dump(record, f, indent=1)
+
+
+def resolve_preset(preset):
+    """A built-in preset name -> its folder in the cache (written on first use); anything else unchanged."""
+    if not isinstance(preset, str) or preset not in PRESETS:
+        return preset
+    final = preset_dir(preset)
+    if _intact(final):
+        return final
+    if os.path.lexists(final):
+        if not os.path.isfile(os.path.join(final, MARKER)):
+            raise FileExistsError(f"{final} exists but was not written by keras-evit (no {MARKER}): move it "
+                                  f"away, and the {preset} preset will be written there again")
+        shutil.rmtree(final)  # ours, but its weights changed since: written again below
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{preset}.", dir=os.path.dirname(final))
+    try:
+        _write_preset(preset, tmp)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _intact(final):  # else another process finished the same preset first
+            raise
+    return final

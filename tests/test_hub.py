@@ -1,0 +1,263 @@
+"""keras_evit.hub: EfficientViT as a keras-hub Backbone, ImageClassifier and presets.
+
+keras-hub's own test helpers run on our classes; the presets are served from a weights cache made here
+(the release download itself is tested in test_download/test_evaluate), and their logits are compared with
+``keras_evit.EfficientViTM0`` built from the same cache.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+keras_hub = pytest.importorskip("keras_hub")
+pytest.importorskip("grain")  # keras-hub's test helpers import it
+
+from keras_hub.src.tests.test_case import TestCase  # noqa: E402  (keras-hub's own helpers)
+
+from conftest import randomize  # noqa: E402
+
+import keras_evit as ke  # noqa: E402
+from keras_evit.hub import (EfficientViTBackbone, EfficientViTImageClassifier,  # noqa: E402
+                            EfficientViTImageClassifierPreprocessor, EfficientViTImageConverter, PRESETS)
+from keras_evit.hub.presets import MARKER, preset_dir  # noqa: E402
+
+M0 = {"embed_dims": [64, 128, 192], "depths": [1, 2, 3], "num_heads": [4, 4, 4], "kernel_sizes": [5, 5, 5, 5]}
+
+
+def write_imagenet_cache(home, variant="m0", seed=0):
+    """A weights cache holding a randomized ``variant`` state dict as the verified ImageNet weights."""
+    from safetensors.numpy import save_file
+
+    from keras_evit.weights import state_dict_from_model
+    from keras_evit.weights.download import cached_weights_path, write_hash
+
+    model = randomize(ke.build_model(variant, weights=None, classifier_activation=None,
+                                     include_preprocessing=False), seed)
+    os.makedirs(home, exist_ok=True)
+    path = os.path.join(home, os.path.basename(cached_weights_path(variant)))
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state_dict_from_model(model, False).items()},
+              path)
+    write_hash(path)
+    return path
+
+
+@pytest.fixture
+def imagenet_home(tmp_path, monkeypatch):
+    home = str(tmp_path / "cache")
+    write_imagenet_cache(home)
+    monkeypatch.setenv("KERAS_EVIT_HOME", home)
+    monkeypatch.setenv("KERAS_EVIT_WEIGHTS_URL", "http://127.0.0.1:9/nothing-here")  # never downloads
+    return home
+
+
+class KerasHubHelpersTest(TestCase):
+    """keras-hub's TestCase helpers, as keras-hub runs them on its own vision models."""
+
+    def setUp(self):
+        super().setUp()
+        self.images = np.random.RandomState(0).uniform(0, 255, (2, 80, 100, 3)).astype("float32")
+        self.labels = np.array([0, 2])
+        self.backbone_kwargs = {**M0, "image_shape": (64, 64, 3)}
+
+    def _classifier_kwargs(self):
+        converter = EfficientViTImageConverter(image_size=(64, 64))
+        return {"backbone": EfficientViTBackbone(**self.backbone_kwargs), "num_classes": 3,
+                "preprocessor": EfficientViTImageClassifierPreprocessor(image_converter=converter)}
+
+    def test_backbone(self):
+        x = keras.ops.convert_to_tensor(np.random.RandomState(1).randn(2, 64, 64, 3).astype("float32"))
+        self.run_vision_backbone_test(
+            cls=EfficientViTBackbone, init_kwargs=self.backbone_kwargs, input_data=x,
+            expected_output_shape=(2, 1, 1, 192), expected_pyramid_output_keys=["P4", "P5", "P6"],
+            expected_pyramid_image_sizes=[(4, 4), (2, 2), (1, 1)],
+            run_data_format_check=False)  # channels last only, as keras_evit
+
+    @pytest.mark.slow  # three fits and a dozen predicts: about a minute
+    def test_task(self):
+        self.run_task_test(cls=EfficientViTImageClassifier, init_kwargs=self._classifier_kwargs(),
+                           train_data=(self.images, self.labels), expected_output_shape=(2, 3))
+
+    def test_saving(self):
+        x = keras.ops.convert_to_tensor(self.images[:, :64, :64])  # a direct call: the model's input size
+        self.run_model_saving_test(cls=EfficientViTImageClassifier, init_kwargs=self._classifier_kwargs(),
+                                   input_data=x)
+
+
+def test_presets_metadata_matches_the_models():
+    assert sorted(EfficientViTBackbone.presets) == [f"efficientvit_m{i}_imagenet" for i in range(6)]
+    assert EfficientViTImageClassifier.presets == EfficientViTBackbone.presets
+    for name, preset in PRESETS.items():
+        cfg = ke.VARIANTS[preset["variant"]]
+        backbone = EfficientViTBackbone(cfg.embed_dims, cfg.depths, cfg.num_heads, cfg.kernels)
+        assert preset["metadata"]["params"] == backbone.count_params(), name
+        assert f"{cfg.top1}%" in preset["metadata"]["description"]
+
+
+def test_converter_is_the_reference_eval_transform(sample_dir):
+    """The converter resizes and crops as the PIL eval transform (bicubic 256, center 224), eagerly and in
+    tf.data; keras-hub's plain resize-to-aspect (crop_pct=1) is visibly another transform."""
+    import tensorflow as tf
+
+    from keras_evit.preprocessing import decode_image
+
+    files = sorted(f for f in os.listdir(sample_dir) if f.endswith(".JPEG"))[:4]
+    converter, plain = EfficientViTImageConverter(), EfficientViTImageConverter(crop_pct=1.0)
+    for f in files:
+        path = os.path.join(sample_dir, f)
+        expected = np.asarray(ke.normalize_images(ke.load_image(path)[None].astype("float32")))
+        image = decode_image(path)
+        got = np.asarray(converter(image[None].astype("float32")))
+        in_tf_data = next(iter(tf.data.Dataset.from_tensors(image).map(converter))).numpy()[None]
+        assert got.shape == in_tf_data.shape == expected.shape == (1, 224, 224, 3)
+        # bicubic kernels differ in detail (PIL vs TensorFlow): a pixel level or so, ~0.017 normalized
+        assert np.abs(got - expected).mean() < 0.01 and np.abs(in_tf_data - expected).mean() < 0.01, f
+        assert np.abs(np.asarray(plain(image[None].astype("float32"))) - expected).mean() > 0.1, f
+
+
+def test_preset_logits_equal_the_builder(imagenet_home, sample_dir):
+    """from_preset: the classifier's logits equal EfficientViTM0's from the same cache; a new head for other
+    classes keeps the backbone; the preset folder is written once, marked, and reused offline."""
+    x = ke.normalize_images(np.stack([ke.load_image(os.path.join(sample_dir, f)) for f in
+                                      sorted(os.listdir(sample_dir)) if f.endswith(".JPEG")][:4]).astype("float32"))
+    expected = ke.EfficientViTM0(weights="imagenet", classifier_activation=None,
+                                 include_preprocessing=False).predict(x, verbose=0)
+    classifier = EfficientViTImageClassifier.from_preset("efficientvit_m0_imagenet")
+    classifier.preprocessor = None
+    assert np.abs(classifier.predict(x, verbose=0) - expected).max() <= 1e-5
+
+    folder = preset_dir("efficientvit_m0_imagenet")
+    assert os.path.isfile(os.path.join(folder, MARKER)) and os.path.isfile(os.path.join(folder, "task.json"))
+    two = EfficientViTImageClassifier.from_preset("efficientvit_m0_imagenet", num_classes=2)
+    assert two.output_shape == (None, 2)
+    backbone = EfficientViTBackbone.from_preset("efficientvit_m0_imagenet")
+    for a, b in zip(backbone.weights, two.backbone.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(Exception):
+        EfficientViTBackbone.from_preset("efficientvit_m9_imagenet")
+
+
+def test_preset_folder_edited_is_written_again_and_foreign_folder_refused(imagenet_home):
+    from keras_evit.hub.presets import resolve_preset
+
+    folder = resolve_preset("efficientvit_m0_imagenet")
+    weights = os.path.join(folder, "model.weights.h5")
+    with open(weights, "r+b") as f:  # a changed byte: no longer what was written
+        f.seek(os.path.getsize(weights) // 2)
+        f.write(b"\x00\x01\x02\x03")
+    assert resolve_preset("efficientvit_m0_imagenet") == folder
+    assert json.load(open(os.path.join(folder, MARKER)))["variant"] == "m0"
+    EfficientViTBackbone.from_preset(folder)  # loads again
+
+    foreign = preset_dir("efficientvit_m1_imagenet")
+    os.makedirs(foreign)
+    open(os.path.join(foreign, "notes.txt"), "w").write("mine")
+    with pytest.raises(FileExistsError, match="not written by keras-evit"):
+        resolve_preset("efficientvit_m1_imagenet")
+    assert open(os.path.join(foreign, "notes.txt")).read() == "mine"
+    assert sorted(os.listdir(os.path.dirname(folder))) == ["efficientvit_m0_imagenet", "efficientvit_m1_imagenet"]
+
+
+SAVED_PRESET = """
+import sys, numpy as np
+import keras_evit as ke
+import keras_evit.hub as hub
+clf = hub.EfficientViTImageClassifier.from_preset(sys.argv[1])
+images = np.load(sys.argv[2])
+np.save(sys.argv[3], clf.predict(images, verbose=0))
+print(type(clf).__name__, type(clf.preprocessor.image_converter).__name__)
+net = hub.EfficientViTImageClassifier.from_preset("efficientvit_m0_imagenet", preprocessor=None)
+builder = ke.EfficientViTM0(weights="imagenet", classifier_activation=None, include_preprocessing=False)
+x = ke.normalize_images(images[:, :224, :224])
+print("parity", float(np.abs(net.predict(x, verbose=0) - builder.predict(x, verbose=0)).max()))
+"""
+
+
+@pytest.mark.slow  # fresh processes on three backends
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_saved_preset_loads_offline_on_each_backend(backend, imagenet_home, tmp_path):
+    """On each backend, in a new process: the preset's logits equal EfficientViTM0's (same cache), and a folder
+    save_to_preset wrote loads offline with the same outputs as the classifier that wrote it."""
+    if backend != "tensorflow":
+        pytest.importorskip(backend)
+    clf = EfficientViTImageClassifier.from_preset("efficientvit_m0_imagenet", num_classes=3)
+    for w in clf.weights[-2:]:  # a head of its own, so the copy is checked too
+        w.assign(np.random.RandomState(4).randn(*w.shape).astype("float32"))
+    folder = str(tmp_path / "my_preset")
+    clf.save_to_preset(folder)
+    images = np.random.RandomState(2).uniform(0, 255, (2, 250, 300, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}  # the cache, and no server
+    proc = subprocess.run([sys.executable, "-c", SAVED_PRESET, folder, str(tmp_path / "images.npy"),
+                           str(tmp_path / "out.npy")], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "EfficientViTImageClassifier EfficientViTImageConverter" in proc.stdout
+    assert float(proc.stdout.split("parity")[1].split()[0]) <= 1e-5
+    # bicubic resampling differs a little between backends; the network itself matches to 1e-5
+    assert np.abs(np.load(tmp_path / "out.npy") - clf.predict(images, verbose=0)).max() <= 2e-3
+
+
+HUB_FIT = """
+import sys, keras
+import keras_evit.hub as hub
+train_dir, out = sys.argv[1], sys.argv[2]
+train = keras.utils.image_dataset_from_directory(train_dir, image_size=(256, 256), crop_to_aspect_ratio=True,
+                                                 batch_size=16, seed=0)
+clf = hub.EfficientViTImageClassifier.from_preset("efficientvit_m0_imagenet", num_classes=len(train.class_names))
+clf.backbone.trainable = False
+clf.compile(optimizer=keras.optimizers.Adam(1e-2))  # keras-hub's default loss and metric
+clf.fit(train.take(3), epochs=1, verbose=2)
+clf.save(out)
+open(out + ".labels.txt", "w").write("\\n".join(train.class_names) + "\\n")
+"""
+
+HUB_PREDICT = """
+import sys, numpy as np, keras
+import keras_evit as ke
+import keras_evit.hub  # noqa: F401  (the classes the file names)
+clf = keras.models.load_model(sys.argv[1])
+x = np.stack([ke.load_image(f) for f in sys.argv[3:]]).astype("float32")
+np.save(sys.argv[2], x)
+logits = clf.predict(ke.normalize_images(x), verbose=0)
+np.save(sys.argv[2] + ".keras.npy", np.asarray(keras.ops.softmax(logits)))
+"""
+
+
+@pytest.mark.slow  # a fine-tune, a reload, an export and MediaPipe, each in a fresh process
+def test_hub_transfer_learning_to_mediapipe(imagenet_home, tmp_path):
+    """EfficientViTImageClassifier.from_preset(num_classes=2) fine-tuned with fit on the ants/bees folder,
+    saved, exported by `keras-evit export` with the folder's class names, and classified by MediaPipe."""
+    from conftest import HYMENOPTERA
+
+    from keras_evit.export.metadata import mediapipe_classify, mediapipe_python
+
+    if not os.path.isdir(HYMENOPTERA):
+        pytest.fail(f"{HYMENOPTERA} is missing (set KERAS_EVIT_DATA to the shared data folder)")
+    if mediapipe_python() is None:
+        pytest.fail("MediaPipe's environment is missing: run `keras-evit setup-mediapipe` (make test does)")
+
+    def run(args):
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    path = str(tmp_path / "hub.keras")
+    run(["-c", HUB_FIT, os.path.join(HYMENOPTERA, "train"), path])
+    val = os.path.join(HYMENOPTERA, "val")
+    files = [os.path.join(val, c, f) for c in ("ants", "bees") for f in sorted(os.listdir(os.path.join(val, c)))][::10]
+    crops = str(tmp_path / "crops.npy")
+    run(["-c", HUB_PREDICT, path, crops, *files])
+    tflite = str(tmp_path / "hub.tflite")
+    out = run(["-m", "keras_evit.cli", "export", "--weights", path, "--labels", path + ".labels.txt",
+               "--verify-dir", val, "--verify-limit", "8", "--output", tflite])
+    assert "2 labels in metadata" in out, out
+    x, keras_p = np.load(crops), np.load(crops + ".keras.npy")
+    rows = mediapipe_classify(tflite, x, top=2)
+    phone_p = np.array([[dict((name, score) for _, name, score in row)[c] for c in ("ants", "bees")] for row in rows])
+    # export verified the file against Keras to 1e-4 above; MediaPipe's own image conversion adds ~1e-3
+    assert "verified on" in out and "PASS" in out, out
+    assert np.abs(phone_p - keras_p).max() <= 5e-3, (phone_p, keras_p)
