@@ -186,6 +186,7 @@ def test_probabilities_are_verified_as_strictly_as_logits():
     assert compare(softmax(logits), softmax(logits))["passed"] is True
 
 
+@pytest.mark.slow  # a whole LiteRT conversion through Keras' own exporter
 def test_keras_own_litert_export_works(tmp_path):
     """Keras 3's ``model.export(path, format="litert")`` on our model: builtin ops, Keras' logits."""
     from keras_evit.export import TFLiteRunner

@@ -62,6 +62,7 @@ def exported(mediapipe, model, crops, tmp_path_factory):
     return files
 
 
+@pytest.mark.slow  # three exports with metadata, then MediaPipe
 def test_mediapipe_fp32_matches_keras(exported, model, crops):
     """Same top-5 class names as decode_predictions, scores within 1e-3."""
     keras_probs = model.predict(crops, verbose=0)

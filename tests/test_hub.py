@@ -261,3 +261,20 @@ def test_hub_transfer_learning_to_mediapipe(imagenet_home, tmp_path):
     # export verified the file against Keras to 1e-4 above; MediaPipe's own image conversion adds ~1e-3
     assert "verified on" in out and "PASS" in out, out
     assert np.abs(phone_p - keras_p).max() <= 5e-3, (phone_p, keras_p)
+
+
+@pytest.mark.slow  # trains a RetinaNet and a DeepLabV3 for 20 steps each and converts both: about 2 minutes
+def test_detection_and_segmentation_example(tmp_path):
+    """The paper's detection setup at toy scale, as a user runs it: the example's own verdict (losses fall,
+    the detector reloads with the same outputs, both convert to TFLite with builtin ops only and the files
+    give Keras' outputs)."""
+    proc = subprocess.run([sys.executable, "-m", "keras_evit.training.examples.detection", "--output",
+                           str(tmp_path), "--steps", "20", "--train-images", "16"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert out.count("builtin ops only: yes") == 2 and "reloaded with the same raw outputs: True" in out, out
+    assert "best box" in out and out.rstrip().endswith("OK"), out
+    assert out.count("max |TFLite - Keras|") == 2  # each file was run and agreed (the example checks < 1e-3)
+    # the weights are in the files (a converter keeping resource variables writes a file without them)
+    assert os.path.getsize(tmp_path / "detector.tflite") > 8e6 and os.path.getsize(tmp_path / "segmenter.tflite") > 8e6

@@ -117,13 +117,6 @@ def _keras_probabilities(run, crops):
     return np.asarray(model.predict(crops.astype("float32"), verbose=0))
 
 
-def test_journey_short(tmp_path):
-    """The default suite's version: one short epoch, the int8-mixed export. Two steps from random weights
-    leave every image a near tie (Keras' top-2 margin ~1e-3, about int8's error), so this one compares
-    MediaPipe's scores per image; the accuracy bound is the full journey's, on a model that moved."""
-    _journey(tmp_path, epochs=1, steps=2, quantizations=["int8-mixed"], every_step=False, exact_accuracy=False)
-
-
 @pytest.mark.slow
 def test_journey_full(tmp_path):
     """Three full epochs; plain-Keras load, evaluate RUN_DIR, predict with the run's classes; MediaPipe's

@@ -81,6 +81,7 @@ def test_help_does_not_import_tensorflow_or_keras():
     assert not heavy, sorted(heavy)[:10]
 
 
+@pytest.mark.slow  # a whole predict run in a fresh process
 def test_a_command_prints_no_tensorflow_start_up_notes(sample_dir, tmp_path):
     """A whole command, as the console script runs it: its stderr holds only what keras-evit says."""
     weights = tmp_path / "m0.weights.h5"
