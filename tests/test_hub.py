@@ -141,6 +141,24 @@ def test_preset_logits_equal_the_builder(imagenet_home, sample_dir):
         EfficientViTBackbone.from_preset("efficientvit_m9_imagenet")
 
 
+def test_preset_at_another_image_size_equals_the_builder_at_that_size(imagenet_home):
+    """image_shape other than the preset's: bias tables resized as the builders resize them, same logits; the
+    converter makes images of that size."""
+    x = np.random.RandomState(5).randn(2, 160, 192, 3).astype("float32")
+    with pytest.warns(UserWarning, match="Resized attention-bias tables"):
+        expected = ke.EfficientViTM0(weights="imagenet", input_shape=(160, 192, 3), classifier_activation=None,
+                                     include_preprocessing=False).predict(x, verbose=0)
+    with pytest.warns(UserWarning, match="Resized attention-bias tables"):
+        clf = EfficientViTImageClassifier.from_preset("efficientvit_m0_imagenet", image_shape=(160, 192, 3))
+    assert np.abs(clf.backbone.predict(x, verbose=0)).max() > 0  # built at the new size
+    preprocessor, clf.preprocessor = clf.preprocessor, None
+    assert np.abs(clf.predict(x, verbose=0) - expected).max() <= 1e-5
+    assert tuple(preprocessor(np.zeros((1, 300, 400, 3), "float32")).shape) == (1, 160, 192, 3)
+    backbone = EfficientViTBackbone.from_preset("efficientvit_m0_imagenet", image_shape=(160, 192, 3))
+    assert {k: tuple(v.shape[1:3]) for k, v in backbone.pyramid_outputs.items()} == \
+        {"P4": (10, 12), "P5": (5, 6), "P6": (3, 3)}
+
+
 def test_preset_folder_edited_is_written_again_and_foreign_folder_refused(imagenet_home):
     from keras_evit.hub.presets import resolve_preset
 

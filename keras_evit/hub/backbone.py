@@ -52,5 +52,19 @@ class EfficientViTBackbone(keras_hub.models.Backbone):
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
         """keras-hub's ``from_preset``; ``efficientvit_m0_imagenet`` .. ``m5`` come from the verified
-        official release (downloaded once, then cached as a preset folder)."""
-        return super().from_preset(resolve_preset(preset), load_weights=load_weights, **kwargs)
+        official release (downloaded once, then cached as a preset folder). ``image_shape`` other than the
+        preset's resizes the attention-bias tables (bicubic, with a warning), as the builders do."""
+        image_shape = kwargs.pop("image_shape", None)
+        backbone = super().from_preset(resolve_preset(preset), load_weights=load_weights, **kwargs)
+        return at_image_shape(backbone, image_shape)
+
+
+def at_image_shape(backbone, image_shape):
+    """``backbone`` itself, or a copy taking ``image_shape`` with the same weights (bias tables resized)."""
+    from ..weights import assign_state_dict, state_dict_from_model
+
+    if image_shape is None or tuple(image_shape) == backbone.image_shape:
+        return backbone
+    copy = backbone.__class__.from_config({**backbone.get_config(), "image_shape": tuple(image_shape)})
+    assign_state_dict(copy, state_dict_from_model(backbone), source="the preset")
+    return copy

@@ -6,7 +6,7 @@ import keras_hub
 
 from ..configs import CROP_PCT, DEFAULT_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from ..layers import NormLinear
-from .backbone import EfficientViTBackbone
+from .backbone import EfficientViTBackbone, at_image_shape
 from .presets import PresetsProperty, resolve_preset
 
 
@@ -144,5 +144,18 @@ class EfficientViTImageClassifier(keras_hub.models.ImageClassifier):
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
         """keras-hub's ``from_preset``; ``efficientvit_m0_imagenet`` .. ``m5`` come from the verified
-        official release (downloaded once, then cached as a preset folder)."""
-        return super().from_preset(resolve_preset(preset), load_weights=load_weights, **kwargs)
+        official release (downloaded once, then cached as a preset folder). ``image_shape`` other than the
+        preset's gives a classifier at that size: bias tables resized, the image converter's size set."""
+        image_shape = kwargs.pop("image_shape", None)
+        task = super().from_preset(resolve_preset(preset), load_weights=load_weights, **kwargs)
+        backbone = at_image_shape(task.backbone, image_shape)
+        if backbone is task.backbone:
+            return task
+        preprocessor = task.preprocessor
+        if preprocessor is not None and preprocessor.image_converter is not None:
+            preprocessor.image_converter.image_size = tuple(image_shape[:2])
+        copy = cls(backbone, task.num_classes, preprocessor=preprocessor, pooling=task.pooling,
+                   activation=task.activation, dropout=task.dropout)
+        for a, b in zip(task.output_dense.weights, copy.output_dense.weights):  # the head: no size in it
+            b.assign(a)
+        return copy

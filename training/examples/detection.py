@@ -46,19 +46,11 @@ def shapes(n, seed=0, size=SIZE):
 
 
 def backbone(weights):
+    from keras_evit.configs import VARIANTS
     from keras_evit.hub import EfficientViTBackbone
 
-    if weights == "imagenet":
-        base = EfficientViTBackbone.from_preset("efficientvit_m0_imagenet")
-        # the same weights at this size (bias tables resized): through the keras_evit state-dict path
-        from keras_evit.weights import assign_state_dict, state_dict_from_model
-
-        small = EfficientViTBackbone(base.embed_dims, base.depths, base.num_heads, base.kernel_sizes,
-                                     image_shape=(SIZE, SIZE, 3))
-        assign_state_dict(small, state_dict_from_model(base), variant="m0")
-        return small
-    from keras_evit.configs import VARIANTS
-
+    if weights == "imagenet":  # bias tables resized to this size, as the builders do
+        return EfficientViTBackbone.from_preset("efficientvit_m0_imagenet", image_shape=(SIZE, SIZE, 3))
     cfg = VARIANTS["m0"]
     return EfficientViTBackbone(cfg.embed_dims, cfg.depths, cfg.num_heads, cfg.kernels, image_shape=(SIZE, SIZE, 3))
 
