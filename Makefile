@@ -23,6 +23,7 @@ demo: install
 # `make test` (what .ci/run runs): the default suite and the slow end-to-end cases; `make test-fast`: the
 # default suite alone (`pytest`), for the edit-test loop.
 test: install-test
+	$(PY) -m ruff check .
 	KERAS_EVIT_REQUIRE_REFERENCE=1 $(PY) -m pytest -n 2 --durations=15 -m ""
 
 test-fast: install-test

@@ -53,13 +53,15 @@ REFERENCE = ["torch==2.13.0", "pyyaml>=6", "huggingface_hub>=0.20"]
 # MediaPipe (TFLite metadata writer, Tasks client) pins protobuf<5 and numpy<2, which TensorFlow 2.21
 # cannot share: `keras-evit setup-mediapipe` installs mediapipe==0.10.21 in a venv of its own.
 # grain: keras-hub's test helpers (TestCase) import it
-TEST = ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2", "grain==0.2.18"] + MOBILE + TRAIN + HUB
+TEST = ["pytest==9.0.3", "pytest-xdist==3.8.0", "hypothesis==6.155.2", "grain==0.2.18", "ruff==0.14.0"]
+TEST += MOBILE + TRAIN + HUB
 
 setup(
     name="keras-evit",
     version="0.1.0",
     description="EfficientViT-M0..M5 (MSRA, CVPR 2023) for Keras 3: exact to timm, exportable to TFLite/ONNX",
-    long_description=open(os.path.join(HERE, "README.md")).read() if os.path.exists(os.path.join(HERE, "README.md")) else "",
+    long_description=(open(os.path.join(HERE, "README.md")).read()
+                      if os.path.exists(os.path.join(HERE, "README.md")) else ""),
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",

@@ -76,7 +76,8 @@ def _load_keras_weights(model, path, variant, source):
             raise CheckpointError(f"{source} holds efficientvit_{found} weights, not efficientvit_{variant}: "
                                   "use the matching model") from direct_error
         if found is None:
-            raise CheckpointError(f"{source} is not a readable EfficientViT .weights.h5 file ({type(direct_error).__name__}: "
+            raise CheckpointError(f"{source} is not a readable EfficientViT .weights.h5 file "
+                                  f"({type(direct_error).__name__}: "
                                   f"{str(direct_error)[:300]}). Re-save or re-download it.") from direct_error
     try:
         state = _keras_weights_state(path, variant)

@@ -14,7 +14,8 @@ import threading
 NOTE = re.compile(rb"I\d{4} [\d:.]+ +\d+ .*"
                   rb"|E\d{4} [\d:.]+ +\d+ .*failed call to cuInit.*"
                   rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-                  rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.")
+                  rb"|To enable the following instructions: .* rebuild TensorFlow"
+                  rb" with the appropriate compiler flags\.")
 
 
 def is_note(line):

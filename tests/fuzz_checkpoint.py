@@ -49,7 +49,8 @@ class Namespace:  # training args pickled beside the weights, as official checkp
 _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "fakeutils", "_rebuild_tensor_v2"
 FloatStorage.__module__ = "faketorch"
 Namespace.__module__ = "fakeutils"
-_fake_utils._rebuild_tensor_v2, _fake_utils.Namespace, _fake_torch.FloatStorage = _rebuild_tensor_v2, Namespace, FloatStorage
+_fake_utils._rebuild_tensor_v2, _fake_utils.Namespace = _rebuild_tensor_v2, Namespace
+_fake_torch.FloatStorage = FloatStorage
 
 
 class _Tensor:

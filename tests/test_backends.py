@@ -41,14 +41,16 @@ CHILD = textwrap.dedent('''
 
     formats = {}
     np.savez(workdir + "/w.npz", **state)
-    formats["npz"] = ke.EfficientViTM0(weights=workdir + "/w.npz", input_shape=(128, 128, 3), classifier_activation=None)
+    formats["npz"] = ke.EfficientViTM0(weights=workdir + "/w.npz", input_shape=(128, 128, 3),
+                                       classifier_activation=None)
     from safetensors.numpy import save_file
     save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, workdir + "/w.safetensors")
     formats["safetensors"] = ke.EfficientViTM0(weights=workdir + "/w.safetensors", input_shape=(128, 128, 3),
                                                classifier_activation=None)
     import torch
     torch.save({"model": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}}, workdir + "/w.pth")
-    formats["pth"] = ke.EfficientViTM0(weights=workdir + "/w.pth", input_shape=(128, 128, 3), classifier_activation=None)
+    formats["pth"] = ke.EfficientViTM0(weights=workdir + "/w.pth", input_shape=(128, 128, 3),
+                                       classifier_activation=None)
     model.save_weights(workdir + "/w.weights.h5")
     formats["weights.h5"] = ke.EfficientViTM0(weights=workdir + "/w.weights.h5", input_shape=(128, 128, 3),
                                               classifier_activation=None)

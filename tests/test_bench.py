@@ -18,7 +18,8 @@ def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
     rows = json.load(open(out_json))["rows"]
     runtimes = {r["runtime"] for r in rows}
     shipped = {"litert", "litert-fp16", "litert-int8", "litert-int8-io", "litert-int8-mixed"}
-    assert shipped | {"onnxruntime", "torch", "torch-onnx"} | {r + "@normalized" for r in shipped - {"litert-int8-io"}} \
+    twins = {r + "@normalized" for r in shipped - {"litert-int8-io"}}
+    assert shipped | {"onnxruntime", "torch", "torch-onnx"} | twins \
         == runtimes
     assert all("error" not in r and r["img_per_s"] > 0 for r in rows)
     # each shipped file (raw RGB in) is timed beside its normalized-input twin in the same run
@@ -68,10 +69,10 @@ def test_train_bench_unknown_runtime(capsys):
 
 def test_input_pipeline_bench_end_to_end_tiny(tmp_path, capsys):
     """Both pipelines in their own processes on real JPEGs; the table, JSON and PNG it promises."""
-    from conftest import HYMENOPTERA
+    from conftest import HYMENOPTERA, missing
 
     if not os.path.isdir(HYMENOPTERA):
-        pytest.skip(f"the shared hymenoptera images are not at {HYMENOPTERA}")
+        missing(f"the shared hymenoptera images are not at {HYMENOPTERA}")
     out = tmp_path / "input.json"
     assert main(["bench", "--input-pipeline", "--input-folder", HYMENOPTERA, "--threads", "1", "--min-time", "0.5",
                  "--train-batch-size", "8", "--image-size", "64", "--json", str(out),

@@ -36,7 +36,8 @@ def test_optimizer_trainable_variables():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     optimizer = keras.optimizers.AdamW()
     optimizer.build(model.trainable_variables)
-    assert [id(v) for v in compat.optimizer_trainable_variables(optimizer)] == [id(v) for v in model.trainable_variables]
+    updated = compat.optimizer_trainable_variables(optimizer)
+    assert [id(v) for v in updated] == [id(v) for v in model.trainable_variables]
 
 
 def test_symbolic_build_builds_metrics_once():

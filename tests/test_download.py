@@ -89,7 +89,8 @@ def test_imagenet_download_convert_cache(ref, server, tmp_path):
     server.files["/v1.0/efficientvit_m0.pth"] = body
     model = ke.EfficientViTM0(weights="imagenet", classifier_activation=None)
     assert timm_vs_keras(ref, tm, model, raw_images(2, 224)) <= 1e-4
-    assert _cache_files(tmp_path) == ["efficientvit_m0_imagenet.safetensors", "efficientvit_m0_imagenet.safetensors.sha256"]
+    assert _cache_files(tmp_path) == ["efficientvit_m0_imagenet.safetensors",
+                                      "efficientvit_m0_imagenet.safetensors.sha256"]
     assert server.requests == ["/v1.0/efficientvit_m0.pth"]
 
     server.close()  # second call: no network at all

@@ -15,7 +15,7 @@ from keras_evit.export import export_model
 from keras_evit.export.images import load_folder
 from keras_evit.export.metadata import mediapipe_classify, mediapipe_python, model_info, onnx_metadata
 
-from conftest import randomize
+from conftest import missing, randomize
 
 SIZE = 96
 
@@ -25,7 +25,7 @@ def mediapipe():
     if mediapipe_python() is None:
         if os.environ.get("KERAS_EVIT_REQUIRE_REFERENCE") == "1":
             pytest.fail("MediaPipe environment missing: run `keras-evit setup-mediapipe` (make install-test does)")
-        pytest.skip("MediaPipe environment not set up (keras-evit setup-mediapipe)")
+        missing("MediaPipe environment not set up (keras-evit setup-mediapipe)")
 
 
 @pytest.fixture(scope="module")

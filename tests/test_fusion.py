@@ -14,7 +14,7 @@ def test_fused_matches_unfused(variant, shape):
     model = ke.build_model(variant, weights=None, input_shape=shape, classifier_activation=None)
     randomize(model)
     fused = ke.fuse_batchnorm(model)
-    assert not [l for l in sublayers(fused) if isinstance(l, keras.layers.BatchNormalization)]
+    assert not [layer for layer in sublayers(fused) if isinstance(layer, keras.layers.BatchNormalization)]
     x = random_images(2, shape[0], shape[1])
     expected = model.predict(x, verbose=0)
     assert np.abs(expected).max() > 0.1
@@ -44,7 +44,7 @@ def test_folded_normalization_matches(variant, shape):
 
     model = randomize(ke.build_model(variant, weights=None, input_shape=shape, classifier_activation=None))
     folded = ke.fold_normalization(ke.fuse_batchnorm(model))
-    assert not [l for l in folded.layers if isinstance(l, keras.layers.Rescaling)]
+    assert not [layer for layer in folded.layers if isinstance(layer, keras.layers.Rescaling)]
     stem = folded.get_layer("patch_embed")
     assert stem.input_scale is not None and np.abs(stem.border_bias.numpy()).max() > 0
     x = raw_images(2, shape[0], shape[1])
@@ -77,7 +77,7 @@ def test_nested_backbone_fuses_folds_and_gives_features():
     x = raw_images(2, 96)
     expected = model.predict(x, verbose=0)
     deployed = ke.fold_normalization(ke.fuse_batchnorm(model))
-    assert not [l for l in sublayers(deployed) if isinstance(l, keras.layers.BatchNormalization)]
+    assert not [layer for layer in sublayers(deployed) if isinstance(layer, keras.layers.BatchNormalization)]
     np.testing.assert_allclose(deployed.predict(x, verbose=0), expected, atol=1e-5)
     features = ke.feature_extractor(model)
     assert [tuple(o.shape[1:3]) for o in features.outputs] == [(6, 6), (3, 3), (2, 2)]
@@ -109,7 +109,7 @@ def test_normalized_input_model_gets_raw_input_with_the_normalization_folded():
         assert has_preprocessing(raw) and raw_input_model(raw) is raw
         assert len(_normalized_stems(ke.fuse_batchnorm(raw))) == 1
         deployed = ke.fold_normalization(ke.fuse_batchnorm(raw))
-        assert not [l for l in sublayers(deployed) if isinstance(l, keras.layers.Rescaling)
-                    and l.name == "preprocessing"]  # folded: no separate pass over the image
+        assert not [layer for layer in sublayers(deployed) if isinstance(layer, keras.layers.Rescaling)
+                    and layer.name == "preprocessing"]  # folded: no separate pass over the image
         expected = model.predict(ke.normalize_images(x), verbose=0)
         np.testing.assert_allclose(deployed.predict(x, verbose=0), expected, atol=2e-5 * np.abs(expected).max() + 1e-6)

@@ -82,6 +82,15 @@ class KerasHubHelpersTest(TestCase):
         self.run_task_test(cls=EfficientViTImageClassifier, init_kwargs=self._classifier_kwargs(),
                            train_data=(self.images, self.labels), expected_output_shape=(2, 3))
 
+    def test_preset_from_a_local_folder(self):
+        backbone = EfficientViTBackbone(**self.backbone_kwargs)
+        folder = os.path.join(self.get_temp_dir(), "local_preset")
+        backbone.save_to_preset(folder)
+        x = keras.ops.convert_to_tensor(self.images[:, :64, :64])
+        expected = backbone(x)
+        self.run_preset_test(cls=EfficientViTBackbone, preset=folder, input_data=x, expected_output=expected,
+                             expected_output_shape=(2, 1, 1, 192))
+
     def test_saving(self):
         x = keras.ops.convert_to_tensor(self.images[:, :64, :64])  # a direct call: the model's input size
         self.run_model_saving_test(cls=EfficientViTImageClassifier, init_kwargs=self._classifier_kwargs(),
@@ -292,6 +301,7 @@ def test_detection_and_segmentation_example(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
     assert out.count("builtin ops only: yes") == 2 and "reloaded with the same raw outputs: True" in out, out
+    assert "segmenter saved to" in out and "reloaded with the same outputs: True" in out, out
     assert "best box" in out and out.rstrip().endswith("OK"), out
     assert out.count("max |TFLite - Keras|") == 2  # each file was run and agreed (the example checks < 1e-3)
     # the weights are in the files (a converter keeping resource variables writes a file without them)

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import HYMENOPTERA
+from conftest import HYMENOPTERA, missing
 
 SIZE = 64
 
@@ -21,7 +21,8 @@ def keras_evit(*args, timeout=900):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run([sys.executable, "-m", "keras_evit.cli", *args], capture_output=True, text=True,
                             timeout=timeout, env=env)
-    assert result.returncode == 0, f"keras-evit {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, \
+        f"keras-evit {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 
 
@@ -53,7 +54,7 @@ def _journey(tmp_path, epochs, steps, quantizations, every_step=True, exact_accu
     from keras_evit.export.metadata import mediapipe_python
 
     if not os.path.isdir(HYMENOPTERA):
-        pytest.skip("shared/data/hymenoptera not present")
+        missing("shared/data/hymenoptera not present")
     if mediapipe_python() is None:
         pytest.skip("MediaPipe environment not set up (keras-evit setup-mediapipe)")
     run = str(tmp_path / "run")

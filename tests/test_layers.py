@@ -109,7 +109,8 @@ def test_batchnorm_fused_training_equals_keras(dtype):
     results = {}
     for cls in (keras.layers.BatchNormalization, L.BatchNorm):
         for jit in (False, True):
-            layer = cls(epsilon=1e-5, momentum=0.9, dtype=dtype, gamma_initializer=keras.initializers.RandomNormal(seed=1),
+            layer = cls(epsilon=1e-5, momentum=0.9, dtype=dtype,
+                        gamma_initializer=keras.initializers.RandomNormal(seed=1),
                         beta_initializer=keras.initializers.RandomNormal(seed=2))
             layer.build(x.shape)
 

@@ -16,7 +16,7 @@ from keras_evit.cli import main
 from keras_evit.training import TrainingDiverged
 from keras_evit.training.checkpoint import AtomicCheckpoint
 
-from conftest import HYMENOPTERA
+from conftest import HYMENOPTERA, missing
 
 TINY = ["--model", "m0", "--image-size", "64", "--checkpoint-every", "2"]
 
@@ -80,7 +80,7 @@ def test_distillation_losses():
 @pytest.mark.slow  # the journey test covers finetune -> evaluate in the default suite
 def test_finetune_hymenoptera_then_evaluate(tmp_path, capsys):
     if not os.path.isdir(HYMENOPTERA):
-        pytest.skip("shared/data/hymenoptera not present")
+        missing("shared/data/hymenoptera not present")
     import keras_evit as ke
 
     pretrained = str(tmp_path / "pretrained.weights.h5")
@@ -91,7 +91,8 @@ def test_finetune_hymenoptera_then_evaluate(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "skipped 1 unreadable or unsupported file(s)" in out and "imageNotFound.gif" in out
-    assert {"model.keras", "model.weights.h5", "metrics.csv", "curves.png", "logs", "checkpoints"} <= set(os.listdir(run))
+    expected = {"model.keras", "model.weights.h5", "metrics.csv", "curves.png", "logs", "checkpoints"}
+    assert expected <= set(os.listdir(run))
     assert main(["evaluate", "--model", "m0", "--weights", os.path.join(run, "model.keras"),
                  "--data", f"folder:{HYMENOPTERA}", "--image-size", "64", "--batch-size", "32"]) == 0
     assert "accuracy" in capsys.readouterr().out

@@ -5,13 +5,13 @@ import pytest
 
 from keras_evit.training import get_recipe, load_source, make_dataset
 
-from conftest import HYMENOPTERA
+from conftest import HYMENOPTERA, missing
 
 
 @pytest.fixture(scope="module")
 def hymenoptera():
     if not os.path.isdir(HYMENOPTERA):
-        pytest.skip("shared/data/hymenoptera not present")
+        missing("shared/data/hymenoptera not present")
     return load_source(f"folder:{HYMENOPTERA}")
 
 

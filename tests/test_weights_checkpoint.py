@@ -14,7 +14,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def run_child(code, timeout=300):
     """Runs ``code`` in a fresh Python with tests/ on the path; returns (returncode, output)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                             timeout=timeout, env=env, cwd=HERE)
     return result.returncode, result.stdout + result.stderr

@@ -77,7 +77,8 @@ def _training(p):
     _common(p)
     p.add_argument("--output", required=True, help="run directory (re-run the same command to resume)")
     p.add_argument("--strategy", default="mirrored", choices=STRATEGIES,
-                   help="tf.distribute strategy: mirrored (all local devices), multiworker (reads TF_CONFIG), tpu, default (no distribution)")
+                   help="tf.distribute strategy: mirrored (all local devices), multiworker (reads TF_CONFIG), tpu, "
+                        "default (no distribution)")
     p.add_argument("--recipe", default=None, choices=sorted(PRESETS),
                    help="hyper-parameter preset, imagenet being the paper's (default: imagenet for train, "
                         "finetune for finetune)")

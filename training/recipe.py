@@ -7,7 +7,8 @@ from typing import Optional
 
 @dataclass
 class Recipe:
-    """Defaults = official main.py (docs/ARCHITECTURE.md, "Paper boxes"): 300 epochs, global batch 2048, AdamW, cosine, EMA, AGC."""
+    """Defaults = official main.py (docs/ARCHITECTURE.md, "Paper boxes"): 300 epochs, global batch 2048, AdamW,
+    cosine, EMA, AGC."""
 
     epochs: int = 300
     batch_size: int = 2048            # global, across replicas

@@ -29,7 +29,8 @@ def keras_path_to_timm(path):
 
 
 def official_to_timm(key):
-    """Official checkpoint key -> timm key (docs/ARCHITECTURE.md, "Weight names"); None for tensors timm does not keep."""
+    """Official checkpoint key -> timm key (docs/ARCHITECTURE.md, "Weight names"); None for tensors timm does
+    not keep."""
     if key.endswith("attention_bias_idxs") or key.startswith("head_dist."):
         return None
     parts = key.split(".")
