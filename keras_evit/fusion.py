@@ -6,7 +6,7 @@ import keras
 
 from .compat import call_input, own_variables, sublayers
 from .layers import ConvBN, NormLinear, PatchEmbedding
-from .preprocessing import PREPROCESSING_LAYER
+from .preprocessing import is_normalization
 
 
 def _clone_nested(model, clone_layer):
@@ -80,10 +80,6 @@ def float32_copy(model):
     return copy
 
 
-def _is_normalization(layer):
-    return isinstance(layer, keras.layers.Rescaling) and layer.name == PREPROCESSING_LAYER
-
-
 def _foldable_stems(model, tensor):
     """Fused PatchEmbeddings of ``model`` fed straight by ``tensor``, or by the input of a model it calls
     on ``tensor`` (a backbone called as a layer), at any depth."""
@@ -106,7 +102,7 @@ def _normalized_stems(model):
         if isinstance(layer, keras.Model):
             found.update(_normalized_stems(layer))
     for norm in model.layers:
-        if _is_normalization(norm):
+        if is_normalization(norm):
             found.update({id(stem): norm for stem in _foldable_stems(model, norm.output)})
     return found
 

@@ -27,12 +27,21 @@ PREPROCESSING_LAYER = "preprocessing"
 
 
 def preprocessing_layer():
-    """The in-model normalization: x * 1/(255 std) - mean/std, per channel (a Keras Rescaling)."""
+    """The in-model normalization: x * 1/(255 std) - mean/std, per channel (an ``ImageNormalization``)."""
+    from .layers import ImageNormalization
+
+    return ImageNormalization(name=PREPROCESSING_LAYER)
+
+
+def is_normalization(layer):
+    """The in-model normalization, by type (files written before it had a type of its own: a ``Rescaling``
+    named "preprocessing")."""
     import keras
 
-    scale = [1.0 / (255.0 * s) for s in IMAGENET_STD]
-    offset = [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
-    return keras.layers.Rescaling(scale=scale, offset=offset, name=PREPROCESSING_LAYER)
+    from .layers import ImageNormalization
+
+    return isinstance(layer, ImageNormalization) or (isinstance(layer, keras.layers.Rescaling)
+                                                     and layer.name == PREPROCESSING_LAYER)
 
 
 def raw_input_model(model):
@@ -48,11 +57,13 @@ def raw_input_model(model):
 
 
 def has_preprocessing(model):
-    """True when ``model`` takes raw RGB 0..255: it holds the normalization layer, or calls a model that
-    does as a layer (``x = backbone(inputs)``)."""
+    """True when ``model`` takes raw RGB 0..255: it holds the normalization layer (or a stem with the
+    normalization folded in), itself or in a model it calls as a layer (``x = backbone(inputs)``)."""
     from .compat import sublayers
+    from .layers import PatchEmbedding
 
-    return any(layer.name == PREPROCESSING_LAYER for layer in sublayers(model))
+    return any(is_normalization(layer) or (isinstance(layer, PatchEmbedding) and layer.input_scale is not None)
+               for layer in sublayers(model))
 
 
 def preprocess_input(x, data_format=None):

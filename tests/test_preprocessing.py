@@ -183,3 +183,28 @@ def test_predict_goes_on_after_a_strip(sample_dir, tmp_path, capsys):
     assert main(["predict", str(strip), good, "--model", "m0", "--weights", weights, "--image-size", "64"]) == 2
     captured = capsys.readouterr()
     assert "strip.png is 1x65000 pixels" in captured.err and "n01440764_tench.JPEG\n  1." in captured.out
+
+
+def test_the_normalization_is_found_by_type_and_travels_in_the_file(tmp_path):
+    """A model says by its config that it takes RGB 0..255 (an ImageNormalization layer, or a stem with it
+    folded in); files written when it was a Rescaling named "preprocessing" still count."""
+    import keras
+
+    from keras_evit.layers import ImageNormalization
+    from keras_evit.preprocessing import has_preprocessing
+
+    model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3))
+    assert isinstance(model.get_layer("preprocessing"), ImageNormalization) and has_preprocessing(model)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    assert isinstance(keras.models.load_model(path).get_layer("preprocessing"), ImageNormalization)
+    assert has_preprocessing(ke.fold_normalization(ke.fuse_batchnorm(model)))  # folded into the stem
+    plain = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), include_preprocessing=False)
+    assert not has_preprocessing(plain)
+    renamed = keras.Model(plain.inputs, plain.outputs)
+    assert not has_preprocessing(keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Rescaling(2.0, name="pre"),
+                                                   renamed]))  # any Rescaling is not the normalization
+    legacy = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Rescaling(2.0, name="preprocessing"), renamed])
+    assert has_preprocessing(legacy)
+    x = np.random.RandomState(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(ImageNormalization()(x), ke.normalize_images(x), atol=1e-6)

@@ -5,9 +5,10 @@ from .blocks import EfficientViTBlock, SubsampleBlock
 from .conv import (FFN, ConvBN, DepthwiseConv, NormLinear, PatchEmbedding, PatchMerging, SqueezeExcite,
                    TokenInteraction)
 from .norm import BatchNorm
+from .preprocessing import ImageNormalization
 
 __all__ = [
     "BatchNorm", "CascadedGroupAttention", "ConvBN", "DepthwiseConv", "EfficientViTBlock", "FFN",
-    "LocalWindowAttention", "NormLinear", "PatchEmbedding", "PatchMerging", "SqueezeExcite", "SubsampleBlock",
-    "TokenInteraction", "attention_bias_index",
+    "ImageNormalization", "LocalWindowAttention", "NormLinear", "PatchEmbedding", "PatchMerging", "SqueezeExcite",
+    "SubsampleBlock", "TokenInteraction", "attention_bias_index",
 ]
