@@ -17,6 +17,7 @@ from keras_evit.cli_args import MAX_EXPORT_BATCH, MAX_THREADS, bounded_int, imag
 from keras_evit.utils import check_outputs
 
 from .bench_measure import measure_large_batch
+from .bench_memory import compare_to_reference, format_memory_table, measure_memory, plot_memory
 from .bench_report import format_table, format_twins, plot, summarize
 from .bench_runtimes import ALL_RUNTIMES, GPU_LARGE_BATCH, LITERT, REFERENCE, TWIN_SUFFIX
 
@@ -49,6 +50,10 @@ def add_arguments(p):
     p.add_argument("--large-batch", type=bounded_int(1, 65536), default=None,
                    help="also measure TF/XLA mixed-precision throughput at this batch (default: 1024 when "
                         "a GPU is present, else off)")
+    p.add_argument("--memory", action="store_true",
+                   help="measure inference memory instead: peak resident memory of each runtime (the shipped "
+                        "LiteRT files, ONNX Runtime, the timm reference) per batch, each in its own process "
+                        "(first of --threads)")
     p.add_argument("--train", action="store_true",
                    help="measure training img/s instead: Keras fit (graph, XLA) beside timm eager (one thread count)")
     p.add_argument("--input-pipeline", action="store_true",
@@ -231,6 +236,9 @@ def _bench(args, variants, runtimes, threads, batch_sizes, weights, workdir, log
     for variant in variants:
         files = prepare(variant, runtimes, batch_sizes, args.image_size, weights, workdir,
                         args.calibration_dir, log, twins=args.twins, reuse=args.reuse and bool(args.workdir))
+        if args.memory:
+            rows += measure_memory(variant, runtimes, files, batch_sizes, args.image_size, threads[0], log)
+            continue
         measured = runtimes + [r + TWIN_SUFFIX for r in runtimes if args.twins and r in LITERT and not LITERT[r][1]]
         for t in threads:
             spec = {"variant": variant, "runtimes": measured, "files": files, "threads": t,
@@ -245,6 +253,8 @@ def _bench(args, variants, runtimes, threads, batch_sizes, weights, workdir, log
         if large:
             log(f"measuring {variant} at batch {large}, mixed precision")
             rows += measure_large_batch(variant, large, args.image_size, args.min_time)
+    if args.memory:
+        return _memory_report(args, rows)
     summarize(rows)
     print(format_table(rows))
     twins = format_twins(rows)
@@ -259,6 +269,22 @@ def _bench(args, variants, runtimes, threads, batch_sizes, weights, workdir, log
     from keras_evit.utils import write_reports
 
     write_reports(args, result, lambda path: plot(rows, path))
+    return 0
+
+
+def _memory_report(args, rows):
+    from keras_evit.utils import write_reports
+
+    compare_to_reference(rows)
+    print(format_memory_table(rows))
+    print(f"over imports: the peak's rise over the process after importing its runtime (model, arena, "
+          f"activations); x ref: that rise over {REFERENCE}'s at the same batch. litert* rows: the files "
+          "`keras-evit export` writes with default flags")
+    result = {"rows": rows, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+              "measure": "peak resident memory (VmHWM) of a process that imports its runtime, builds the runner "
+                         "and runs 5 batches; model_mb = peak minus resident memory after the imports",
+              "reference": f"{REFERENCE}: timm efficientvit_* exported by torch.onnx, run by ONNX Runtime"}
+    write_reports(args, result, lambda path: plot_memory(rows, path))
     return 0
 
 

@@ -29,6 +29,21 @@ def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
     assert os.path.getsize(out_png) > 10_000
 
 
+@pytest.mark.slow  # one int8-mixed export and two ONNX exports, four child processes
+def test_memory_bench_end_to_end_tiny(tmp_path, capsys, ref):
+    out_json, out_png = str(tmp_path / "m.json"), str(tmp_path / "m.png")
+    assert main(["bench", "--memory", "--model", "m0", "--runtimes", "litert-int8-mixed,onnxruntime,torch",
+                 "--threads", "1", "--batch-sizes", "1", "--image-size", "64", "--json", out_json,
+                 "--plot", out_png]) == 0
+    rows = json.load(open(out_json))["rows"]
+    assert {r["runtime"] for r in rows} == {"litert-int8-mixed", "onnxruntime", "torch", "torch-onnx"}
+    # each child measured its own peak: the model, arena and activations on top of its imports
+    assert all("error" not in r and 0 < r["model_mb"] < r["peak_rss_mb"] for r in rows), rows
+    assert all(r["vs_reference"] > 0 for r in rows)
+    assert [r["vs_reference"] for r in rows if r["runtime"] == "torch-onnx"] == [1.0]
+    assert "over imports MB" in capsys.readouterr().out and os.path.getsize(out_png) > 10_000
+
+
 def test_bench_unknown_runtime(capsys):
     assert main(["bench", "--runtimes", "tensorrt"]) == 2
     assert "unknown runtime" in capsys.readouterr().err

@@ -1,0 +1,136 @@
+"""``keras-evit bench --memory``: inference memory of each runtime, each (runtime, batch) in a process of its own.
+
+A child imports its runtime's libraries, notes its resident memory, builds the runner (model file loaded, arena
+allocated), runs a few batches, and reports its peak resident memory (``VmHWM``) and the peak's rise over
+the imports: what the model, its arena and its activations cost in that runtime.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+RUNS = 5  # batches run after the runner is built: arenas and caches reach their size on the first one
+
+
+def _resident_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb():
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status: memory is measured on Linux only")
+
+
+def _import_runtime(runtime):
+    """The runtime's libraries, so the baseline holds them and the rise is the model's alone."""
+    import numpy  # noqa: F401
+
+    from .bench_runtimes import REFERENCE
+
+    if runtime.startswith("litert"):
+        import ai_edge_litert.interpreter  # noqa: F401
+    elif runtime in ("onnxruntime", REFERENCE):
+        import onnxruntime  # noqa: F401
+    elif runtime == "torch":
+        from keras_evit import reference
+
+        reference.import_timm()
+    import keras_evit.preprocessing  # noqa: F401
+
+
+def measure_child(spec):
+    """In a fresh process: one (runtime, batch) row with peak resident memory and its rise over the imports."""
+    from .bench_measure import _runner
+
+    row = {"model": spec["variant"], "runtime": spec["runtime"], "threads": spec["threads"],
+           "batch_size": spec["batch_size"]}
+    _import_runtime(spec["runtime"])
+    baseline = _resident_mb()
+    fn = _runner(spec["runtime"], spec["files"], spec["variant"], spec["threads"], spec["batch_size"],
+                 spec["image_size"])
+    for _ in range(RUNS):
+        fn()
+    peak = _peak_mb()
+    row.update(peak_rss_mb=round(peak, 1), imports_mb=round(baseline, 1), model_mb=round(peak - baseline, 1))
+    return row
+
+
+def measure_memory(variant, runtimes, files, batch_sizes, image_size, threads, log):
+    """Rows for every (runtime, batch), each measured in a child process of its own."""
+    rows = []
+    for runtime in runtimes:
+        for bs in batch_sizes:
+            spec = {"variant": variant, "runtime": runtime, "files": files, "batch_size": bs,
+                    "image_size": image_size, "threads": threads}
+            log(f"memory: {variant} {runtime} batch {bs}")
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+            proc = subprocess.run([sys.executable, "-m", "keras_evit.export.bench_memory"], input=json.dumps(spec),
+                                  capture_output=True, text=True, env=env)
+            found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+            if proc.returncode != 0 or not found:
+                row = {"model": variant, "runtime": runtime, "threads": threads, "batch_size": bs,
+                       "error": proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else "no output"}
+            else:
+                row = found[0]
+            rows.append(row)
+    return rows
+
+
+def compare_to_reference(rows):
+    """Each row's rise over imports divided by the reference's at the same model and batch."""
+    from .bench_runtimes import REFERENCE
+
+    ref = {(r["model"], r["batch_size"]): r["model_mb"] for r in rows if r["runtime"] == REFERENCE and "error" not in r}
+    for r in rows:
+        base = ref.get((r["model"], r["batch_size"]))
+        if "error" not in r and base:
+            r["vs_reference"] = round(r["model_mb"] / base, 3)
+
+
+def format_memory_table(rows):
+    lines = [f"{'model':<6} {'runtime':<20} {'batch':>5} {'peak RSS MB':>12} {'over imports MB':>16} {'x ref':>7}"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['model']:<6} {r['runtime']:<20} {r['batch_size']:>5}  error: {r['error']}")
+            continue
+        ratio = f"{r['vs_reference']:.2f}" if "vs_reference" in r else "-"
+        lines.append(f"{r['model']:<6} {r['runtime']:<20} {r['batch_size']:>5} {r['peak_rss_mb']:>12.1f} "
+                     f"{r['model_mb']:>16.1f} {ratio:>7}")
+    return "\n".join(lines)
+
+
+def plot_memory(rows, path):
+    import numpy as np
+
+    from keras_evit.utils import pyplot
+
+    plt = pyplot()
+    ok = [r for r in rows if "error" not in r]
+    labels = list(dict.fromkeys(f"{r['model']} {r['runtime']}" for r in ok))
+    batches = sorted({r["batch_size"] for r in ok})
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4.5))
+    width = 0.8 / max(1, len(batches))
+    for i, bs in enumerate(batches):
+        values = [next((r["model_mb"] for r in ok if f"{r['model']} {r['runtime']}" == label
+                        and r["batch_size"] == bs), 0) for label in labels]
+        ax.bar(np.arange(len(labels)) + i * width, values, width, label=f"batch {bs}")
+    ax.set_xticks(np.arange(len(labels)) + width * (len(batches) - 1) / 2, labels, rotation=30, ha="right")
+    ax.set_ylabel("peak resident memory over imports (MB)")
+    ax.set_title("Inference memory per runtime (each in its own process)")
+    ax.legend()
+    fig.tight_layout()
+    from keras_evit.utils import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure_child(json.loads(sys.stdin.read()))), flush=True)
