@@ -22,6 +22,56 @@ def missing(what):
     pytest.skip(what)
 
 
+def run_python(args, timeout=900, **kwargs):
+    """``python ARGS`` in a fresh process, as a user runs a step; its stdout (its stderr's tail on failure)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def need_ants_bees_and_mediapipe():
+    """The ants/bees folder and MediaPipe's environment, for the journeys that end on the phone runtime."""
+    from keras_evit.export.metadata import mediapipe_python
+
+    if not os.path.isdir(HYMENOPTERA):
+        missing(f"{HYMENOPTERA} is missing (set KERAS_EVIT_DATA to the shared data folder)")
+    if mediapipe_python() is None:
+        missing("MediaPipe's environment is missing: run `keras-evit setup-mediapipe` (make test does)")
+
+
+def ants_bees_phone_journey(tmp_path, fit_script, predict_script, every, export_args):
+    """The transfer-learning journey to the phone, each step in a fresh process from files on disk:
+    ``fit_script TRAIN_DIR MODEL`` (writes MODEL and MODEL.labels.txt), ``predict_script MODEL CROPS FILES...``
+    (saves the crops and Keras' probabilities), ``keras-evit export`` with ``export_args``, then MediaPipe.
+    Returns (export's stdout, Keras' (ants, bees) probabilities, MediaPipe's)."""
+    need_ants_bees_and_mediapipe()
+    path, crops, tflite = str(tmp_path / "model.keras"), str(tmp_path / "crops.npy"), str(tmp_path / "model.tflite")
+    run_python(["-c", fit_script, os.path.join(HYMENOPTERA, "train"), path])
+    run_python(["-c", predict_script, path, crops, *ants_bees_val_files(every)])
+    out = run_python(["-m", "keras_evit.cli", "export", "--weights", path, "--labels", path + ".labels.txt",
+                      "--verify-dir", os.path.join(HYMENOPTERA, "val"), "--output", tflite, *export_args])
+    assert "2 labels in metadata" in out, out
+    return out, np.load(crops + ".keras.npy"), mediapipe_ants_bees(tflite, np.load(crops))
+
+
+def ants_bees_val_files(every):
+    """Every ``every``-th image of the ants/bees validation folder (ants first)."""
+    val = os.path.join(HYMENOPTERA, "val")
+    files = [os.path.join(val, c, f) for c in ("ants", "bees") for f in sorted(os.listdir(os.path.join(val, c)))]
+    return files[::every]
+
+
+def mediapipe_ants_bees(tflite, images):
+    """MediaPipe's (ants, bees) scores for each image, classified from ``tflite`` as an app would."""
+    from keras_evit.export.metadata import mediapipe_classify
+
+    rows = mediapipe_classify(tflite, images, top=2)
+    return np.array([[dict((name, score) for _, name, score in row)[c] for c in ("ants", "bees")] for row in rows])
+
+
 def _reference_or_skip():
     """The timm oracle; CI sets KERAS_EVIT_REQUIRE_REFERENCE=1 so a missing install fails loudly."""
     try:

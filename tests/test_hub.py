@@ -258,33 +258,9 @@ np.save(sys.argv[2] + ".keras.npy", np.asarray(keras.ops.softmax(logits)))
 def test_hub_transfer_learning_to_mediapipe(imagenet_home, tmp_path):
     """EfficientViTImageClassifier.from_preset(num_classes=2) fine-tuned with fit on the ants/bees folder,
     saved, exported by `keras-evit export` with the folder's class names, and classified by MediaPipe."""
-    from conftest import HYMENOPTERA
+    from conftest import ants_bees_phone_journey
 
-    from keras_evit.export.metadata import mediapipe_classify, mediapipe_python
-
-    if not os.path.isdir(HYMENOPTERA):
-        pytest.fail(f"{HYMENOPTERA} is missing (set KERAS_EVIT_DATA to the shared data folder)")
-    if mediapipe_python() is None:
-        pytest.fail("MediaPipe's environment is missing: run `keras-evit setup-mediapipe` (make test does)")
-
-    def run(args):
-        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc.stdout
-
-    path = str(tmp_path / "hub.keras")
-    run(["-c", HUB_FIT, os.path.join(HYMENOPTERA, "train"), path])
-    val = os.path.join(HYMENOPTERA, "val")
-    files = [os.path.join(val, c, f) for c in ("ants", "bees") for f in sorted(os.listdir(os.path.join(val, c)))][::10]
-    crops = str(tmp_path / "crops.npy")
-    run(["-c", HUB_PREDICT, path, crops, *files])
-    tflite = str(tmp_path / "hub.tflite")
-    out = run(["-m", "keras_evit.cli", "export", "--weights", path, "--labels", path + ".labels.txt",
-               "--verify-dir", val, "--verify-limit", "8", "--output", tflite])
-    assert "2 labels in metadata" in out, out
-    x, keras_p = np.load(crops), np.load(crops + ".keras.npy")
-    rows = mediapipe_classify(tflite, x, top=2)
-    phone_p = np.array([[dict((name, score) for _, name, score in row)[c] for c in ("ants", "bees")] for row in rows])
+    out, keras_p, phone_p = ants_bees_phone_journey(tmp_path, HUB_FIT, HUB_PREDICT, 10, ["--verify-limit", "8"])
     # export verified the file against Keras to 1e-4 above; MediaPipe's own image conversion adds ~1e-3
     assert "verified on" in out and "PASS" in out, out
     assert np.abs(phone_p - keras_p).max() <= 5e-3, (phone_p, keras_p)

@@ -4,11 +4,11 @@ exported under float32."""
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+from conftest import run_python
 
 SAVE = """
 import sys, keras, numpy as np
@@ -45,21 +45,17 @@ for name, m in (("clone", clone), ("fuse", fused)):  # the fused copy computes i
 """
 
 
-def _run(args, **kwargs):
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, **kwargs)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
 
 
 @pytest.mark.slow  # four fresh processes, one a TFLite export
 def test_mixed_precision_nested_model_loads_predicts_and_exports_under_float32(sample_dir, tmp_path):
     path = str(tmp_path / "user.keras")
     image = os.path.join(sample_dir, sorted(f for f in os.listdir(sample_dir) if f.endswith(".JPEG"))[0])
-    _run(["-c", SAVE, path, image])
+    run_python(["-c", SAVE, path, image])
     expected = np.load(path + ".npy")
     assert expected.max() > 0.5  # a confident prediction: a second softmax would flatten it visibly
 
-    diffs = dict(line.split() for line in _run(["-c", LOAD, path, image]).splitlines() if line[:4] in
+    diffs = dict(line.split() for line in run_python(["-c", LOAD, path, image]).splitlines() if line[:4] in
                  ("load", "clon", "fuse"))
     assert set(diffs) == {"load", "clone", "fuse"}
     assert float(diffs["load"]) <= 2e-3 and float(diffs["clone"]) <= 1e-5, diffs  # same policy, other kernels
@@ -68,12 +64,13 @@ def test_mixed_precision_nested_model_loads_predicts_and_exports_under_float32(s
     # predict prints the model's own probability (its Dense softmax is not doubled), with the user's names
     labels = tmp_path / "labels.txt"
     labels.write_text("wasp\nant\nbee\n")
-    out = _run(["-m", "keras_evit.cli", "predict", image, "--weights", path, "--top", "1", "--labels", str(labels)])
+    out = run_python(["-m", "keras_evit.cli", "predict", image, "--weights", path, "--top", "1",
+                      "--labels", str(labels)])
     score = float(re.search(r"1\. (?:wasp|ant|bee)\s+(\d\.\d+)", out).group(1))
     assert score == pytest.approx(float(expected.max()), abs=5e-3), out  # float16 when saved
 
     tflite = str(tmp_path / "user.tflite")
-    out = _run(["-m", "keras_evit.cli", "export", "--weights", path, "--no-metadata", "--verify-dir", sample_dir,
+    out = run_python(["-m", "keras_evit.cli", "export", "--weights", path, "--no-metadata", "--verify-dir", sample_dir,
                 "--verify-limit", "8", "--output", tflite])
     assert os.path.isfile(tflite) and "PASS" in out, out
 
@@ -114,28 +111,12 @@ def test_keras_transfer_learning_recipe_to_mediapipe(tmp_path):
     """keras.applications' transfer-learning recipe (image_dataset_from_directory, a frozen backbone called as
     a layer, a Dense softmax head, then unfrozen, all under mixed precision), model.save, reload, `keras-evit
     export` int8-mixed with the user's class names, and MediaPipe classifies the validation images."""
-    from conftest import HYMENOPTERA
+    from conftest import HYMENOPTERA, ants_bees_phone_journey
 
-    from keras_evit.export.metadata import mediapipe_classify, mediapipe_python
-
-    if not os.path.isdir(HYMENOPTERA):
-        pytest.fail(f"{HYMENOPTERA} is missing (set KERAS_EVIT_DATA to the shared data folder)")
-    if mediapipe_python() is None:
-        pytest.fail("MediaPipe's environment is missing: run `keras-evit setup-mediapipe` (make test does)")
-    path = str(tmp_path / "transfer.keras")
-    _run(["-c", TRANSFER, os.path.join(HYMENOPTERA, "train"), path])
-    val = os.path.join(HYMENOPTERA, "val")
-    files = [os.path.join(val, c, f) for c in ("ants", "bees") for f in sorted(os.listdir(os.path.join(val, c)))][::8]
-    crops = str(tmp_path / "crops.npy")
-    _run(["-c", CROPS, path, crops, *files])
-    tflite = str(tmp_path / "transfer.tflite")
-    out = _run(["-m", "keras_evit.cli", "export", "--weights", path, "--quantize", "int8-mixed",
-                "--calibration-dir", os.path.join(HYMENOPTERA, "train"), "--calibration-limit", "32",
-                "--labels", path + ".labels.txt", "--verify-dir", val, "--verify-limit", "16", "--output", tflite])
-    assert "2 labels in metadata" in out, out
-    x, keras_p = np.load(crops), np.load(crops + ".keras.npy")
-    rows = mediapipe_classify(tflite, x, top=2)
-    phone_p = np.array([[dict((name, score) for _, name, score in row)[c] for c in ("ants", "bees")] for row in rows])
+    _, keras_p, phone_p = ants_bees_phone_journey(
+        tmp_path, TRANSFER, CROPS, 8, ["--quantize", "int8-mixed", "--calibration-dir",
+                                       os.path.join(HYMENOPTERA, "train"), "--calibration-limit", "32",
+                                       "--verify-limit", "16"])
     assert np.abs(phone_p - keras_p).max() <= 0.05, (phone_p, keras_p)
 
 
@@ -149,8 +130,8 @@ def test_mixed_precision_file_moves_between_backends(saved_on, loaded_on, sample
     path = str(tmp_path / f"{saved_on}.keras")
     image = os.path.join(sample_dir, sorted(f for f in os.listdir(sample_dir) if f.endswith(".JPEG"))[0])
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    _run(["-c", SAVE, path, image], env={**env, "KERAS_BACKEND": saved_on})
-    out = _run(["-c", LOAD + "print('backend', keras.backend.backend())", path, image],
+    run_python(["-c", SAVE, path, image], env={**env, "KERAS_BACKEND": saved_on})
+    out = run_python(["-c", LOAD + "print('backend', keras.backend.backend())", path, image],
                env={**env, "KERAS_BACKEND": loaded_on})
     diffs = dict(line.split() for line in out.splitlines() if line.split()[:1] in (["load"], ["clone"], ["fuse"],
                                                                                    ["backend"]))

@@ -2,14 +2,13 @@
 the weights cache from the verified official release, so every later ``from_preset`` is keras-hub's own
 offline load of that folder."""
 
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 
 from ..configs import VARIANTS
-from ..weights.download import cache_dir
+from ..weights.download import cache_dir, sha256_of
 
 # count_params() of each backbone (BatchNorm statistics included), as keras-hub reports it
 _BACKBONE_PARAMS = {"m0": 2184324, "m1": 2819016, "m2": 3999642, "m3": 6627466, "m4": 8472700, "m5": 12161492}
@@ -41,14 +40,6 @@ def preset_dir(name):
     return os.path.join(cache_dir(), "presets", name)
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _weight_files(folder):
     return sorted(f for f in os.listdir(folder) if f.endswith(".weights.h5"))
 
@@ -58,7 +49,7 @@ def _intact(folder):
     try:
         with open(os.path.join(folder, MARKER)) as f:
             recorded = json.load(f)["sha256"]
-        return recorded == {name: _sha256(os.path.join(folder, name)) for name in _weight_files(folder)}
+        return recorded == {name: sha256_of(os.path.join(folder, name)) for name in _weight_files(folder)}
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -80,7 +71,7 @@ def _write_preset(name, folder):
     load_weights(classifier, "imagenet", variant)  # the verified, cached official weights
     classifier.save_to_preset(folder)
     record = {"preset": name, "variant": variant,
-              "sha256": {f: _sha256(os.path.join(folder, f)) for f in _weight_files(folder)}}
+              "sha256": {f: sha256_of(os.path.join(folder, f)) for f in _weight_files(folder)}}
     with open(os.path.join(folder, MARKER), "w") as f:
         json.dump(record, f, indent=1)
 
