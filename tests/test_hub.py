@@ -282,3 +282,19 @@ def test_detection_and_segmentation_example(tmp_path):
     assert out.count("max |TFLite - Keras|") == 2  # each file was run and agreed (the example checks < 1e-3)
     # the weights are in the files (a converter keeping resource variables writes a file without them)
     assert os.path.getsize(tmp_path / "detector.tflite") > 8e6 and os.path.getsize(tmp_path / "segmenter.tflite") > 8e6
+
+
+@pytest.mark.parametrize("change", [{"depths": [1, 2, 10**6]}, {"embed_dims": [64, 128, 10**7]},
+                                    {"num_heads": [4, 4, 40]}, {"kernel_sizes": [5, 5]}, {"depths": [1, 2, "3"]}])
+def test_a_crafted_preset_config_is_refused_before_building(tmp_path, change):
+    """A preset folder's config.json is read from disk: sizes no EfficientViT-M has are refused by name."""
+    backbone = EfficientViTBackbone(**{**M0, "image_shape": (64, 64, 3)})
+    folder = str(tmp_path / "preset")
+    backbone.save_to_preset(folder)
+    with open(os.path.join(folder, "config.json")) as f:
+        config = json.load(f)
+    config["config"].update(change)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    with pytest.raises(ValueError, match=f"{next(iter(change))}=.*not a valid EfficientViT-M config|heads need"):
+        EfficientViTBackbone.from_preset(folder)

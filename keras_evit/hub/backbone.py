@@ -8,6 +8,28 @@ from ..configs import DEFAULT_SIZE
 from .presets import PresetsProperty, resolve_preset
 
 
+# a preset's config.json is read from disk: sizes beyond the family's (M5: 384 wide, depth 4, 4 heads,
+# kernels up to 7) by a wide margin are refused before anything is built
+MAX_WIDTH, MAX_DEPTH, MAX_HEADS, MAX_KERNEL = 2048, 32, 32, 15
+
+
+def check_config(embed_dims, depths, num_heads, kernel_sizes):
+    """Refuses a config no EfficientViT-M is built from (a crafted preset must not cost unbounded memory)."""
+    def ints(name, values, count, low, high):
+        values = list(values)
+        if (count is not None and len(values) != count) or not values or \
+                not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in values):
+            raise ValueError(f"EfficientViTBackbone: {name}={values!r} is not a valid EfficientViT-M config "
+                             f"({count or 'some'} integers in {low}..{high})")
+
+    ints("embed_dims", embed_dims, 3, 1, MAX_WIDTH)
+    ints("depths", depths, 3, 1, MAX_DEPTH)
+    ints("num_heads", num_heads, 3, 1, MAX_HEADS)
+    ints("kernel_sizes", kernel_sizes, None, 1, MAX_KERNEL)
+    if max(num_heads) > len(list(kernel_sizes)):
+        raise ValueError(f"EfficientViTBackbone: {max(num_heads)} heads need as many kernel_sizes, got {kernel_sizes}")
+
+
 @keras.saving.register_keras_serializable(package="keras_evit")
 class EfficientViTBackbone(keras_hub.models.Backbone):
     """EfficientViT-M feature extractor (Liu et al., CVPR 2023), channels last.
@@ -28,6 +50,7 @@ class EfficientViTBackbone(keras_hub.models.Backbone):
 
     def __init__(self, embed_dims, depths, num_heads, kernel_sizes, image_shape=(DEFAULT_SIZE, DEFAULT_SIZE, 3),
                  dtype=None, **kwargs):
+        check_config(embed_dims, depths, num_heads, kernel_sizes)
         image_shape = resolve_input_shape(image_shape, None, None)
         # === Functional Model ===
         inputs = keras.Input(shape=image_shape, name="images")
