@@ -17,7 +17,7 @@ import pytest
 keras_hub = pytest.importorskip("keras_hub")
 pytest.importorskip("grain")  # keras-hub's test helpers import it
 
-from keras_hub.src.tests.test_case import TestCase  # noqa: E402  (keras-hub's own helpers)
+from keras_hub.src.tests import test_case as hub_test_case  # noqa: E402  (keras-hub's own helpers)
 
 from conftest import randomize  # noqa: E402
 
@@ -55,8 +55,10 @@ def imagenet_home(tmp_path, monkeypatch):
     return home
 
 
-class KerasHubHelpersTest(TestCase):
+class KerasHubHelpersTest(hub_test_case.TestCase):
     """keras-hub's TestCase helpers, as keras-hub runs them on its own vision models."""
+
+    test_session = None  # tf.test.TestCase's context manager, not a test
 
     def setUp(self):
         super().setUp()
