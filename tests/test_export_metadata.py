@@ -74,6 +74,7 @@ def test_mediapipe_fp32_matches_keras(exported, model, crops):
     assert max(diffs) <= 1e-3
 
 
+@pytest.mark.slow  # shares the three exports of the fp32 case
 @pytest.mark.parametrize("quantize,top1,in_top5", [("fp16", 0.9, 1.0), ("int8-mixed", 0.75, 0.9)])
 def test_mediapipe_quantized_files_load_and_agree(exported, model, crops, quantize, top1, in_top5):
     """Quantized files load in MediaPipe with no code of ours. What holds on these random weights:
