@@ -117,8 +117,8 @@ def _per_channel(value, channels):
 def fold_normalization(model):
     """A copy of a fused ``model`` whose stem takes raw pixels with the normalization folded into its
     first conv, also through a backbone or task called as a layer (same outputs to float error; in a TFLite
-    file one small add instead of two broadcast
-    element-wise passes over the image). Models without in-model normalization come back unchanged."""
+    file one small add instead of two broadcast element-wise passes over the image). Models without in-model
+    normalization come back unchanged."""
     stems = _normalized_stems(model)
     if not stems:
         return model

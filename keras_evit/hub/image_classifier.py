@@ -4,8 +4,9 @@ its preprocessor, and an image converter doing the reference's eval transform.""
 import keras
 import keras_hub
 
-from ..configs import CROP_PCT, DEFAULT_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from ..configs import CROP_PCT, DEFAULT_SIZE
 from ..layers import NormLinear
+from ..layers.preprocessing import IMAGENET_OFFSET, IMAGENET_SCALE
 from .backbone import EfficientViTBackbone, at_image_shape
 from .presets import PresetsProperty, resolve_preset
 
@@ -22,9 +23,8 @@ class EfficientViTImageConverter(keras_hub.layers.ImageConverter):
 
     def __init__(self, image_size=(DEFAULT_SIZE, DEFAULT_SIZE), scale=None, offset=None, crop_pct=CROP_PCT,
                  interpolation="bicubic", antialias=True, crop_to_aspect_ratio=True, **kwargs):
-        if scale is None and offset is None:
-            scale = [1.0 / (255.0 * s) for s in IMAGENET_STD]
-            offset = [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
+        if scale is None and offset is None:  # the same normalization as the builders' ImageNormalization
+            scale, offset = IMAGENET_SCALE, IMAGENET_OFFSET
         if not 0.0 < float(crop_pct) <= 1.0:
             raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
         super().__init__(image_size=image_size, scale=scale, offset=offset, interpolation=interpolation,
