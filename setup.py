@@ -17,6 +17,7 @@ PACKAGE_DIR = {
     "keras_evit.weights": "keras_evit/weights",
     "keras_evit.hub": "keras_evit/hub",
     "keras_evit.export": "export",
+    "keras_evit.export.phones": "export/phones",
     "keras_evit.training": "training",
     "keras_evit.training.examples": "training/examples",
 }
@@ -67,7 +68,7 @@ setup(
     python_requires=">=3.10",
     packages=list(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
-    package_data={"keras_evit": ["data/*.json", "data/samples/*"], "keras_evit.export": ["phones/*"]},
+    package_data={"keras_evit": ["data/*.json", "data/samples/*"], "keras_evit.export.phones": ["*.md", "*.sh"]},
     install_requires=CORE,
     extras_require={"mobile": MOBILE, "train": TRAIN, "hub": HUB, "reference": REFERENCE, "test": TEST},
     entry_points={"console_scripts": ["keras-evit=keras_evit.cli:main"]},

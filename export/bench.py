@@ -53,7 +53,8 @@ def add_arguments(p):
     p.add_argument("--memory", action="store_true",
                    help="measure inference memory instead: peak resident memory of each runtime (the shipped "
                         "LiteRT files, ONNX Runtime, the timm reference) per batch, each in its own process "
-                        "(first of --threads)")
+                        "(first of --threads); with --train: training memory of Keras fit (graph, XLA) beside "
+                        "timm eager at each of --batch-sizes")
     p.add_argument("--train", action="store_true",
                    help="measure training img/s instead: Keras fit (graph, XLA) beside timm eager (one thread count)")
     p.add_argument("--input-pipeline", action="store_true",

@@ -13,20 +13,6 @@ import sys
 RUNS = 5  # batches run after the runner is built: arenas and caches reach their size on the first one
 
 
-def _resident_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mb():
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    raise RuntimeError("no VmHWM in /proc/self/status: memory is measured on Linux only")
-
-
 def _import_runtime(runtime):
     """The runtime's libraries, so the baseline holds them and the rise is the model's alone."""
     import numpy  # noqa: F401
@@ -46,17 +32,19 @@ def _import_runtime(runtime):
 
 def measure_child(spec):
     """In a fresh process: one (runtime, batch) row with peak resident memory and its rise over the imports."""
+    from keras_evit.utils import peak_resident_mb, resident_mb
+
     from .bench_measure import _runner
 
     row = {"model": spec["variant"], "runtime": spec["runtime"], "threads": spec["threads"],
            "batch_size": spec["batch_size"]}
     _import_runtime(spec["runtime"])
-    baseline = _resident_mb()
+    baseline = resident_mb()
     fn = _runner(spec["runtime"], spec["files"], spec["variant"], spec["threads"], spec["batch_size"],
                  spec["image_size"])
     for _ in range(RUNS):
         fn()
-    peak = _peak_mb()
+    peak = peak_resident_mb()
     row.update(peak_rss_mb=round(peak, 1), imports_mb=round(baseline, 1), model_mb=round(peak - baseline, 1))
     return row
 
@@ -106,30 +94,13 @@ def format_memory_table(rows):
 
 
 def plot_memory(rows, path):
-    import numpy as np
+    from keras_evit.utils import save_grouped_bars
 
-    from keras_evit.utils import pyplot
-
-    plt = pyplot()
-    ok = [r for r in rows if "error" not in r]
-    labels = list(dict.fromkeys(f"{r['model']} {r['runtime']}" for r in ok))
-    batches = sorted({r["batch_size"] for r in ok})
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4.5))
-    width = 0.8 / max(1, len(batches))
-    for i, bs in enumerate(batches):
-        values = [next((r["model_mb"] for r in ok if f"{r['model']} {r['runtime']}" == label
-                        and r["batch_size"] == bs), 0) for label in labels]
-        ax.bar(np.arange(len(labels)) + i * width, values, width, label=f"batch {bs}")
-    ax.set_xticks(np.arange(len(labels)) + width * (len(batches) - 1) / 2, labels, rotation=30, ha="right")
-    ax.set_ylabel("peak resident memory over imports (MB)")
-    ax.set_title("Inference memory per runtime (each in its own process)")
-    ax.legend()
-    fig.tight_layout()
-    from keras_evit.utils import atomic_output
-
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    ok = sorted((r for r in rows if "error" not in r), key=lambda r: r["batch_size"])
+    ok.sort(key=lambda r: [f"{x['model']} {x['runtime']}" for x in rows].index(f"{r['model']} {r['runtime']}"))
+    save_grouped_bars(path, ok, lambda r: f"{r['model']} {r['runtime']}", lambda r: f"batch {r['batch_size']}",
+                      lambda r: r["model_mb"], "peak resident memory over imports (MB)",
+                      "Inference memory per runtime (each in its own process)", rotation=30)
 
 
 if __name__ == "__main__":

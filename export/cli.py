@@ -96,6 +96,10 @@ def cmd_bench(args):
         from keras_evit.training.input_bench import main as input_bench_main
 
         return input_bench_main(args)
+    if args.train and args.memory:
+        from keras_evit.training.memory_bench import main as train_memory_main
+
+        return train_memory_main(args)
     if args.train and args.profile:
         from keras_evit.training.step_profile import main as profile_main
 

@@ -137,6 +137,46 @@ def pyplot():
     return plt
 
 
+def save_grouped_bars(path, rows, group, series, value, ylabel, title, hatched=(), rotation=0):
+    """A report's PNG: one cluster of bars per ``group(row)``, one bar per ``series(row)`` (in first-seen
+    order) of height ``value(row)``; ``hatched`` series (the references) are drawn hatched."""
+    import numpy as np
+
+    plt = pyplot()
+    groups = list(dict.fromkeys(group(r) for r in rows))
+    names = list(dict.fromkeys(series(r) for r in rows))
+    height = {(group(r), series(r)): value(r) for r in rows}
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, min(15.0, 2.5 + 0.45 * len(groups) * max(1, len(names)))), 4.2))
+    for k, name in enumerate(names):
+        ax.bar(np.arange(len(groups)) + k * width, [height.get((g, name), 0) for g in groups], width,
+               label=str(name), hatch="//" if name in hatched else None)
+    ax.set_xticks(np.arange(len(groups)) + width * (len(names) - 1) / 2, groups, rotation=rotation,
+                  ha="right" if rotation else "center")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def resident_mb():
+    """This process's resident memory now, in MiB (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_resident_mb():
+    """This process's peak resident memory in MiB (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status: memory is measured on Linux only")
+
+
 def write_json(path, payload):
     """Writes ``payload`` as indented JSON, atomically, and says so (the reports' --json)."""
     import json

@@ -136,3 +136,45 @@ def test_batchnorm_fused_training_equals_keras(dtype):
 
 def test_batchnorm_is_in_every_convbn():
     assert isinstance(L.ConvBN(4).bn, L.BatchNorm)
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+@pytest.mark.parametrize("size", [(9, 10), (8, 8)])
+def test_strided_convbn_training_keeps_no_padded_copy(depthwise, size):
+    """In TensorFlow training a stride-2 ConvBN's backward pass reads its input, not a padded copy of it
+    (it pads again when it needs one): the same outputs and gradients as plain pad + conv."""
+    import tensorflow as tf
+
+    from keras_evit.layers import conv as conv_module
+
+    x = tf.random.normal((2, *size, 8), seed=1)
+    layer = L.ConvBN(8, 3, 2, depthwise=depthwise)
+    layer.build(x.shape)
+
+    def step(recompute_pad):
+        saved = conv_module._padding_attribute_applies
+        if not recompute_pad:
+            conv_module._padding_attribute_applies = lambda *args: False
+        marks = {}
+        try:
+            @tf.function
+            def run(x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    loss = tf.reduce_sum(layer(x, training=True) ** 2)
+                marks["forward"] = len(tf.compat.v1.get_default_graph().get_operations())
+                return loss, tape.gradient(loss, [x, *layer.trainable_variables])
+
+            ops = run.get_concrete_function(x).graph.get_operations()
+            forward = {id(op) for op in ops[:marks["forward"]]}
+            kept = {t.op.type for op in ops[marks["forward"]:] for t in op.inputs if id(t.op) in forward}
+            return run(x), kept
+        finally:
+            conv_module._padding_attribute_applies = saved
+
+    (loss, grads), kept = step(True)
+    (ref_loss, ref_grads), ref_kept = step(False)
+    assert "Pad" not in kept and "Pad" in ref_kept, (kept, ref_kept)
+    np.testing.assert_allclose(loss.numpy(), ref_loss.numpy(), rtol=1e-6)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g.numpy(), r.numpy(), rtol=1e-5, atol=1e-6)

@@ -46,13 +46,14 @@ def _keras_rate(spec, jit):
     return rates
 
 
-def _timm_rate(spec, compiled):
+def timm_training_setup(variant, batch, size, compiled):
+    """A function running one AdamW + cross-entropy step of timm's model on one random batch: the timm side
+    of every training measurement."""
     import torch
 
     from keras_evit import reference
 
-    size, batch, steps = spec["image_size"], spec["batch_size"], spec["steps"]
-    model = reference.create_timm_model(spec["variant"], img_size=size, randomize=False).train()
+    model = reference.create_timm_model(variant, img_size=size, randomize=False).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     loss_fn = torch.nn.CrossEntropyLoss()
     step_model = torch.compile(model) if compiled else model
@@ -67,6 +68,13 @@ def _timm_rate(spec, compiled):
         optimizer.step()
         return loss
 
+    step.model, step.batch = model, (x, y)
+    return step
+
+
+def _timm_rate(spec, compiled):
+    steps, batch = spec["steps"], spec["batch_size"]
+    step = timm_training_setup(spec["variant"], batch, spec["image_size"], compiled)
     for _ in range(spec["warmup"]):
         step()
     rates = []
@@ -127,27 +135,14 @@ def format_table(rows):
 
 
 def plot(rows, path):
-    from keras_evit.utils import atomic_output, pyplot
+    from keras_evit.utils import save_grouped_bars
 
-    plt = pyplot()
-
-    ok = [r for r in rows if "img_per_s" in r]
-    models = sorted({r["model"] for r in ok})
-    runtimes = [rt for rt in RUNTIMES if any(r["runtime"] == rt for r in ok)]
-    width = 0.8 / max(len(runtimes), 1)
-    fig, ax = plt.subplots(figsize=(2.5 + 2 * len(models), 3.8))
-    for k, rt in enumerate(runtimes):
-        vals = [next((r["img_per_s"] for r in ok if r["model"] == m and r["runtime"] == rt), 0) for m in models]
-        ax.bar(np.arange(len(models)) + k * width, vals, width, label=rt, hatch="//" if rt.startswith("timm") else None)
-    ax.set_xticks(np.arange(len(models)) + 0.4 - width / 2, models)
-    ax.set_ylabel("training images / s (higher is better)")
+    ok = sorted((r for r in rows if "img_per_s" in r), key=lambda r: (r["model"], RUNTIMES.index(r["runtime"])))
     b = ok[0] if ok else {"batch_size": "?", "image_size": "?"}
-    ax.set_title(f"training throughput, batch {b['batch_size']}, {b['image_size']} px, AdamW + CE", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_grouped_bars(path, ok, lambda r: r["model"], lambda r: r["runtime"], lambda r: r["img_per_s"],
+                      "training images / s (higher is better)",
+                      f"training throughput, batch {b['batch_size']}, {b['image_size']} px, AdamW + CE",
+                      hatched={rt for rt in RUNTIMES if rt.startswith("timm")})
 
 
 def depthwise_probe(shape=(32, 14, 14, 64), kernel=3, iters=50):

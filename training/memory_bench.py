@@ -1,0 +1,187 @@
+"""``keras-evit bench --train --memory``: peak memory of training, Keras ``fit`` (graph and XLA) beside timm in
+PyTorch eager, same variant, batch, size, optimizer and loss (the setups of ``bench --train``).
+
+Each (runtime, variant, batch) runs in a process of its own: it imports its framework, notes its resident
+memory, builds the model and optimizer, runs a few steps on one random batch held in memory, and reports its
+peak resident memory (``VmHWM``), the peak's rise over the imports (weights, optimizer state, activations
+kept for the backward pass, workspace), and the framework's own allocator peak where it keeps one
+(TensorFlow's CPU allocator does; PyTorch's CPU allocator keeps no statistics).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from keras_evit.utils import peak_resident_mb, resident_mb
+
+RUNTIMES = ("keras", "keras-xla", "timm")
+REFERENCE = "timm"
+
+
+def keras_saved_for_backward_mb(model, x, y):
+    """MB of activations a Keras training step keeps for its backward pass: the forward tensors (model input
+    included, weights not) that the gradient graph reads, from the traced TensorFlow graph."""
+    import keras
+    import tensorflow as tf
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    marks = {}
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        marks["forward"] = len(tf.compat.v1.get_default_graph().get_operations())
+        return tape.gradient(loss, model.trainable_variables)
+
+    ops = step.get_concrete_function(x, y).graph.get_operations()
+    forward = {id(op) for op in ops[:marks["forward"]]}
+    kept = {}
+    for op in ops[marks["forward"]:]:
+        for t in op.inputs:
+            if (id(t.op) in forward and t.dtype.is_floating and t.shape.is_fully_defined()
+                    and t.op.type not in ("ReadVariableOp", "Const")):
+                kept[t.name] = t.shape.num_elements() * t.dtype.size
+    return sum(kept.values()) / 2**20
+
+
+def timm_saved_for_backward_mb(model, x, y):
+    """The same for timm: tensors autograd saves during the forward pass (input included, parameters not)."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        torch.nn.functional.cross_entropy(model(x), y)
+    return sum(kept.values()) / 2**20
+
+
+def measure_child(spec):
+    """In a fresh process: one row with peak resident memory, its rise over the imports and the allocator peak."""
+    from .benchmark import keras_training_setup, timm_training_setup
+
+    runtime, variant, batch, size = spec["runtime"], spec["variant"], spec["batch_size"], spec["image_size"]
+    row = {"model": variant, "runtime": runtime, "batch_size": batch, "image_size": size, "steps": spec["steps"]}
+    if runtime.startswith("keras"):
+        import tensorflow as tf
+
+        import keras_evit  # noqa: F401
+
+        baseline = resident_mb()
+        model, data = keras_training_setup(variant, batch, size, jit=runtime == "keras-xla")
+        model.fit(data, steps_per_epoch=spec["steps"], epochs=1, verbose=0)
+        row["allocator_peak_mb"] = round(tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20, 1)
+        peak = peak_resident_mb()  # before the analysis below, which traces a step of its own
+        kept = keras_saved_for_backward_mb(model, *next(iter(data)))
+    else:
+        from keras_evit import reference
+
+        reference.import_timm()
+        baseline = resident_mb()
+        step = timm_training_setup(variant, batch, size, compiled=False)
+        for _ in range(spec["steps"]):
+            step()
+        row["allocator_peak_mb"] = None
+        peak = peak_resident_mb()
+        kept = timm_saved_for_backward_mb(step.model, *step.batch)
+    row.update(peak_rss_mb=round(peak, 1), imports_mb=round(baseline, 1), train_mb=round(peak - baseline, 1),
+               kept_for_backward_mb=round(kept, 1))
+    return row
+
+
+def _child(spec):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if spec["threads"]:
+        env.update(OMP_NUM_THREADS=str(spec["threads"]), TF_NUM_INTRAOP_THREADS=str(spec["threads"]))
+    proc = subprocess.run([sys.executable, "-m", "keras_evit.training.memory_bench"], input=json.dumps(spec),
+                          capture_output=True, text=True, env=env)
+    found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not found:
+        tail = proc.stderr.strip().splitlines()
+        return {"model": spec["variant"], "runtime": spec["runtime"], "batch_size": spec["batch_size"],
+                "error": tail[-1][:300] if tail else f"rc {proc.returncode}"}
+    return found[0]
+
+
+def run(variants, runtimes, batch_sizes, image_size, steps, threads, log=print):
+    rows = []
+    for variant in variants:
+        for batch in batch_sizes:
+            for runtime in runtimes:
+                log(f"[bench --train --memory] {variant} {runtime} batch {batch} ...")
+                rows.append(_child({"variant": variant, "runtime": runtime, "batch_size": batch,
+                                    "image_size": image_size, "steps": steps, "threads": threads}))
+    base = {(r["model"], r["batch_size"]): r["train_mb"] for r in rows
+            if r["runtime"] == REFERENCE and "error" not in r}
+    for r in rows:
+        ref = base.get((r["model"], r["batch_size"]))
+        if "error" not in r and ref:
+            r["vs_timm"] = round(r["train_mb"] / ref, 3)
+    return rows
+
+
+def format_table(rows):
+    lines = [f"{'model':<6} {'runtime':<10} {'batch':>5} {'peak RSS MB':>12} {'over imports MB':>16} "
+             f"{'allocator peak MB':>18} {'kept for backward MB':>21} {'x timm':>7}"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['model']:<6} {r['runtime']:<10} {r['batch_size']:>5}  error: {r['error']}")
+            continue
+        alloc = f"{r['allocator_peak_mb']:.1f}" if r.get("allocator_peak_mb") is not None else "-"
+        ratio = f"{r['vs_timm']:.2f}" if "vs_timm" in r else "-"
+        lines.append(f"{r['model']:<6} {r['runtime']:<10} {r['batch_size']:>5} {r['peak_rss_mb']:>12.1f} "
+                     f"{r['train_mb']:>16.1f} {alloc:>18} {r.get('kept_for_backward_mb', 0):>21.1f} {ratio:>7}")
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    from keras_evit.utils import save_grouped_bars
+
+    ok = [r for r in rows if "error" not in r]
+    size = ok[0]["image_size"] if ok else "?"
+    save_grouped_bars(path, ok, lambda r: f"{r['model']} b{r['batch_size']}", lambda r: r["runtime"],
+                      lambda r: r["train_mb"], "training peak resident memory over imports (MB)",
+                      f"Training memory, {size} px, AdamW + CE (each in its own process; lower is better)",
+                      hatched={REFERENCE})
+
+
+def main(args):
+    from keras_evit.configs import get_variant
+    from keras_evit.utils import check_outputs, write_reports
+
+    check_outputs({"--json": args.json, "--plot": args.plot})
+    variants = [get_variant(v.strip())[0] for v in args.model.split(",") if v.strip()]
+    runtimes = [r.strip() for r in (args.train_runtimes or ",".join(RUNTIMES)).split(",") if r.strip()]
+    unknown = set(runtimes) - set(RUNTIMES)
+    if unknown:
+        raise ValueError(f"unknown training runtime(s) {sorted(unknown)} for --memory: choose from "
+                         f"{', '.join(RUNTIMES)}")
+    threads = args.threads[-1] if args.threads else None
+    rows = run(variants, runtimes, args.batch_sizes, args.image_size, args.train_steps, threads,
+               log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(format_table(rows))
+    print("over imports: the peak's rise over the process after importing its framework (weights, optimizer "
+          "state, activations kept for backward, workspace); kept for backward: the activations the backward pass "
+          "reads; x timm: the rise over timm eager's at the same batch")
+    write_reports(args, {"rows": rows, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                         "measure": "peak resident memory (VmHWM) of a process that imports its framework, builds "
+                                    "model and AdamW, and runs `steps` training steps on one random batch; "
+                                    "train_mb = peak minus resident memory after the imports; allocator_peak_mb: "
+                                    "TensorFlow's CPU allocator peak (PyTorch's CPU allocator keeps none); "
+                                    "kept_for_backward_mb: activations (input included, weights not) the "
+                                    "backward pass reads, from the traced graph (Keras) or autograd's saved "
+                                    "tensors (timm)"},
+                  lambda path: plot(rows, path))
+    return 0
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure_child(json.loads(sys.stdin.read()))), flush=True)
