@@ -102,7 +102,8 @@ def _conv_padding_attribute(conv, x, pad):
     @tf.custom_gradient
     def padded_conv(x, kernel):
         def grad(dy):
-            padded = tf.pad(x, paddings)
+            with tf.control_dependencies([dy]):  # else the executor pads as soon as x exists, in the forward pass
+                padded = tf.pad(x, paddings)
             dx = backprop_input(input_sizes=tf.shape(padded), filter=kernel, out_backprop=dy, strides=strides,
                                 padding="VALID")
             dkernel = backprop_filter(input=padded, filter_sizes=tf.shape(kernel), out_backprop=dy,
