@@ -152,9 +152,9 @@ def test_strided_convbn_training_keeps_no_padded_copy(depthwise, size):
     layer.build(x.shape)
 
     def step(recompute_pad):
-        saved = conv_module._padding_attribute_applies
+        saved = conv_module._repad_in_backward_applies
         if not recompute_pad:
-            conv_module._padding_attribute_applies = lambda *args: False
+            conv_module._repad_in_backward_applies = lambda *args: False
         marks = {}
         try:
             @tf.function
@@ -170,7 +170,7 @@ def test_strided_convbn_training_keeps_no_padded_copy(depthwise, size):
             kept = {t.op.type for op in ops[marks["forward"]:] for t in op.inputs if id(t.op) in forward}
             return run(x), kept
         finally:
-            conv_module._padding_attribute_applies = saved
+            conv_module._repad_in_backward_applies = saved
 
     (loss, grads), kept = step(True)
     (ref_loss, ref_grads), ref_kept = step(False)

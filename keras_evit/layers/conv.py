@@ -76,7 +76,7 @@ class DepthwiseConv(keras.layers.DepthwiseConv2D):
         return out
 
 
-def _padding_attribute_applies(conv, x):
+def _repad_in_backward_applies(conv, x):
     from ..compat import xla_on_cpu
 
     return (keras.config.backend() == "tensorflow" and conv.data_format == "channels_last"
@@ -84,7 +84,7 @@ def _padding_attribute_applies(conv, x):
             and (not isinstance(conv, keras.layers.DepthwiseConv2D) or conv.depth_multiplier == 1))
 
 
-def _conv_padding_attribute(conv, x, pad):
+def _conv_repadding_in_backward(conv, x, pad):
     """``conv`` on ``x`` zero-padded by ``pad`` on each side, for TensorFlow training: the same ops forward
     (pad, then a "valid" convolution), but the backward pass keeps ``x`` instead of its padded copy and pads
     it again when it needs it (a tenth of M5's activation memory; one cheap copy per step)."""
@@ -166,8 +166,8 @@ class ConvBN(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=None):
-        if self._explicit_pad and training and _padding_attribute_applies(self.conv, x):
-            x = _conv_padding_attribute(self.conv, x, self.kernel_size // 2)
+        if self._explicit_pad and training and _repad_in_backward_applies(self.conv, x):
+            x = _conv_repadding_in_backward(self.conv, x, self.kernel_size // 2)
         else:
             if self._explicit_pad:
                 p = self.kernel_size // 2
