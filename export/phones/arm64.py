@@ -152,11 +152,10 @@ def _emulated(root, args, cpu="cortex-a76", timeout=3600):
     return result.stdout
 
 
-def run_files(files, images, workdir, root=None, cpu="cortex-a76"):
-    """{name: outputs} of each .tflite on ``images`` (float32 RGB 0..255) with this machine's LiteRT or,
-    when ``root`` is given, the aarch64 one emulating ``cpu``: both through ``litert_run.py``."""
-    inputs = os.path.join(workdir, "inputs.npy")
-    np.save(inputs, np.asarray(images, np.float32))
+def run_files(files, inputs, workdir, root=None, cpu="cortex-a76"):
+    """{name: outputs} of each .tflite on the images in ``inputs`` (a .npy of float32 RGB 0..255) with this
+    machine's LiteRT or, when ``root`` is given, the aarch64 one emulating ``cpu``: both through
+    ``litert_run.py``."""
     side = f"arm64-{cpu}" if root else "x86"
     spec = {"inputs": inputs, "files": files, "output": os.path.join(workdir, f"outputs_{side}.npz"), "threads": 1}
     spec_path = os.path.join(workdir, f"spec_{side}.json")
@@ -266,12 +265,14 @@ def compare(args, log):
     with tempfile.TemporaryDirectory(prefix="keras_evit_arm64_") as workdir:
         metadata = None if args.logits else _metadata(model, class_names, log)
         paths = {name: _export_litert(model, name, 1, calibration, workdir, metadata, log) for name in files}
+        inputs = os.path.join(workdir, "inputs.npy")  # written once, read by every run below
+        np.save(inputs, np.asarray(images, np.float32))
         log(f"running {len(paths)} files on {len(images)} images: x86 LiteRT")
-        x86, x86_info = run_files(paths, images, workdir)
+        x86, x86_info = run_files(paths, inputs, workdir)
         rows, first = [], None
         for cpu in cpus:
             log(f"running them on aarch64 LiteRT under qemu as {cpu} (slow: emulation)")
-            arm, arm_info = run_files(paths, images, workdir, root, cpu)
+            arm, arm_info = run_files(paths, inputs, workdir, root, cpu)
             rows += compare_rows(keras_out, x86, arm, cpu)
             first = first or arm
             for r in rows[-len(arm):]:  # do the cores' kernels (dot product or not) compute the same bits?
