@@ -43,8 +43,8 @@ def add_arguments(p):
                    help="thread counts, comma separated")
     p.add_argument("--batch-sizes", type=int_list(1, MAX_EXPORT_BATCH), default="1,16", help="comma separated")
     p.add_argument("--image-size", type=image_size_arg, default=224)
-    p.add_argument("--weights", default="none", help="none (random: speed does not depend on values), "
-                   "imagenet, or a file")
+    p.add_argument("--weights", default="none", help="none (seeded random weights, none of them zero, so "
+                   "int8 files have a trained model's graph), imagenet, or a file")
     p.add_argument("--min-time", type=_seconds, default=1.0, help="seconds timed per measurement")
     p.add_argument("--calibration-dir", default=None, help="int8 calibration images (default: sample folder)")
     p.add_argument("--large-batch", type=bounded_int(1, 65536), default=None,
@@ -160,6 +160,8 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
 
     files = {}
     model, class_names = ke.load_classifier(weights, variant, image_size)
+    if weights is None:
+        fill_zero_weights(model)
     fused = ke.fuse_batchnorm(model)
     if {"keras", "xla"} & set(runtimes):
         files["keras"] = os.path.join(workdir, f"{variant}.keras")
@@ -190,6 +192,23 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
             export_reference_onnx(variant, image_size, files[REFERENCE])
             log(f"exported {variant}_timm.onnx (reference)")
     return files
+
+
+def fill_zero_weights(model, seed=0, std=0.2):
+    """Gives a fresh model's all-zero weights seeded noise, in place.
+
+    A fresh model starts with zero attention bias tables and zero BatchNorm gammas closing every residual
+    branch, so whole branches output exactly zero. Float speed does not care, but int8 conversion gives
+    those tensors degenerate scales and XNNPACK then declines ops on them: such a file would have a
+    different graph, and a different speed, from any trained model's.
+    """
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        value = keras.ops.convert_to_numpy(weight)
+        if value.size and not np.any(value):
+            weight.assign(rng.normal(0.0, std, value.shape).astype(value.dtype))
 
 
 def export_reference_onnx(variant, image_size, path):

@@ -113,6 +113,39 @@ def op_names(tflite_path):
     return [op["op_name"] for op in tflite_ops(Interpreter(model_path=tflite_path))]
 
 
+def xnnpack_partitions(tflite_path):
+    """(number of XNNPACK partitions, names of the ops it left to LiteRT's own kernels) for a file.
+
+    Each op XNNPACK declines splits the delegated graph and runs on a slower kernel; a file that
+    XNNPACK takes whole has one partition and no such ops. A node is outside the delegate when none of
+    its outputs is a partition's output and its result reaches a partition's input, the graph output,
+    or another such node.
+    """
+    import collections
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_evit.compat import tflite_ops
+
+    interpreter = Interpreter(model_path=os.fspath(tflite_path), num_threads=1)
+    interpreter.allocate_tensors()
+    nodes = tflite_ops(interpreter)
+    partitions = [n for n in nodes if n["op_name"] == "DELEGATE"]
+    ops = [n for n in nodes if n["op_name"] != "DELEGATE"]
+    partition_out = {int(t) for n in partitions for t in n["outputs"]}
+    needed = {int(t) for n in partitions for t in n["inputs"]} | {d["index"] for d in interpreter.get_output_details()}
+    readers = collections.defaultdict(list)
+    for op in ops:
+        for t in op["inputs"]:
+            readers[int(t)].append(op["index"])
+    outside = {}
+    for op in reversed(ops):  # topological order: every reader comes later
+        outs = {int(t) for t in op["outputs"]}
+        outside[op["index"]] = not outs & partition_out and bool(
+            outs & needed or any(outside.get(r) for t in outs for r in readers[t]))
+    return len(partitions), [op["op_name"] for op in ops if outside[op["index"]]]
+
+
 def non_builtin_ops(tflite_path):
     """Flex (Select TF) and custom ops, which stock mobile runtimes do not have."""
     return sorted({name for name in op_names(tflite_path)

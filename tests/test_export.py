@@ -9,7 +9,7 @@ import keras_evit as ke
 from keras_evit.cli import main
 from keras_evit.export import ExportError, export_model, non_builtin_ops
 from keras_evit.export.images import load_folder
-from keras_evit.export.tflite import op_names
+from keras_evit.export.tflite import op_names, xnnpack_partitions
 
 from conftest import randomize
 
@@ -33,6 +33,8 @@ def test_tflite_builtin_ops_and_parity(m0, images, tmp_path, quantize):
     assert report["gpu_delegate_compatible"] is True
     ops = op_names(out)  # raw pixels go straight into the stem conv: the normalization is folded into it
     assert not {"MUL", "SUB", "DIV"} & set(ops[:ops.index("CONV_2D")]), ops[:12]
+    if quantize in ("none", "fp16", "int8-mixed"):  # XNNPACK takes the whole graph: no op left behind
+        assert xnnpack_partitions(out) == (1, [])
     v = report["verification"]
     assert np.abs(m0.predict(images[:4], verbose=0)).max() > 0.5  # logits are not trivially ~0
     if quantize == "none":

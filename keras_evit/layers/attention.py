@@ -70,19 +70,23 @@ class CascadedGroupAttention(keras.layers.Layer):
         tokens = size * size
         kd, vd = self.key_dim, self.val_dim
         splits = ops.split(x, self.num_heads, axis=-1)
-        bias = ops.take(self.attention_biases, self._bias_index, axis=1)  # (heads, N, N)
+        table = ops.reshape(self.attention_biases, (-1,))
         outputs, maps = [], []
         feat = splits[0]
         for i in range(self.num_heads):
             if i > 0:
                 feat = feat + splits[i]
             qkv = self.qkvs[i](feat, training=training)
-            q, k, v = ops.split(qkv, [kd, 2 * kd], axis=-1)  # its gradient is one concat, not 3 pads
+            if self.fused:  # deploy form: slices, which XNNPACK runs (it has no SPLIT_V)
+                q, k, v = qkv[..., :kd], qkv[..., kd:2 * kd], qkv[..., 2 * kd:]
+            else:  # its gradient is one concat, not 3 pads
+                q, k, v = ops.split(qkv, [kd, 2 * kd], axis=-1)
             q = self.dws[i](q, training=training)
             q = ops.reshape(q, (-1, tokens, kd)) * self.scale
             k = ops.reshape(k, (-1, tokens, kd))
             v = ops.reshape(v, (-1, tokens, vd))
-            attn = ops.matmul(q, ops.transpose(k, (0, 2, 1))) + bias[i]
+            # each head gathers its own (N, N) bias: a constant once exported, not a slice of one
+            attn = ops.matmul(q, ops.transpose(k, (0, 2, 1))) + ops.take(table, self._bias_index + i * tokens)
             if tokens == 1:  # softmax over one key is exactly 1; keep q/k/bias gradients zero, not None
                 attn = attn * 0.0 + 1.0
             else:
