@@ -2,7 +2,7 @@
 PY ?= python3
 PIP = $(PY) -m pip -q --disable-pip-version-check
 
-.PHONY: install install-test install-arm64 demo test test-fast
+.PHONY: install install-test install-arm64 install-perf demo test test-fast
 
 install:
 	$(PIP) install -e .
@@ -16,6 +16,7 @@ install-test:
 	$(PIP) install jax==0.10.2 jaxlib==0.10.2   # CPU: the JAX-backend tests
 	keras-evit setup-mediapipe   # MediaPipe's metadata writer and Tasks client, in a venv of its own
 	$(MAKE) install-arm64
+	$(MAKE) install-perf
 
 # LiteRT's aarch64 build under qemu user-mode emulation (the phone's ARM kernels): Debian's qemu-user-static
 # and debootstrap (installed here when absent; needs root), then an arm64 root with Python and ai-edge-litert
@@ -23,6 +24,10 @@ install-arm64:
 	command -v qemu-aarch64-static >/dev/null && command -v debootstrap >/dev/null || \
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static debootstrap)
 	$(PY) -m keras_evit.export.phones.arm64 setup
+
+# Linux perf, which samples where an exported file's time goes by XNNPACK kernel (keras_evit.export.kernel_profile)
+install-perf:
+	command -v perf >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf)
 
 demo: install
 	keras-evit demo

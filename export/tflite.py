@@ -63,8 +63,10 @@ def with_pixel_extremes(images, batch_size):
                            np.asarray(images, np.float32)])
 
 
-def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1, int8_io=False):
-    """TFLite flatbuffer bytes. ``calibration_images``: preprocessed float images for ``int8``."""
+def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1, int8_io=False,
+                   float_ops=FLOAT_OPS):
+    """TFLite flatbuffer bytes. ``calibration_images``: preprocessed float images for ``int8``;
+    ``float_ops``: the op types ``int8-mixed`` keeps in float."""
     import tensorflow as tf
 
     check_quantize(quantize)
@@ -89,16 +91,16 @@ def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1
                 converter.inference_input_type = tf.uint8
                 converter.inference_output_type = tf.uint8
         if quantize == "int8-mixed":
-            return _mixed_int8(converter, calibration_images, batch_size)
+            return _mixed_int8(converter, calibration_images, batch_size, float_ops)
         return converter.convert()
 
 
-def _mixed_int8(converter, calibration_images, batch_size):
-    """Full-int8 calibration with ``FLOAT_OPS`` left in float (TFLite's selective quantization)."""
+def _mixed_int8(converter, calibration_images, batch_size, float_ops):
+    """Full-int8 calibration with ``float_ops`` left in float (TFLite's selective quantization)."""
     import tensorflow as tf
 
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS))
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=_representative(calibration_images[:batch_size], batch_size),
         debug_options=options)

@@ -1,0 +1,146 @@
+"""Where a ``.tflite`` file's CPU time goes, by XNNPACK kernel, sampled with Linux ``perf``.
+
+LiteRT's Python interpreter has no op profiler and ``benchmark_model`` is not on PyPI, but XNNPACK's
+kernels are named for what they compute (``xnn_qs8_qc8w_igemm_...`` is an int8 3x3 convolution), so a
+sampling profile of an invoke loop says what bounds a file: which kernels a change could speed up, and
+how much time is left to win. Shares are of all samples of the process, start-up included (its own row).
+
+    python -m keras_evit.export.kernel_profile FILE.tflite [FILE ...] [--iterations 2000]
+        [--json profile.json] [--plot profile.png]
+
+Needs ``perf`` (Debian: ``apt-get install linux-perf``) and permission to sample one's own processes
+(``/proc/sys/kernel/perf_event_paranoid`` <= 2, the default).
+"""
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+# first match wins; (group, dso words, symbol words)
+KERNEL_GROUPS = (
+    ("int8 3x3 convolutions (igemm)", ("litert",), ("qs8_qc8w_igemm", "qs8_igemm")),
+    ("int8 1x1 convolutions and dense (gemm)", ("litert",), ("qs8_qc8w_gemm", "qs8_gemm")),
+    ("int8 depthwise convolutions", ("litert",), ("qs8_qc8w_dwconv", "qs8_dwconv")),
+    ("int8 add and multiply", ("litert",), ("qs8_vadd", "qs8_vmul")),
+    ("float 3x3 convolutions (igemm)", ("litert",), ("f32_igemm", "f16_igemm")),
+    ("float matmuls (attention, dense, 1x1)", ("litert",), ("f32_gemm", "f16_gemm", "f32_qc8w_gemm", "qd8_")),
+    ("float depthwise convolutions", ("litert",), ("f32_dwconv", "f16_dwconv")),
+    ("softmax", ("litert",), ("expminusmax", "_rmax_", "softmax", "compute_reciprocal", "f32_vmulc")),
+    ("packing dynamic matmul operands", ("litert",), ("packw", "_pack_")),
+    ("int8 <-> float conversion", ("litert",), ("vcvt",)),
+    ("copies (slices, reshapes, concatenation)", ("litert", "libc"),
+     ("slice", "copy", "memmove", "memcpy", "memset", "transpose", "concat")),
+    ("runtime dispatch and other LiteRT", ("litert",), ("",)),
+)
+OUTSIDE = "outside LiteRT (Python, start-up, other threads)"
+_LINE = re.compile(r"\s*([\d.]+)%\s+(\S+)\s+\[.\]\s+(\S+)")
+
+
+def group_of(dso, symbol):
+    """The kernel group of one ``perf report --sort dso,symbol`` row."""
+    for group, dsos, words in KERNEL_GROUPS:
+        if any(d in dso for d in dsos) and any(w in symbol for w in words):
+            return group
+    return OUTSIDE
+
+
+def parse_report(text):
+    """{group: percent of samples} from ``perf report -q --no-children --sort dso,symbol`` output."""
+    shares = collections.Counter()
+    for line in text.splitlines():
+        match = _LINE.match(line)
+        if match:
+            shares[group_of(match.group(2), match.group(3))] += float(match.group(1))
+    if not shares:
+        raise ValueError("perf report printed no samples: was the file run at all?")
+    return dict(shares.most_common())
+
+
+# What is sampled, in a fresh process that imports nothing else: load the file, set one fixed input,
+# invoke it ITERATIONS times.
+INVOKE_LOOP = """
+import sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+path, iterations, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+interpreter = Interpreter(model_path=path, num_threads=threads)
+interpreter.allocate_tensors()
+spec = interpreter.get_input_details()[0]
+x = np.random.RandomState(0).uniform(0, 255, spec["shape"])
+interpreter.set_tensor(spec["index"], x.astype(spec["dtype"]))
+for _ in range(iterations):
+    interpreter.invoke()
+"""
+
+
+def profile(path, iterations=2000, threads=1, frequency=4000):
+    """{group: percent} for one file, from a ``perf record`` of a fresh process running it."""
+    perf = shutil.which("perf")
+    if perf is None:
+        raise RuntimeError("`perf` is not installed: on Debian/Ubuntu, apt-get install linux-perf")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such .tflite file: {path}")
+    with tempfile.TemporaryDirectory(prefix="keras_evit_perf_") as tmp:
+        data = os.path.join(tmp, "perf.data")
+        loop = [sys.executable, "-c", INVOKE_LOOP, os.fspath(path), str(iterations), str(threads)]
+        run = subprocess.run([perf, "record", "-q", "-F", str(frequency), "-o", data, "--", *loop],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"perf record failed ({run.returncode}): {run.stderr.strip()[-600:]}\n"
+                               "sampling needs /proc/sys/kernel/perf_event_paranoid <= 2")
+        report = subprocess.run([perf, "report", "-q", "-i", data, "--no-children", "--sort", "dso,symbol"],
+                                capture_output=True, text=True, check=True)
+    return parse_report(report.stdout)
+
+
+def table(results):
+    groups = list(dict.fromkeys(g for shares in results.values() for g in shares))
+    width = max(len(g) for g in groups)
+    names = list(results)
+    lines = [f"{'kernel group':<{width}}  " + "  ".join(f"{os.path.basename(n):>28}" for n in names)]
+    lines.append("-" * len(lines[0]))
+    for g in groups:
+        lines.append(f"{g:<{width}}  " + "  ".join(f"{results[n].get(g, 0.0):27.1f}%" for n in names))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("files", nargs="+", help=".tflite files")
+    p.add_argument("--iterations", type=int, default=2000, help="invokes per file (default 2000)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None)
+    args = p.parse_args(argv)
+    if not 1 <= args.iterations <= 10 ** 6 or not 1 <= args.threads <= 256:
+        p.error("--iterations must be 1..1000000 and --threads 1..256")
+    from keras_evit.utils import atomic_output, check_outputs, save_grouped_bars
+
+    check_outputs({"--json": args.json, "--plot": args.plot}, inputs=args.files)
+    results = {}
+    for path in args.files:
+        print(f"[kernel_profile] sampling {path} ({args.iterations} invokes, {args.threads} thread(s))", flush=True)
+        results[path] = profile(path, args.iterations, args.threads)
+    print(table(results))
+    if args.json:
+        with atomic_output(args.json) as tmp:
+            with open(tmp, "w") as f:
+                json.dump({"iterations": args.iterations, "threads": args.threads, "percent_of_samples": results},
+                          f, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot:
+        rows = [(os.path.basename(n), g, v) for n, shares in results.items() for g, v in shares.items()]
+        save_grouped_bars(args.plot, rows, group=lambda r: r[1], series=lambda r: r[0], value=lambda r: r[2],
+                          ylabel="% of samples", title="where the time goes, by XNNPACK kernel (perf)",
+                          rotation=30)
+        print(f"wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

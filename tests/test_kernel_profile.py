@@ -1,0 +1,71 @@
+"""The perf-based kernel profile: symbol grouping, report parsing, and a real sampled run."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from keras_evit.export import kernel_profile as kp
+
+REPORT = """
+    40.00%  libpywrap_litert_common.so   [.] xnn_qs8_qc8w_gemm_minmax_fp32_ukernel_7x16c8__avx512vnni_prfm
+    20.00%  libpywrap_litert_common.so   [.] xnn_qs8_qc8w_igemm_minmax_fp32_ukernel_7x16c8__avx512vnni_prfm
+     5.00%  libpywrap_litert_common.so   [.] xnn_qs8_qc8w_dwconv_minmax_fp32_ukernel_9p32c__avx512skx_mul32
+     4.00%  libpywrap_litert_common.so   [.] xnn_f32_gemm_minmax_ukernel_7x32__avx512f_broadcast
+     3.00%  libpywrap_litert_common.so   [.] xnn_f32_raddstoreexpminusmax_ukernel__avx512f_rr2_p5_u64_acc2
+     2.00%  libpywrap_litert_common.so   [.] xnn_run_operator_with_index
+     1.50%  libc.so.6                    [.] __memmove_avx512_unaligned_erms
+     1.00%  libpython3.11.so.1.0         [.] _PyEval_EvalFrameDefault
+some header line perf prints
+"""
+
+
+def test_symbols_fall_into_their_kernel_groups():
+    shares = kp.parse_report(REPORT)
+    assert shares["int8 1x1 convolutions and dense (gemm)"] == 40.0
+    assert shares["int8 3x3 convolutions (igemm)"] == 20.0  # igemm is not taken for gemm
+    assert shares["int8 depthwise convolutions"] == 5.0
+    assert shares["float matmuls (attention, dense, 1x1)"] == 4.0
+    assert shares["softmax"] == 3.0
+    assert shares["runtime dispatch and other LiteRT"] == 2.0
+    assert shares["copies (slices, reshapes, concatenation)"] == 1.5
+    assert shares[kp.OUTSIDE] == 1.0
+    assert list(shares)[0] == "int8 1x1 convolutions and dense (gemm)"  # largest first
+
+
+def test_an_empty_report_is_an_error_not_an_empty_profile():
+    with pytest.raises(ValueError, match="no samples"):
+        kp.parse_report("# only comments\n")
+
+
+def test_missing_file_is_named(tmp_path):
+    if shutil.which("perf") is None:
+        with pytest.raises(RuntimeError, match="linux-perf"):
+            kp.profile(str(tmp_path / "absent.tflite"))
+    else:
+        with pytest.raises(FileNotFoundError, match="absent.tflite"):
+            kp.profile(str(tmp_path / "absent.tflite"))
+
+
+@pytest.mark.slow
+def test_profile_of_an_exported_file(tmp_path, capsys):
+    """A real int8-mixed export, sampled in a fresh process: its int8 convolutions show up."""
+    if shutil.which("perf") is None and not os.environ.get("CI"):
+        pytest.skip("perf is not installed (apt-get install linux-perf)")
+    import numpy as np
+
+    import keras_evit as ke
+    from keras_evit.export import export_model
+
+    model = ke.EfficientViTM0(weights=None, input_shape=(128, 128, 3))
+    calibration = np.random.RandomState(0).uniform(0, 255, (4, 128, 128, 3)).astype("float32")
+    path = str(tmp_path / "m0.tflite")
+    export_model(model, path, "tflite", "int8-mixed", calibration)
+    out = tmp_path / "profile.json"
+    kp.main([path, "--iterations", "300", "--json", str(out), "--plot", str(tmp_path / "profile.png")])
+    shares = json.loads(out.read_text())["percent_of_samples"][path]
+    assert 99.0 <= sum(shares.values()) <= 101.0
+    convs = sum(v for g, v in shares.items() if g.startswith("int8") and "convolutions" in g)
+    assert convs > 10.0, shares
+    assert "kernel group" in capsys.readouterr().out and (tmp_path / "profile.png").stat().st_size > 0
