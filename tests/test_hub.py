@@ -269,7 +269,7 @@ def test_hub_transfer_learning_to_mediapipe(imagenet_home, tmp_path):
     assert np.abs(phone_p - keras_p).max() <= 0.05, (phone_p, keras_p)
 
 
-@pytest.mark.slow  # trains a RetinaNet and a DeepLabV3 for 20 steps each and converts both: about 2 minutes
+@pytest.mark.slow  # trains a RetinaNet and a DeepLabV3 for 20 steps each and converts both: about 3 minutes
 def test_detection_and_segmentation_example(tmp_path):
     """The paper's detection setup at toy scale, as a user runs it: the example's own verdict (losses fall,
     the detector reloads with the same outputs, both convert to TFLite with builtin ops only and the files
