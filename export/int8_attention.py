@@ -15,7 +15,6 @@ each other (alternating calls, batch 1) and compares both with Keras on sample i
 
 import argparse
 import copy
-import json
 import os
 import sys
 
@@ -30,16 +29,15 @@ def _schema():
     return schema_py_generated
 
 
-def _op_name(schema, model, op):
-    code = model.operatorCodes[op.opcodeIndex]
-    number = max(code.builtinCode, code.deprecatedBuiltinCode)
-    return next(k for k, v in vars(schema.BuiltinOperator).items() if v == number and not k.startswith("_"))
+def _builtin(code):
+    """An operator code's builtin number (small ones are stored in the deprecated field)."""
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
 
 
 def _quantize_opcode(schema, model):
     number = schema.BuiltinOperator.QUANTIZE
     for i, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == number:
+        if _builtin(code) == number:
             return i
     code = schema.OperatorCodeT()
     code.builtinCode = code.deprecatedBuiltinCode = number
@@ -60,7 +58,8 @@ def symmetric_right_operands(data):
     for graph in model.subgraphs:
         operators = []
         for op in graph.operators:
-            source = graph.tensors[op.inputs[1]] if _op_name(schema, model, op) == "BATCH_MATMUL" else None
+            is_matmul = _builtin(model.operatorCodes[op.opcodeIndex]) == schema.BuiltinOperator.BATCH_MATMUL
+            source = graph.tensors[op.inputs[1]] if is_matmul else None
             params = None if source is None else source.quantization
             if (source is not None and source.type == schema.TensorType.INT8 and params is not None
                     and params.scale is not None and len(params.scale) == 1 and params.zeroPoint[0] != 0):
@@ -155,7 +154,7 @@ def main(argv=None):
 
     from keras_evit.cli_args import image_size_arg
     from keras_evit.demo import bundled_sample_dir, find_sample_dir
-    from keras_evit.utils import atomic_output, check_outputs
+    from keras_evit.utils import check_outputs, write_reports
 
     from .images import load_folder
 
@@ -184,14 +183,7 @@ def main(argv=None):
               f"{a['xnnpack_partitions']:>5}/{b['xnnpack_partitions']:<5} "
               f"{a['max_abs_vs_keras']:10.2e}/{b['max_abs_vs_keras']:.2e}")
     print("ratio: int8-matmul time / int8-mixed time, median over alternating batch-1 calls (< 1: int8 faster)")
-    if args.json:
-        with atomic_output(args.json) as tmp:
-            with open(tmp, "w") as f:
-                json.dump({"image_size": args.image_size, "rows": rows}, f, indent=1)
-        print(f"wrote {args.json}")
-    if args.plot:
-        plot_ratios(args.plot, rows)
-        print(f"wrote {args.plot}")
+    write_reports(args, {"image_size": args.image_size, "rows": rows}, lambda path: plot_ratios(path, rows))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Needs ``perf`` (Debian: ``apt-get install linux-perf``) and permission to sample
 
 import argparse
 import collections
-import json
 import os
 import re
 import shutil
@@ -120,7 +119,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not 1 <= args.iterations <= 10 ** 6 or not 1 <= args.threads <= 256:
         p.error("--iterations must be 1..1000000 and --threads 1..256")
-    from keras_evit.utils import atomic_output, check_outputs, save_grouped_bars
+    from keras_evit.utils import check_outputs, save_grouped_bars, write_reports
 
     check_outputs({"--json": args.json, "--plot": args.plot}, inputs=args.files)
     results = {}
@@ -128,18 +127,11 @@ def main(argv=None):
         print(f"[kernel_profile] sampling {path} ({args.iterations} invokes, {args.threads} thread(s))", flush=True)
         results[path] = profile(path, args.iterations, args.threads)
     print(table(results))
-    if args.json:
-        with atomic_output(args.json) as tmp:
-            with open(tmp, "w") as f:
-                json.dump({"iterations": args.iterations, "threads": args.threads, "percent_of_samples": results},
-                          f, indent=1)
-        print(f"wrote {args.json}")
-    if args.plot:
-        rows = [(os.path.basename(n), g, v) for n, shares in results.items() for g, v in shares.items()]
-        save_grouped_bars(args.plot, rows, group=lambda r: r[1], series=lambda r: r[0], value=lambda r: r[2],
-                          ylabel="% of samples", title="where the time goes, by XNNPACK kernel (perf)",
-                          rotation=30)
-        print(f"wrote {args.plot}")
+    rows = [(os.path.basename(n), g, v) for n, shares in results.items() for g, v in shares.items()]
+    write_reports(args, {"iterations": args.iterations, "threads": args.threads, "percent_of_samples": results},
+                  lambda path: save_grouped_bars(path, rows, group=lambda r: r[1], series=lambda r: r[0],
+                                                 value=lambda r: r[2], ylabel="% of samples", rotation=30,
+                                                 title="where the time goes, by XNNPACK kernel (perf)"))
 
 
 if __name__ == "__main__":
