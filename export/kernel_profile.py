@@ -38,7 +38,7 @@ KERNEL_GROUPS = (
     ("runtime dispatch and other LiteRT", ("litert",), ("",)),
 )
 OUTSIDE = "outside LiteRT (Python, start-up, other threads)"
-_LINE = re.compile(r"\s*([\d.]+)%\s+(\S+)\s+\[.\]\s+(\S+)")
+_LINE = re.compile(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+\[.\]\s+(\S+)")
 
 
 def group_of(dso, symbol):
@@ -50,15 +50,20 @@ def group_of(dso, symbol):
 
 
 def parse_report(text):
-    """{group: percent of samples} from ``perf report -q --no-children --sort dso,symbol`` output."""
-    shares = collections.Counter()
+    """{group: percent of samples} from ``perf report -q -n --no-children --sort dso,symbol`` output.
+
+    Shares come from the sample counts, not perf's printed percentages: those are rounded per row, and
+    hundreds of rows add up to more than 100.
+    """
+    samples = collections.Counter()
     for line in text.splitlines():
         match = _LINE.match(line)
         if match:
-            shares[group_of(match.group(2), match.group(3))] += float(match.group(1))
-    if not shares:
+            samples[group_of(match.group(2), match.group(3))] += int(match.group(1))
+    total = sum(samples.values())
+    if not total:
         raise ValueError("perf report printed no samples: was the file run at all?")
-    return dict(shares.most_common())
+    return {group: round(100.0 * n / total, 3) for group, n in samples.most_common()}
 
 
 # What is sampled, in a fresh process that imports nothing else: load the file, set one fixed input,
@@ -93,7 +98,7 @@ def profile(path, iterations=2000, threads=1, frequency=4000):
         if run.returncode != 0:
             raise RuntimeError(f"perf record failed ({run.returncode}): {run.stderr.strip()[-600:]}\n"
                                "sampling needs /proc/sys/kernel/perf_event_paranoid <= 2")
-        report = subprocess.run([perf, "report", "-q", "-i", data, "--no-children", "--sort", "dso,symbol"],
+        report = subprocess.run([perf, "report", "-q", "-n", "-i", data, "--no-children", "--sort", "dso,symbol"],
                                 capture_output=True, text=True, check=True)
     return parse_report(report.stdout)
 
