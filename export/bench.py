@@ -62,8 +62,6 @@ def add_arguments(p):
                         "alone on the same files (--threads, --train-batch-size, --image-size, --min-time)")
     p.add_argument("--input-folder", default=None,
                    help="with --input-pipeline: class sub-folders of JPEGs (default: the shared hymenoptera set)")
-    p.add_argument("--depthwise-probe", action="store_true",
-                   help="with --train: time one depthwise conv (forward and gradients) in TF graph vs XLA")
     p.add_argument("--profile", action="store_true",
                    help="with --train: where one Keras fit step's time goes (TF profiler, by phase and op group)")
     p.add_argument("--profile-compare", default=None, help="with --profile: a saved profile JSON to draw beside")

@@ -10,7 +10,7 @@ def test_paper_recipe_defaults():
     assert (r.epochs, r.batch_size, r.weight_decay, r.label_smoothing) == (300, 2048, 0.025, 0.1)
     assert r.peak_lr == pytest.approx(4e-3)  # 1e-3 x 2048 / 512
     assert (r.mixup, r.cutmix, r.random_erasing, r.ema_decay, r.agc_clip) == (0.8, 1.0, 0.25, 0.99996, 0.02)
-    assert (r.randaugment_magnitude, r.randaugment_mstd, r.warmup_epochs, r.min_lr) == (9, 0.5, 5.0, 1e-5)
+    assert (r.randaugment_magnitude, r.warmup_epochs, r.min_lr) == (9, 5.0, 1e-5)
     assert get_recipe(batch_size=256).peak_lr == pytest.approx(5e-4)
 
 

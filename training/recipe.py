@@ -23,8 +23,9 @@ class Recipe:
     mixup: float = 0.8                # Beta(alpha) for MixUp; 0 disables
     cutmix: float = 1.0               # Beta(alpha) for CutMix; 0 disables
     mix_switch_prob: float = 0.5      # chance of CutMix when both are on
-    randaugment_magnitude: float = 9  # rand-m9-mstd0.5: magnitude 9 of 10, noise std 0.5
-    randaugment_mstd: float = 0.5
+    # the reference's rand-m9-mstd0.5 at magnitude 9 of 10; Keras' RandAugment applies it without the
+    # reference's per-op magnitude noise (std 0.5)
+    randaugment_magnitude: float = 9
     randaugment_ops: int = 2
     random_erasing: float = 0.25
     crop_scale: tuple = (0.08, 1.0)   # random-resized-crop area range
