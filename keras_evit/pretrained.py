@@ -35,14 +35,15 @@ def check_finite(model, source):
 
 
 def _keras_weights_state(path, variant):
-    """State dict of a .weights.h5 saved from a ``variant`` model at any square resolution, with or
-    without its head (the layout is read from the file)."""
+    """State dict of a .weights.h5 saved from a ``variant`` model at any square resolution, with a head of
+    any size or none (the layout is read from the file, whose declared sizes were bounded first)."""
     layout = keras_weights_layout(path, variant)
     if layout is None:
         raise ValueError("its attention-bias tables match no square input size of this variant")
-    has_head, size = layout
-    reference = build_architecture(variant, include_top=has_head, input_shape=(size, size, 3),
-                                   classifier_activation=None, include_preprocessing=False)
+    classes, size = layout
+    reference = build_architecture(variant, include_top=classes is not None, classes=classes or 1000,
+                                   input_shape=(size, size, 3), classifier_activation=None,
+                                   include_preprocessing=False)
     reference.load_weights(path)
     return state_dict_from_model(reference)
 
@@ -57,14 +58,16 @@ def weights_byte_budget(model, variant):
     return 8 * count + (1 << 20)
 
 
-def _load_keras_weights(model, path, variant, source):
-    """A ``.weights.h5``: straight in when it fits, else through the state dict (other input size or
-    no head); another variant's file is named as such."""
+def _load_keras_weights(model, path, variant, source, new_head=False):
+    """A ``.weights.h5``: straight in when it fits, else through the state dict (other input size, no
+    head, or a new head); another variant's file is named as such."""
     try:
         check_declared_sizes(path, weights_byte_budget(model, variant), source)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
     try:
+        if new_head:  # never straight in: Keras would load the file's head too, where it happens to fit
+            raise ValueError("a new head is asked for")
         model.load_weights(path)
         check_finite(model, source)
         return
@@ -83,11 +86,15 @@ def _load_keras_weights(model, path, variant, source):
         state = _keras_weights_state(path, variant)
     except Exception as exc:
         raise CheckpointError(f"{source} does not fit {model.name}: {exc}") from exc
-    assign_state_dict(model, state, variant=variant, source=source)
+    assign_state_dict(model, state, variant=variant, source=source, new_head=new_head)
 
 
-def load_weights(model, weights, variant):
-    """Loads ``weights`` (None, "imagenet" or a path) into ``model``; other resolutions or no head are adapted."""
+def load_weights(model, weights, variant, new_head=False):
+    """Loads ``weights`` (None, "imagenet" or a path) into ``model``; other resolutions or no head are adapted.
+
+    ``new_head=True`` loads everything but the classifier, which keeps its initial values: a model built
+    with the builders' ``classes=N`` for fine-tuning on N classes (timm's ``pretrained`` with ``num_classes``).
+    """
     if weights is None:
         return
     if weights == "imagenet":
@@ -99,14 +106,14 @@ def load_weights(model, weights, variant):
                 f"weights file not found: {path!r}. Pass None/'imagenet' (--weights none|imagenet on the "
                 "command line) or a path to a .weights.h5, .safetensors, .pth or .npz file.")
     if path.endswith(".weights.h5"):
-        _load_keras_weights(model, path, variant, source)
+        _load_keras_weights(model, path, variant, source, new_head=new_head)
         return
     # a checkpoint may also hold optimizer state and an EMA copy: a few times the weights, never more
     budget = CHECKPOINT_BUDGET_FACTOR * weights_byte_budget(model, variant)
     if os.path.getsize(path) > budget:
         raise CheckpointError(f"{source} is {os.path.getsize(path):,} bytes, more than an efficientvit_{variant} "
                               f"checkpoint can be ({budget:,}): refused")
-    assign_state_dict(model, read_checkpoint(path), variant=variant, source=source)
+    assign_state_dict(model, read_checkpoint(path), variant=variant, source=source, new_head=new_head)
 
 
 def imagenet_weights(variant, progress=True):

@@ -7,12 +7,10 @@ TOP_K = 5
 def build_classifier(variant, num_classes, weights=None, image_size=224, dropout=0.0):
     """A logits model for ``num_classes``: from scratch, from a run's .keras/.weights.h5, or a new
     head on pretrained features (ImageNet or any checkpoint the model builders accept)."""
-    import keras
-
     import keras_evit as ke
-    from keras_evit.layers import NormLinear
-
     from keras_evit.artifacts import load_keras_file, model_file, with_activation
+    from keras_evit.configs import get_variant
+    from keras_evit.pretrained import load_weights
 
     model_path = model_file(weights)
     if model_path:
@@ -22,21 +20,22 @@ def build_classifier(variant, num_classes, weights=None, image_size=224, dropout
             raise ValueError(f"{model_path} has {units} outputs but the data has {num_classes} classes: fine-tune "
                              "from its weights file with a new head instead (--weights RUN_DIR/model.weights.h5)")
         return model
-    shape = (image_size, image_size, 3)
-    full = ke.build_model(variant, weights=None, input_shape=shape, classes=num_classes,
+    full = ke.build_model(variant, weights=None, input_shape=(image_size, image_size, 3), classes=num_classes,
                           classifier_activation=None, dropout_rate=dropout)
-    if not weights:
-        return full
-    if str(weights).endswith(".weights.h5"):
-        try:
-            full.load_weights(weights)
-            return full
-        except ValueError:
-            pass  # another head (e.g. an ImageNet .weights.h5): load as pretrained features below
-    backbone = ke.build_model(variant, weights=weights, include_top=False, input_shape=shape)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
-    x = NormLinear(num_classes, dropout=dropout, name="head")(x)
-    return keras.Model(backbone.input, x, name=backbone.name)
+    if weights:
+        key, _ = get_variant(variant)
+        load_weights(full, weights, key, new_head=not _same_head(weights, key, num_classes))
+    return full
+
+
+def _same_head(weights, variant, num_classes):
+    """Whether ``weights`` is a ``.weights.h5`` whose head has ``num_classes`` (a run's own weights): kept then."""
+    if not str(weights).endswith(".weights.h5"):
+        return False
+    from keras_evit.weights.keras_h5 import keras_weights_layout
+
+    layout = keras_weights_layout(str(weights), variant)
+    return layout is not None and layout[0] == num_classes
 
 
 def accuracy_metrics(num_classes):

@@ -102,14 +102,17 @@ def _mismatch(model, state, variant, source, missing, bad_shape, unexpected):
     return CheckpointError(f"{source} does not match {model.name}: " + " | ".join(problems) + "." + hint)
 
 
-def assign_state_dict(model, state, variant=None, allow_resize=True, source="checkpoint"):
+def assign_state_dict(model, state, variant=None, allow_resize=True, source="checkpoint", new_head=False):
     """Validate every tensor name and shape, then assign all of them (nothing is set on error).
 
-    Head tensors are skipped when the model has no head. Attention-bias tables trained at another
-    window size are resized bicubically (with a warning) when ``allow_resize``.
+    Head tensors are skipped when the model has no head, and with ``new_head`` (the model's own head keeps
+    its initial values, as timm's ``reset_classifier``). Attention-bias tables trained at another window
+    size are resized bicubically (with a warning) when ``allow_resize``.
     """
     state = normalize_keys(state)
     targets = model_variables(model)
+    if new_head:
+        targets = {k: v for k, v in targets.items() if not k.startswith("head.")}
     has_head = any(k.startswith("head.") for k in targets)
     missing, bad_shape, resized, values = [], [], [], {}
     for key, (var, kind) in targets.items():

@@ -33,14 +33,16 @@ def _stage_sizes(size):
 
 
 def keras_weights_layout(path, variant, window=7):
-    """(has a classifier head, a square input size whose attention-bias tables are the file's) for one of
-    our ``variant`` ``.weights.h5`` files (224 when it fits), or None when unreadable or not ours."""
+    """(classes of its classifier head or None, a square input size whose attention-bias tables are the
+    file's) for one of our ``variant`` ``.weights.h5`` files (224 when it fits), or None when unreadable or
+    not ours."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
             layers = f["layers"]
-            has_head = any(re.fullmatch(r"norm_linear(?:_\d+)?", name) for name in layers)
+            heads = [name for name in layers if re.fullmatch(r"norm_linear(?:_\d+)?", name)]
+            classes = int(layers[heads[0]]["linear/vars/0"].shape[-1]) if heads else None
             found = sorted((int(m.group(1) or 0), layers[name]["mixer/attn/vars/0"].shape[1])
                            for name in layers for m in [re.fullmatch(r"efficient_vi_t_block(?:_(\d+))?", name)] if m)
     except (OSError, KeyError, ValueError, TypeError, IndexError):
@@ -50,7 +52,7 @@ def keras_weights_layout(path, variant, window=7):
     for size in [224, *range(64, 4097, 16)]:
         sides = _stage_sizes(size)
         if tables == [min(window, side) ** 2 for side, depth in zip(sides, depths) for _ in range(depth)]:
-            return has_head, size
+            return classes, size
     return None
 
 
