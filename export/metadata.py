@@ -11,8 +11,9 @@ import sys
 import tempfile
 
 from keras_evit.artifacts import check_class_names
+from keras_evit.compat import MEDIAPIPE_VERSION_SEEN
 
-MEDIAPIPE_VERSION = "0.10.21"  # 1.2.x's Python metadata module is broken
+MEDIAPIPE_VERSION = MEDIAPIPE_VERSION_SEEN  # 1.2.x's Python metadata module is broken
 PYTHON_ENV = "KERAS_EVIT_MEDIAPIPE_PYTHON"
 TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mediapipe_tool.py")
 TOOL_TIMEOUT_S = 600

@@ -24,13 +24,13 @@ def attention_maps(model, images):
     if not blocks:
         raise ValueError(f"{model.name} has no EfficientViT blocks to read attention maps from")
     for _, lwa in blocks:
-        object.__setattr__(lwa, "capture", [])
+        lwa.capture.maps = []
     try:
         model(images, training=False)
-        return {name: np.asarray(ops.convert_to_numpy(lwa.capture[-1])) for name, lwa in blocks}
+        return {name: np.asarray(ops.convert_to_numpy(lwa.capture.maps[-1])) for name, lwa in blocks}
     finally:
         for _, lwa in blocks:
-            object.__setattr__(lwa, "capture", None)
+            lwa.capture.maps = None
 
 
 def head_similarity(maps):

@@ -1,12 +1,19 @@
-"""Every private Keras / TensorFlow / LiteRT API keras-evit relies on, in one place.
+"""Every private Keras / TensorFlow / LiteRT / MediaPipe API keras-evit relies on, in one place.
 
 Keras 3 has no public way to walk a layer's sublayers or to read a layer's own variables apart from its
 children's; LiteRT's Python interpreter has no public op list. ``tests/test_compat.py`` exercises each
 function below and fails loudly on an upgrade that changes them (the versions are pinned in setup.py).
+
+One private use lives elsewhere because it runs in MediaPipe's own Python, which cannot import keras-evit:
+``export/mediapipe_tool.py`` sets ``MetadataWriter._general_md`` (``add_general_info`` takes no version,
+author or license), checked against MediaPipe ``MEDIAPIPE_VERSION_SEEN`` by
+``tests/test_export_metadata.py``, which reads those fields back from a written file.
 """
 
 KERAS_VERSION_SEEN = "3.15.1"
+TENSORFLOW_VERSION_SEEN = "2.21.0"
 LITERT_VERSION_SEEN = "2.3.0"
+MEDIAPIPE_VERSION_SEEN = "0.10.21"
 
 
 def sublayers(layer, recursive=True):
@@ -43,6 +50,29 @@ def symbolic_build(model, batch):
     a multi-worker replica context (Keras 3.15 deadlocks there)."""
     model._symbolic_build(data_batch=batch)
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
+def keras_h5_layers(h5file):
+    """The group of an open ``.weights.h5`` file holding one subgroup per top-level layer, named after the
+    layer's class (``efficient_vi_t_block_3``, ``norm_linear``), each with ``vars/0..`` in creation order and
+    its sublayers' groups by attribute name: Keras' own layout, read to name what a file holds without
+    building a model."""
+    return h5file["layers"]
+
+
+def scalar_safe_reduce(strategy):
+    """``strategy`` with a ``reduce`` that also takes rank-0 values with ``axis=0``: Keras 3.15 reduces
+    per-replica *scalar* logs that way under multi-worker strategies, which TensorFlow refuses; those are
+    reduced across replicas instead."""
+    reduce = strategy.reduce
+
+    def safe_reduce(op, value, axis=None):
+        if axis is not None and strategy.experimental_local_results(value)[0].shape.rank == 0:
+            axis = None
+        return reduce(op, value, axis=axis)
+
+    strategy.reduce = safe_reduce
+    return strategy
 
 
 def tflite_ops(interpreter):

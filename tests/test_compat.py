@@ -7,6 +7,7 @@ version before changing the pins in setup.py.
 import importlib.metadata
 
 import keras
+import pytest
 import numpy as np
 
 import keras_evit as ke
@@ -111,3 +112,32 @@ def test_call_input_is_the_tensor_a_nested_model_is_called_on():
     shared = keras.layers.Dense(2)
     keras.Model(inputs, [shared(keras.layers.Flatten()(inputs)), shared(keras.layers.Flatten()(scaled))])
     assert compat.call_input(shared) is None  # called twice: no single input
+
+
+def test_keras_h5_layout(tmp_path):
+    """The groups keras_evit.weights.keras_h5 reads to name what a file holds."""
+    import h5py
+
+    path = str(tmp_path / "m0.weights.h5")
+    ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=7).save_weights(path)
+    with h5py.File(path, "r") as f:
+        layers = compat.keras_h5_layers(f)
+        blocks = sorted(name for name in layers if name.startswith("efficient_vi_t_block"))
+        assert len(blocks) == 6  # depths 1 + 2 + 3, one group per block
+        assert layers["efficient_vi_t_block"]["dw0/bn/vars/0"].shape == (64,)
+        assert layers["efficient_vi_t_block"]["mixer/attn/vars/0"].shape == (4, 16)  # heads x 4x4 window tokens
+        assert layers["norm_linear"]["linear/vars/0"].shape == (192, 7)
+
+
+def test_scalar_safe_reduce_takes_rank0_values_with_an_axis():
+    import tensorflow as tf
+
+    assert tf.__version__ == compat.TENSORFLOW_VERSION_SEEN, "TensorFlow changed: re-check keras_evit/compat.py"
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    scalar = strategy.run(lambda: tf.constant(2.0))
+    with pytest.raises(ValueError, match="reduction dimension"):  # what Keras 3.15 runs into unpatched
+        strategy.reduce("MEAN", scalar, axis=0)
+    patched = compat.scalar_safe_reduce(strategy)
+    assert float(patched.reduce("MEAN", scalar, axis=0)) == 2.0
+    vector = strategy.run(lambda: tf.constant([2.0, 4.0]))
+    assert float(patched.reduce("MEAN", vector, axis=0)) == 3.0  # other values as before

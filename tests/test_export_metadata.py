@@ -62,6 +62,27 @@ def exported(mediapipe, model, crops, tmp_path_factory):
     return files
 
 
+def test_mediapipe_is_the_version_its_private_metadata_field_was_checked_against(mediapipe):
+    """mediapipe_tool.py sets MetadataWriter._general_md (see keras_evit/compat.py)."""
+    import subprocess
+
+    from keras_evit.compat import MEDIAPIPE_VERSION_SEEN
+
+    found = subprocess.run([mediapipe_python(), "-c", "import importlib.metadata as m; print(m.version('mediapipe'))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert found == MEDIAPIPE_VERSION_SEEN, "MediaPipe changed: re-check export/mediapipe_tool.py's _general_md"
+
+
+@pytest.mark.slow
+def test_general_metadata_reaches_the_file(exported, model):
+    """Version, author and license go in through the private field: their strings are in the file."""
+    info = model_info(model, ke.preprocessing.imagenet_class_names())
+    with open(exported["none"], "rb") as f:
+        content = f.read()
+    for field in ("name", "version", "author", "license", "description"):
+        assert info[field].encode() in content, field
+
+
 @pytest.mark.slow  # three exports with metadata, then MediaPipe
 def test_mediapipe_fp32_matches_keras(exported, model, crops):
     """Same top-5 class names as decode_predictions, scores within 1e-3."""

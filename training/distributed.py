@@ -5,7 +5,7 @@ import os
 
 import keras
 
-from keras_evit.compat import sublayers, symbolic_build
+from keras_evit.compat import scalar_safe_reduce, sublayers, symbolic_build
 
 
 def make_strategy(name="mirrored"):
@@ -17,7 +17,7 @@ def make_strategy(name="mirrored"):
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable (cluster and task)")
-        return _scalar_safe_reduce(tf.distribute.MultiWorkerMirroredStrategy())
+        return scalar_safe_reduce(tf.distribute.MultiWorkerMirroredStrategy())
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
         tf.config.experimental_connect_to_cluster(resolver)
@@ -26,20 +26,6 @@ def make_strategy(name="mirrored"):
     if name == "default":
         return tf.distribute.get_strategy()
     raise ValueError(f"unknown --strategy {name!r}: mirrored, multiworker, tpu or default")
-
-
-def _scalar_safe_reduce(strategy):
-    """Keras 3.15 reduces per-replica *scalar* logs with ``strategy.reduce("MEAN", v, axis=0)`` under
-    multi-worker strategies, which fails on rank-0 values; reduce those across replicas instead."""
-    reduce = strategy.reduce
-
-    def safe_reduce(op, value, axis=None):
-        if axis is not None and strategy.experimental_local_results(value)[0].shape.rank == 0:
-            axis = None
-        return reduce(op, value, axis=axis)
-
-    strategy.reduce = safe_reduce
-    return strategy
 
 
 def task_index():

@@ -109,6 +109,14 @@ class CascadedGroupAttention(keras.layers.Layer):
                 "key_dim": self.key_dim, "fused": self.fused}
 
 
+class AttentionRecorder:
+    """Where a window-attention layer puts its maps while ``keras_evit.attention_maps`` records: ``maps`` is a
+    list then, else None. A plain object, so Keras tracks neither it nor the list."""
+
+    def __init__(self):
+        self.maps = None
+
+
 @register
 class LocalWindowAttention(keras.layers.Layer):
     """Runs the CGA on non-overlapping windows of ``min(window_size, H, W)``.
@@ -127,7 +135,7 @@ class LocalWindowAttention(keras.layers.Layer):
         self.fused = bool(fused)
         self.attn = CascadedGroupAttention(self.num_heads, self.kernels, self.key_dim, fused=fused, name="attn",
                                            dtype=self.dtype_policy)
-        object.__setattr__(self, "capture", None)  # a list while keras_evit.attention_maps records (untracked)
+        self.capture = AttentionRecorder()
 
     def build(self, input_shape):
         _, height, width, dim = input_shape
@@ -140,10 +148,10 @@ class LocalWindowAttention(keras.layers.Layer):
     def call(self, x, training=None, return_attention_scores=False):
         """``return_attention_scores``: also return the maps as (batch, windows down, windows across,
         heads, N, N) with N = window tokens, row-major inside each (zero-padded) window."""
-        want = return_attention_scores or self.capture is not None
+        want = return_attention_scores or self.capture.maps is not None
         out, scores = self._attend(x, training, want)
-        if self.capture is not None:
-            self.capture.append(scores)
+        if self.capture.maps is not None:
+            self.capture.maps.append(scores)
         return (out, scores) if return_attention_scores else out
 
     def _attention(self, windows, training, want_scores):

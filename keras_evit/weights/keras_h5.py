@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 
+from ..compat import keras_h5_layers
 from ..configs import VARIANTS
 
 
@@ -40,7 +41,7 @@ def keras_weights_layout(path, variant, window=7):
 
     try:
         with h5py.File(path, "r") as f:
-            layers = f["layers"]
+            layers = keras_h5_layers(f)
             heads = [name for name in layers if re.fullmatch(r"norm_linear(?:_\d+)?", name)]
             classes = int(layers[heads[0]]["linear/vars/0"].shape[-1]) if heads else None
             found = sorted((int(m.group(1) or 0), layers[name]["mixer/attn/vars/0"].shape[1])
@@ -62,7 +63,7 @@ def guess_keras_weights_variant(path):
 
     try:
         with h5py.File(path, "r") as f:
-            blocks = _blocks(f["layers"])
+            blocks = _blocks(keras_h5_layers(f))
     except (OSError, KeyError, ValueError, TypeError):
         return None
     for key, cfg in VARIANTS.items():
