@@ -70,7 +70,8 @@ def _run(command, check=True):
 def model_info(model, class_names, probabilities=True):
     """The metadata of ``model`` as a plain dict (the same facts go into TFLite, ONNX and Core ML)."""
     from keras_evit import __version__
-    from keras_evit.preprocessing import IMAGENET_MEAN, IMAGENET_STD, has_preprocessing
+    from keras_evit.configs import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, LICENSE
+    from keras_evit.preprocessing import has_preprocessing
 
     units = int(model.outputs[0].shape[-1])
     labels = list(class_names) if class_names else [f"class_{i}" for i in range(units)]
@@ -86,7 +87,7 @@ def model_info(model, class_names, probabilities=True):
         "description": (f"{model.name} (EfficientViT-M, Liu et al., CVPR 2023) image classifier, "
                         f"{len(labels)} classes, {'probabilities' if probabilities else 'logits'} out."),
         "author": "keras-evit",
-        "license": "MIT (EfficientViT code and weights: MIT)",
+        "license": f"{LICENSE} (EfficientViT code and weights: {LICENSE})",
         "labels": labels,
         "norm_mean": [0.0] if raw else [255 * m for m in IMAGENET_MEAN],
         "norm_std": [1.0] if raw else [255 * s for s in IMAGENET_STD],
@@ -94,8 +95,8 @@ def model_info(model, class_names, probabilities=True):
                               "normalizes inside" if raw else f"RGB image {height}x{width}, ImageNet-normalized "
                               "per channel ((x/255 - mean)/std, mean {IMAGENET_MEAN}, std {IMAGENET_STD})"),
         "output_description": "class probabilities (softmax)" if probabilities else "class logits",
-        "preprocessing": ("resize shorter side to size/0.875 (bicubic), center crop; RGB 0..255 in"
-                          if raw else "resize shorter side to size/0.875 (bicubic), center crop, normalize"),
+        "preprocessing": f"resize shorter side to size/{CROP_PCT} ({INTERPOLATION}), center crop"
+                         + ("; RGB 0..255 in" if raw else ", normalize"),
     }
 
 

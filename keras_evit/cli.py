@@ -1,4 +1,4 @@
-"""``keras-evit`` command line: predict, convert, demo, export, bench, train, finetune, evaluate."""
+"""``keras-evit`` command line: predict, convert, demo, info, export, bench, train, finetune, evaluate."""
 
 import errno
 import sys
@@ -58,6 +58,16 @@ def cmd_demo(args):
     return run_demo(model=args.model, weights=args.weights, images=args.images, limit=args.limit)
 
 
+def cmd_info(args):
+    """Prints the facts table's row for the model (config, release file, preprocessing, top-1, license)."""
+    import json
+
+    from keras_evit.configs import pretrained_cfg
+
+    print(json.dumps(pretrained_cfg(args.model), indent=2))
+    return 0
+
+
 def build_parser():
     parser = Parser(prog="keras-evit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +94,10 @@ def build_parser():
     p.add_argument("--images", default=None, help="folder of images (default: shared imagenet-sample)")
     p.add_argument("--limit", type=positive_int, default=None)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="what is known of a variant: config, released weights, preprocessing, top-1")
+    add_model_argument(p)
+    p.set_defaults(func=cmd_info)
 
     from keras_evit.analysis_cli import register_heads
     from keras_evit.export.cli import register as register_export, register_runtime

@@ -16,8 +16,8 @@ from .weights import CheckpointError, assign_state_dict, guess_keras_weights_var
 from .weights.keras_h5 import check_declared_sizes, keras_weights_layout
 from .weights import state_dict_from_model
 from .weights.keymap import normalize_keys
-from .weights.download import (HOME_ENV, cache_dir, cached_weights_path, download, hash_matches,
-                               remove_stale_temporaries, weights_url, write_hash)
+from .weights.download import (HOME_ENV, cache_dir, cached_weights_path, check_release_file, download,
+                               hash_matches, remove_stale_temporaries, weights_url, write_hash)
 
 
 def _reference(variant):
@@ -155,6 +155,7 @@ def imagenet_weights(variant, progress=True):
         raise CheckpointError(f"the cached weights {replaced} were corrupt and have been removed; downloading them "
                               f"again failed: {exc}") from exc
     try:
+        check_release_file(raw, variant, url)
         state = normalize_keys(read_checkpoint(raw))
         assign_state_dict(_reference(variant), state, variant=variant, allow_resize=False, source=f"download {url}")
         from safetensors.numpy import save_file

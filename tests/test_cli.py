@@ -166,8 +166,19 @@ def test_every_subcommand_is_registered():
     from keras_evit.cli import build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == {"predict", "convert", "demo", "export", "setup-mediapipe", "bench", "train",
+    assert set(commands) == {"predict", "convert", "demo", "info", "export", "setup-mediapipe", "bench", "train",
                              "finetune", "evaluate", "analyze"}
+
+
+def test_info_prints_the_facts_table_row(capsys):
+    import json
+
+    from keras_evit.cli import main
+
+    assert main(["info", "--model", "EfficientViTM5"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["architecture"] == "efficientvit_m5" and facts["top1"] == 77.1 and facts["license"] == "MIT"
+    assert facts["url"].endswith("/efficientvit_m5.pth") and facts["interpolation"] == "bicubic"
 
 
 def test_convert_renames_a_legacy_keras_file(tmp_path, capsys):

@@ -1,6 +1,7 @@
 import pytest
 
 import keras_evit as ke
+from keras_evit import configs
 from keras_evit.configs import VARIANTS, get_variant
 
 # the reference's trainable parameters, and Keras totals (incl. BN moving statistics)
@@ -26,3 +27,13 @@ def test_variant_aliases(name):
 def test_unknown_variant_names_choices():
     with pytest.raises(ValueError, match="Unknown EfficientViT variant 'b1'.*m0, m1"):
         get_variant("b1")
+
+
+def test_one_row_of_facts_per_variant():
+    """Config, release file, preprocessing, top-1 and license in one place; unknown file facts stay None."""
+    for key, cfg in configs.VARIANTS.items():
+        facts = configs.pretrained_cfg(key)
+        assert facts["architecture"] == cfg.name and facts["top1"] == cfg.top1
+        assert facts["url"] == f"{configs.RELEASE_URL}/efficientvit_{key}.pth"
+        assert (facts["mean"], facts["std"], facts["crop_pct"]) == (configs.IMAGENET_MEAN, configs.IMAGENET_STD, 0.875)
+        assert facts["file_sha256"] is None and "none published" in facts["file_check"]

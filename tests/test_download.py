@@ -99,6 +99,31 @@ def test_imagenet_download_convert_cache(ref, server, tmp_path):
     assert len(server.requests) == 1
 
 
+@pytest.mark.parametrize("known", ["sha256", "size_bytes"])
+def test_a_download_unlike_the_release_file_is_refused(ref, server, tmp_path, monkeypatch, known):
+    """Where the facts table knows the release file's hash or size, a mirror sending another file is refused."""
+    import dataclasses
+    import hashlib
+
+    from keras_evit import configs
+
+    _, body = _official_bytes(ref, "m0", tmp_path)
+    server.files["/v1.0/efficientvit_m0.pth"] = body
+    cfg = configs.VARIANTS["m0"]
+    wrong = {"sha256": hashlib.sha256(body + b"x").hexdigest(), "size_bytes": len(body) + 1}[known]
+    monkeypatch.setitem(configs.VARIANTS, "m0", dataclasses.replace(
+        cfg, released=dataclasses.replace(cfg.released, **{known: wrong})))
+    with pytest.raises(CheckpointError, match="refused"):
+        ke.EfficientViTM0(weights="imagenet")
+    assert _cache_files(tmp_path) == []
+    right = {"sha256": hashlib.sha256(body).hexdigest(), "size_bytes": len(body)}[known]
+    monkeypatch.setitem(configs.VARIANTS, "m0", dataclasses.replace(
+        cfg, released=dataclasses.replace(cfg.released, **{known: right})))
+    ke.EfficientViTM0(weights="imagenet")
+    assert _cache_files(tmp_path) == ["efficientvit_m0_imagenet.safetensors",
+                                      "efficientvit_m0_imagenet.safetensors.sha256"]
+
+
 def test_truncated_download(ref, server, tmp_path):
     _, body = _official_bytes(ref, "m0", tmp_path)
     server.files["/v1.0/efficientvit_m0.pth"] = body[: len(body) // 2]

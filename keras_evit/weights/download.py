@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 
 from ..configs import RELEASE_URL as DEFAULT_URL_BASE
+from ..configs import VARIANTS
 from ..utils import atomic_output
 from .checkpoint import MAX_CHECKPOINT_BYTES, CheckpointError
 
@@ -32,8 +33,20 @@ def cache_dir():
 
 
 def weights_url(variant):
+    """The release's file for ``variant`` (the facts table), under ``$KERAS_EVIT_WEIGHTS_URL`` when set (a mirror)."""
     base = os.environ.get(URL_ENV, DEFAULT_URL_BASE).rstrip("/")
-    return f"{base}/efficientvit_{variant}.pth"
+    return f"{base}/{VARIANTS[variant].released.file}"
+
+
+def check_release_file(path, variant, url):
+    """Compares a download with what the facts table knows of the release's file (size, SHA-256), where known."""
+    released = VARIANTS[variant].released
+    if released.size_bytes is not None and os.path.getsize(path) != released.size_bytes:
+        raise CheckpointError(f"{url} sent {os.path.getsize(path):,} bytes; the release's file has "
+                              f"{released.size_bytes:,}: refused (a wrong or tampered mirror?)")
+    if released.sha256 is not None and sha256_of(path) != released.sha256:
+        raise CheckpointError(f"{url} does not match the release's SHA-256 {released.sha256}: refused "
+                              "(a wrong or tampered mirror?)")
 
 
 def cached_weights_path(variant):
