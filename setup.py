@@ -16,6 +16,7 @@ PACKAGE_DIR = {
     "keras_evit.layers": "keras_evit/layers",
     "keras_evit.weights": "keras_evit/weights",
     "keras_evit.hub": "keras_evit/hub",
+    "keras_evit.cli": "keras_evit/cli",
     "keras_evit.export": "export",
     "keras_evit.export.phones": "export/phones",
     "keras_evit.training": "training",

@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from keras_evit.cli_args import MAX_EXPORT_BATCH, MAX_THREADS, bounded_int, image_size_arg, int_list
+from keras_evit.cli.args import MAX_EXPORT_BATCH, MAX_THREADS, bounded_int, image_size_arg, int_list
 from keras_evit.utils import check_outputs
 
 from .bench_measure import measure_large_batch

@@ -152,7 +152,7 @@ def plot_ratios(path, rows):
 def main(argv=None):
     import tempfile
 
-    from keras_evit.cli_args import image_size_arg
+    from keras_evit.cli.args import image_size_arg
     from keras_evit.demo import bundled_sample_dir, find_sample_dir
     from keras_evit.utils import check_outputs, write_reports
 

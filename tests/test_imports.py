@@ -78,11 +78,24 @@ def _cycles(graph):
 
 def test_no_import_cycles():
     modules = _modules()
-    assert {"keras_evit.models", "keras_evit.weights.checkpoint", "keras_evit.export.cli",
+    assert {"keras_evit.models", "keras_evit.weights.checkpoint", "keras_evit.cli.export",
             "keras_evit.training.loop"} <= set(modules)
     # a package's __init__ re-exports its modules: importing the package means importing them
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
     assert not _cycles(graph), f"import cycles: {_cycles(graph)}"
+
+
+def test_the_model_library_imports_neither_export_nor_training():
+    """Layering: the model, weights and preprocessing never reach into export/ or training/ (TensorFlow-only);
+    only the command line (keras_evit.cli), the top layer, brings them together."""
+    modules = _modules()
+    core = [m for m in modules if m.split(".")[:2] not in (["keras_evit", "export"], ["keras_evit", "training"],
+                                                           ["keras_evit", "cli"])]
+    assert "keras_evit.pretrained" in core and "keras_evit.cli.main" not in core
+    upward = {m: sorted(t for t in _imports(m, modules[m], modules)
+                        if t.startswith(("keras_evit.export", "keras_evit.training", "keras_evit.cli")))
+              for m in core}
+    assert not {m: t for m, t in upward.items() if t}
 
 
 def test_the_checker_finds_a_cycle():

@@ -3,8 +3,8 @@
 import errno
 import sys
 
-from .cli_args import LABELS_HELP, WEIGHTS_HELP, Parser, add_model_argument, image_size_arg, positive_int
-from .startup_logs import startup_notes_filtered
+from .args import LABELS_HELP, WEIGHTS_HELP, Parser, add_model_argument, image_size_arg, positive_int
+from ..startup_logs import startup_notes_filtered
 
 
 def start_keras():
@@ -99,9 +99,9 @@ def build_parser():
     add_model_argument(p)
     p.set_defaults(func=cmd_info)
 
-    from keras_evit.analysis_cli import register_heads
-    from keras_evit.export.cli import register as register_export, register_runtime
-    from keras_evit.training.cli import register as register_training
+    from .analyze import register_heads
+    from .export import register as register_export, register_runtime
+    from .training import register as register_training
 
     register_export(sub)     # export, setup-mediapipe, bench
     register_training(sub)   # train, finetune, evaluate
@@ -154,7 +154,3 @@ def _run(args):
         print(f"error: no space left on the device for {exc.filename or 'the output'} ({exc.strerror}){advice}",
               file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,14 +5,14 @@ import sys
 
 import numpy as np
 
-from .cli_args import WEIGHTS_HELP, add_model_argument, bounded_int, image_size_arg, positive_int
-from .utils import check_outputs, write_reports
+from .args import WEIGHTS_HELP, add_model_argument, bounded_int, image_size_arg, positive_int
+from ..utils import check_outputs, write_reports
 
 
 def head_report(model, images, batch_size=8):
     """[{block, heads, similarity}] averaged over ``images`` (RGB 0..255 for raw models)."""
-    from .analysis import attention_maps, head_similarity
-    from .preprocessing import model_inputs
+    from ..analysis import attention_maps, head_similarity
+    from ..preprocessing import model_inputs
 
     sums, count = {}, 0
     for start in range(0, len(images), batch_size):
@@ -26,7 +26,7 @@ def head_report(model, images, batch_size=8):
 
 
 def plot_heads(rows, title, path):
-    from .utils import atomic_output, pyplot
+    from ..utils import atomic_output, pyplot
 
     plt = pyplot()
 
@@ -48,9 +48,9 @@ def plot_overlay(model, image, path, block=None):
     first block), windows stitched back to the feature grid and laid over the image."""
     from PIL import Image
 
-    from .analysis import attention_blocks, attention_maps, stitch_windows
-    from .preprocessing import model_inputs
-    from .utils import atomic_output, pyplot
+    from ..analysis import attention_blocks, attention_maps, stitch_windows
+    from ..preprocessing import model_inputs
+    from ..utils import atomic_output, pyplot
 
     plt = pyplot()
     block = block or attention_blocks(model)[0][0]
@@ -77,8 +77,8 @@ def plot_overlay(model, image, path, block=None):
 def cmd_heads(args):
     import keras_evit as ke
 
-    from .artifacts import model_image_size
-    from .preprocessing import list_images
+    from ..artifacts import model_image_size
+    from ..preprocessing import list_images
 
     check_outputs({"--json": args.json, "--plot": args.plot, "--overlay": args.overlay},
                   inputs=[args.weights, args.images])

@@ -5,8 +5,8 @@ import os
 import re
 import sys
 
-from keras_evit.cli_args import (LABELS_HELP, MAX_EXPORT_BATCH, MAX_THREADS, WEIGHTS_HELP, add_model_argument,
-                                 bounded_int, image_size_arg, positive_int)
+from .args import (LABELS_HELP, MAX_EXPORT_BATCH, MAX_THREADS, WEIGHTS_HELP, add_model_argument,
+                   bounded_int, image_size_arg, positive_int)
 
 
 def _export_images(args, model):
@@ -17,8 +17,8 @@ def _export_images(args, model):
     from keras_evit.demo import find_sample_dir
     from keras_evit.preprocessing import model_inputs
 
-    from .images import load_folder
-    from .tflite import CALIBRATED_MODES
+    from keras_evit.export.images import load_folder
+    from keras_evit.export.tflite import CALIBRATED_MODES
 
     size = model_image_size(model)
     calibration = None
@@ -42,8 +42,8 @@ def cmd_export(args):
     from keras_evit.preprocessing import raw_input_model
     from keras_evit.utils import check_outputs
 
-    from . import check_export_args, describe, export_model
-    from .metadata import model_info, require_mediapipe
+    from keras_evit.export import check_export_args, describe, export_model
+    from keras_evit.export.metadata import model_info, require_mediapipe
 
     # everything that can be refused is refused before the model is built or any file is read
     check_export_args(args.format, args.quantize, args.output, args.calibration_dir, args.int8_io)
@@ -85,7 +85,7 @@ def cmd_export(args):
 
 
 def cmd_setup_mediapipe(args):
-    from .metadata import setup_mediapipe
+    from keras_evit.export.metadata import setup_mediapipe
 
     setup_mediapipe()
     return 0
@@ -110,7 +110,7 @@ def cmd_bench(args):
         from keras_evit.training.benchmark import main as train_bench_main
 
         return train_bench_main(args)
-    from .bench import main as bench_main
+    from keras_evit.export.bench import main as bench_main
 
     return bench_main(args)
 
@@ -143,7 +143,7 @@ def register(sub):
     p = sub.add_parser("setup-mediapipe", help="make MediaPipe's own environment (TFLite metadata writer)")
     p.set_defaults(func=cmd_setup_mediapipe)
 
-    from .bench import add_arguments
+    from keras_evit.export.bench import add_arguments
 
     p = sub.add_parser("bench", help="latency/throughput across runtimes, against the PyTorch reference")
     add_arguments(p)
@@ -156,7 +156,7 @@ def cmd_runtime(args):
 
     from keras_evit.utils import check_outputs, write_reports
 
-    from .runtime_profile import grouped, plot, table
+    from keras_evit.export.runtime_profile import grouped, plot, table
 
     if args.format not in ("onnx", "tflite"):
         raise ValueError(f"--format {args.format!r}: choose onnx (ONNX Runtime's profiler) or tflite (LiteRT's "
@@ -201,8 +201,8 @@ def profile_labels(paths):
 
 def _onnx_profiles(args, workdir):
     import keras_evit as ke
-    from . import to_onnx
-    from .runtime_profile import onnx_profile
+    from keras_evit.export import to_onnx
+    from keras_evit.export.runtime_profile import onnx_profile
 
     from keras_evit.artifacts import weights_arg
 
@@ -213,7 +213,7 @@ def _onnx_profiles(args, workdir):
         shape = (1, args.image_size, args.image_size, 3)
         raw[f"{variant} keras-evit"] = onnx_profile(path, shape, args.threads, args.runs)
         if _reference_available():
-            from .bench import export_reference_onnx
+            from keras_evit.export.bench import export_reference_onnx
 
             ref_path = export_reference_onnx(variant, args.image_size, os.path.join(workdir, f"{variant}_timm.onnx"))
             raw[f"{variant} timm (reference)"] = onnx_profile(ref_path, shape, args.threads, args.runs, layout="NCHW")
@@ -222,12 +222,12 @@ def _onnx_profiles(args, workdir):
 
 def _tflite_profiles(args, workdir):
     """Profiles written by benchmark_model (``--profile-file``), or made here by ``--benchmark-model``."""
-    from .runtime_profile import run_benchmark_model, tflite_profile
+    from keras_evit.export.runtime_profile import run_benchmark_model, tflite_profile
 
     if args.profile_file:
         return {label: tflite_profile(p) for label, p in profile_labels(args.profile_file).items()}
     import keras_evit as ke
-    from . import to_tflite
+    from keras_evit.export import to_tflite
 
     from keras_evit.artifacts import weights_arg
 

@@ -2,16 +2,16 @@
 
 import sys
 
-from keras_evit.cli_args import (MAX_EVAL_BATCH, MAX_TRAIN_BATCH, WEIGHTS_HELP, add_model_argument, bounded_int,
+from .args import (MAX_EVAL_BATCH, MAX_TRAIN_BATCH, WEIGHTS_HELP, add_model_argument, bounded_int,
                                  image_size_arg, positive_int)
 
-from .recipe import PRESETS
+from keras_evit.training.recipe import PRESETS
 
 STRATEGIES = ("mirrored", "multiworker", "tpu", "default")
 
 
 def _recipe(args, preset):
-    from .recipe import get_recipe
+    from keras_evit.training.recipe import get_recipe
 
     return get_recipe(
         args.recipe or preset, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
@@ -24,8 +24,8 @@ def _recipe(args, preset):
 def _run(args, preset, weights=None, freeze=False):
     import os
 
-    from .checkpoint import TrainingDiverged
-    from .loop import train
+    from keras_evit.training.checkpoint import TrainingDiverged
+    from keras_evit.training.loop import train
 
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise ValueError(f"--output {args.output!r} is a file: name a run folder (new, or one to resume)")
@@ -52,7 +52,7 @@ def cmd_finetune(args):
 
 
 def cmd_evaluate(args):
-    from .evaluate import evaluate
+    from keras_evit.training.evaluate import evaluate
 
     if (args.batch_size or 0) > MAX_EVAL_BATCH:
         raise ValueError(f"--batch-size {args.batch_size} is over evaluate's {MAX_EVAL_BATCH} (a larger batch "
