@@ -19,7 +19,18 @@ def missing(what):
     sets KERAS_EVIT_REQUIRE_REFERENCE=1), so CI never passes by skipping."""
     if os.environ.get("KERAS_EVIT_REQUIRE_REFERENCE") == "1":
         pytest.fail(f"{what} (required by make test)")
-    pytest.skip(what)
+    pytest.skip(what, allow_module_level=True)
+
+
+def require(module):
+    """``module`` imported, for a test that needs an optional package ``make install-test`` installs: absent,
+    the test skips, or fails under ``make test`` (see ``missing``)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing(f"{module} is not installed ({exc}): make install-test installs it")
 
 
 def run_python(args, timeout=900, **kwargs):

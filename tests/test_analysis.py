@@ -9,7 +9,7 @@ from keras import ops
 import keras_evit as ke
 from keras_evit.analysis import attention_blocks, head_similarity, stitch_windows
 
-from conftest import raw_images, randomize
+from conftest import raw_images, randomize, require
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_analyze_heads_cli(tmp_path, sample_dir, capsys):
 
 
 def test_runtime_groups_sum_to_the_total(tmp_path):
-    pytest.importorskip("onnxruntime")
+    require("onnxruntime")
     from keras_evit.export import to_onnx
     from keras_evit.export.runtime_profile import GROUP_ORDER, group_of, grouped, onnx_profile
 

@@ -13,6 +13,8 @@ import pytest
 
 import keras_evit as ke
 
+from conftest import require
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 CHILD = textwrap.dedent('''
@@ -108,7 +110,7 @@ def tf_files(tmp_path_factory, ref):
 @pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow"])
 def test_backend(backend, tf_files):
     if backend == "jax":
-        pytest.importorskip("jax")
+        require("jax")
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", CHILD, backend, str(tf_files)], capture_output=True, text=True,
                             timeout=600, env=env, cwd=HERE)

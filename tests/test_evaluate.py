@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import IMAGENET_SAMPLE
+from conftest import IMAGENET_SAMPLE, require
 from test_download import _Server
 
 from keras_evit.training.data import folder_eval_source, imagenet_label_map
@@ -195,7 +195,7 @@ def test_evaluate_tfds_imagenet_scores_the_known_top1(ref, tmp_path, name, split
     """``--data tfds:imagenet2012`` (validation) and ``tfds:imagenet_v2`` (test, its only split), served by
     TFDS's mock from the images labelled by the reference, with metadata naming only that split: evaluate
     picks it and prints the known top-1 (and never asks for a train split)."""
-    pytest.importorskip("tensorflow_datasets")
+    require("tensorflow_datasets")
     tm, body = _release_checkpoint(ref, tmp_path, seed=1)
     pth = tmp_path / "efficientvit_m0.pth"
     pth.write_bytes(body)

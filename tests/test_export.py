@@ -11,7 +11,7 @@ from keras_evit.export import ExportError, export_model, non_builtin_ops
 from keras_evit.export.images import load_folder
 from keras_evit.export.tflite import op_names, xnnpack_partitions
 
-from conftest import randomize
+from conftest import randomize, require
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_all_variants_export(variant, fmt, quantize, images, tmp_path):
 
 def test_coreml_image_input_and_class_labels(tmp_path, capsys):
     """Core ML: an RGB image input (raw pixels, the model normalizes) and the labels in the model."""
-    ct = pytest.importorskip("coremltools")
+    ct = require("coremltools")
     out = str(tmp_path / "m0.mlpackage")
     assert main(["export", "--model", "m0", "--weights", "none", "--format", "coreml", "--quantize", "fp16",
                  "--image-size", "96", "--output", out]) == 0

@@ -14,12 +14,12 @@ import keras
 import numpy as np
 import pytest
 
-keras_hub = pytest.importorskip("keras_hub")
-pytest.importorskip("grain")  # keras-hub's test helpers import it
+from conftest import randomize, require
+
+keras_hub = require("keras_hub")
+require("grain")  # keras-hub's test helpers import it
 
 from keras_hub.src.tests import test_case as hub_test_case  # noqa: E402  (keras-hub's own helpers)
-
-from conftest import randomize  # noqa: E402
 
 import keras_evit as ke  # noqa: E402
 from keras_evit.hub import (EfficientViTBackbone, EfficientViTImageClassifier,  # noqa: E402
@@ -212,7 +212,7 @@ def test_saved_preset_loads_offline_on_each_backend(backend, imagenet_home, tmp_
     """On each backend, in a new process: the preset's logits equal EfficientViTM0's (same cache), and a folder
     save_to_preset wrote loads offline with the same outputs as the classifier that wrote it."""
     if backend != "tensorflow":
-        pytest.importorskip(backend)
+        require(backend)
     clf = EfficientViTImageClassifier.from_preset("efficientvit_m0_imagenet", num_classes=3)
     for w in clf.weights[-2:]:  # a head of its own, so the copy is checked too
         w.assign(np.random.RandomState(4).randn(*w.shape).astype("float32"))

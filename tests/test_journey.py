@@ -56,7 +56,7 @@ def _journey(tmp_path, epochs, steps, quantizations, every_step=True, exact_accu
     if not os.path.isdir(HYMENOPTERA):
         missing("shared/data/hymenoptera not present")
     if mediapipe_python() is None:
-        pytest.skip("MediaPipe environment not set up (keras-evit setup-mediapipe)")
+        missing("MediaPipe environment not set up (keras-evit setup-mediapipe)")
     run = str(tmp_path / "run")
     data = f"folder:{HYMENOPTERA}"
     # from random weights (no download here) at the fine-tune preset's lr (1.25e-4 at batch 32) the head

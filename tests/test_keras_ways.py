@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import run_python
+from conftest import run_python, require
 
 SAVE = """
 import sys, keras, numpy as np
@@ -126,7 +126,7 @@ def test_mixed_precision_file_moves_between_backends(saved_on, loaded_on, sample
     """Saved under mixed_float16 on one backend, loaded, cloned and fused under float32 on another."""
     for backend in (saved_on, loaded_on):
         if backend != "tensorflow":
-            pytest.importorskip(backend)
+            require(backend)
     path = str(tmp_path / f"{saved_on}.keras")
     image = os.path.join(sample_dir, sorted(f for f in os.listdir(sample_dir) if f.endswith(".JPEG"))[0])
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}

@@ -1,12 +1,13 @@
 """The perf-based kernel profile: symbol grouping, report parsing, and a real sampled run."""
 
 import json
-import os
 import shutil
 
 import pytest
 
 from keras_evit.export import kernel_profile as kp
+
+from conftest import missing
 
 REPORT = """
     40.01%     400  libpywrap_litert_common.so   [.] xnn_qs8_qc8w_gemm_minmax_fp32_ukernel_7x16c8__avx512vnni_prfm
@@ -56,8 +57,8 @@ def test_missing_file_is_named(tmp_path):
 @pytest.mark.slow
 def test_profile_of_an_exported_file(tmp_path, capsys):
     """A real int8-mixed export, sampled in a fresh process: its int8 convolutions show up."""
-    if shutil.which("perf") is None and not os.environ.get("CI"):
-        pytest.skip("perf is not installed (apt-get install linux-perf)")
+    if shutil.which("perf") is None:
+        missing("perf is not installed (make install-perf, or apt-get install linux-perf)")
     import numpy as np
 
     import keras_evit as ke

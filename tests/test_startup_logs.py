@@ -10,6 +10,8 @@ import pytest
 
 from keras_evit.startup_logs import is_note
 
+from conftest import missing
+
 NOTES = [
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     b"I0000 00:00:1796242900.586203    7119 port.cc:153] oneDNN custom operations are on.",
@@ -66,7 +68,7 @@ def test_tf_cpp_min_log_level_0_shows_everything():
 def _console_script():
     script = shutil.which("keras-evit")
     if script is None:
-        pytest.skip("the keras-evit console script is not installed (pip install -e .)")
+        missing("the keras-evit console script is not installed (pip install -e .)")
     return script
 
 

@@ -1,9 +1,10 @@
 """The training transforms: the paper's probabilities, and RandAugment running only what it picks."""
 
 import numpy as np
-import pytest
 
-tf = pytest.importorskip("tensorflow")
+from conftest import require
+
+tf = require("tensorflow")
 
 
 def test_random_erasing_hits_the_papers_fraction_of_images():

@@ -5,7 +5,7 @@ import pytest
 
 from keras_evit.training import get_recipe, load_source, make_dataset
 
-from conftest import HYMENOPTERA, missing
+from conftest import HYMENOPTERA, missing, require
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_evaluate_pipeline_logits_equal_predicts(sample_dir, tmp_path):
 
 
 def test_tfds_source_with_mock_data():
-    tfds = pytest.importorskip("tensorflow_datasets")
+    tfds = require("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=40):
         source = load_source("tfds:mnist")
         assert source.num_classes == 10

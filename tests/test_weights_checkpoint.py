@@ -9,6 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from conftest import require
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -51,8 +53,8 @@ def run_measured_load(setup, load, timeout=300):
 def test_property_based_fuzz_of_every_reader():
     """hypothesis over sizes, strides, offsets, member lengths, zip bombs, truncations, byte flips and
     pickle floods, in a child process whose peak memory is measured."""
-    pytest.importorskip("hypothesis")
-    pytest.importorskip("torch")
+    require("hypothesis")
+    require("torch")
     result = subprocess.run([sys.executable, os.path.join(HERE, "fuzz_checkpoint.py"), "150"], capture_output=True,
                             text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]  # rc -11 would be a segfault
@@ -133,7 +135,7 @@ def test_pickle_floods_are_refused_before_any_unpickler_runs(kind, prefer_torch)
     """A few KB of pickle that would make an unpickler allocate GBs (a memo slot at 2**26, floods of dicts)
     is refused from its opcodes, with memory bounded, whichever reader would have run."""
     if prefer_torch:
-        pytest.importorskip("torch")
+        require("torch")
     setup = f"""
         import struct, tempfile, zipfile
         from keras_evit.weights.checkpoint import CheckpointError, read_checkpoint
@@ -197,7 +199,7 @@ def test_integer_weights_are_refused_with_the_tensor_named(tmp_path):
 
 def test_bfloat16_pth_loads_without_torch(tmp_path):
     """A bf16 checkpoint (saved by torch here) loads in a process where torch cannot be imported."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     import keras_evit as ke
     from keras_evit.weights import state_dict_from_model
 
@@ -234,7 +236,7 @@ def test_bfloat16_pth_loads_without_torch(tmp_path):
                                          ({"blocks2": np.zeros(3, np.float32)}, "unexpected tensors: blocks2"),
                                          ({"blocks2.x.y": np.zeros(3, np.float32)}, "unexpected tensors: blocks2.x.y")])
 def test_stray_keys_are_named_not_a_traceback(tmp_path, extra, match):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     import keras_evit as ke
     from keras_evit import reference
     from keras_evit.weights import CheckpointError
