@@ -35,8 +35,9 @@ def check_finite(model, source):
 
 
 def _keras_weights_state(path, variant):
-    """State dict of a .weights.h5 saved from a ``variant`` model at any square resolution, with a head of
-    any size or none (the layout is read from the file, whose declared sizes were bounded first)."""
+    """State dict (timm names, Keras layout) of a .weights.h5 saved from a ``variant`` model at any square
+    resolution, with a head of any size or none: Keras reads its own format into a model built to the file's
+    layout (read from the file, whose declared sizes were bounded first)."""
     layout = keras_weights_layout(path, variant)
     if layout is None:
         raise ValueError("its attention-bias tables match no square input size of this variant")
@@ -45,7 +46,7 @@ def _keras_weights_state(path, variant):
                                    input_shape=(size, size, 3), classifier_activation=None,
                                    include_preprocessing=False)
     reference.load_weights(path)
-    return state_dict_from_model(reference)
+    return state_dict_from_model(reference, with_bn_counters=False, layout="keras")
 
 
 CHECKPOINT_BUDGET_FACTOR = 4
@@ -86,7 +87,7 @@ def _load_keras_weights(model, path, variant, source, new_head=False):
         state = _keras_weights_state(path, variant)
     except Exception as exc:
         raise CheckpointError(f"{source} does not fit {model.name}: {exc}") from exc
-    assign_state_dict(model, state, variant=variant, source=source, new_head=new_head)
+    assign_state_dict(model, state, variant=variant, source=source, new_head=new_head, layout="keras")
 
 
 def load_weights(model, weights, variant, new_head=False):

@@ -89,5 +89,6 @@ def at_image_shape(backbone, image_shape):
     if image_shape is None or tuple(image_shape) == backbone.image_shape:
         return backbone
     copy = backbone.__class__.from_config({**backbone.get_config(), "image_shape": tuple(image_shape)})
-    assign_state_dict(copy, state_dict_from_model(backbone), source="the preset")
+    state = state_dict_from_model(backbone, with_bn_counters=False, layout="keras")
+    assign_state_dict(copy, state, source="the preset", layout="keras")
     return copy

@@ -102,8 +102,12 @@ def _mismatch(model, state, variant, source, missing, bad_shape, unexpected):
     return CheckpointError(f"{source} does not match {model.name}: " + " | ".join(problems) + "." + hint)
 
 
-def assign_state_dict(model, state, variant=None, allow_resize=True, source="checkpoint", new_head=False):
+def assign_state_dict(model, state, variant=None, allow_resize=True, source="checkpoint", new_head=False,
+                      layout="torch"):
     """Validate every tensor name and shape, then assign all of them (nothing is set on error).
+
+    ``state`` is keyed by timm names, its arrays in PyTorch's layout (``layout="torch"``, any checkpoint) or
+    already in the model's (``layout="keras"``, read from another Keras model: nothing is transposed).
 
     Head tensors are skipped when the model has no head, and with ``new_head`` (the model's own head keeps
     its initial values, as timm's ``reset_classifier``). Attention-bias tables trained at another window
@@ -125,10 +129,11 @@ def assign_state_dict(model, state, variant=None, allow_resize=True, source="che
             new_res = int(round(math.sqrt(var.shape[1])))
             resized.append(f"{key} {array.shape[1]}->{var.shape[1]}")
             array = resize_bias_table(array, new_res)
-        try:
-            array = to_keras_layout(array, kind)
-        except ValueError:
-            pass
+        if layout == "torch":
+            try:
+                array = to_keras_layout(array, kind)
+            except ValueError:
+                pass
         if tuple(array.shape) != tuple(var.shape):
             bad_shape.append(f"{key} {tuple(np.shape(state[key]))} vs model {tuple(var.shape)}")
             continue
@@ -145,11 +150,13 @@ def assign_state_dict(model, state, variant=None, allow_resize=True, source="che
     return resized
 
 
-def state_dict_from_model(model, with_bn_counters=True):
-    """The model's weights as a timm-named, PyTorch-layout state dict (loadable by timm)."""
+def state_dict_from_model(model, with_bn_counters=True, layout="torch"):
+    """The model's weights as a timm-named state dict: in PyTorch's layout (loadable by timm), or as the
+    model holds them (``layout="keras"``, for ``assign_state_dict(..., layout="keras")``)."""
     out = {}
     for key, (var, kind) in model_variables(model).items():
-        out[key] = np.ascontiguousarray(to_torch_layout(np.asarray(var.numpy()), kind))
+        value = np.asarray(var.numpy())
+        out[key] = np.ascontiguousarray(to_torch_layout(value, kind) if layout == "torch" else value)
         if with_bn_counters and key.endswith(".bn.running_var"):
             out[key.replace("running_var", "num_batches_tracked")] = np.array(0, np.int64)
     return out
