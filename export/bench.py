@@ -37,8 +37,9 @@ def add_arguments(p):
                         "default flags: fp32, fp16, int8, int8 --int8-io, int8-mixed; torch = eager + its ONNX "
                         "on ONNX Runtime)")
     p.add_argument("--twins", action="store_true",
-                   help="also measure each LiteRT file's twin built with include_preprocessing=False (fed "
-                        "normalized images): what the shipped raw-pixel input costs")
+                   help="also measure each LiteRT and ONNX file's twin built with include_preprocessing=False "
+                        "(fed normalized images): what the shipped raw-pixel input costs (time, or with --memory, "
+                        "memory)")
     p.add_argument("--threads", type=int_list(1, MAX_THREADS), default=f"1,{os.cpu_count()}",
                    help="thread counts, comma separated")
     p.add_argument("--batch-sizes", type=int_list(1, MAX_EXPORT_BATCH), default="1,16", help="comma separated")
@@ -180,16 +181,26 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
                 files[f"{runtime}{TWIN_SUFFIX}@{bs}"] = _export_litert(twin, runtime, bs, twin_calibration, workdir,
                                                                        None, log, TWIN_SUFFIX, reuse)
     if "onnxruntime" in runtimes:
-        files["onnxruntime"] = os.path.join(workdir, f"{variant}.onnx")
-        if not (reuse and os.path.isfile(files["onnxruntime"])):
-            to_onnx(model, files["onnxruntime"])
-            log(f"exported {variant}.onnx")
+        for key, source, name in (("onnxruntime", model, f"{variant}.onnx"),
+                                  (f"onnxruntime{TWIN_SUFFIX}", twin, f"{variant}{TWIN_SUFFIX}.onnx")):
+            if source is None:
+                continue
+            files[key] = os.path.join(workdir, name)
+            if not (reuse and os.path.isfile(files[key])):
+                to_onnx(source, files[key])
+                log(f"exported {name}")
     if REFERENCE in runtimes:
         files[REFERENCE] = os.path.join(workdir, f"{variant}_timm.onnx")
         if not (reuse and os.path.isfile(files[REFERENCE])):
             export_reference_onnx(variant, image_size, files[REFERENCE])
             log(f"exported {variant}_timm.onnx (reference)")
     return files
+
+
+def has_twin(runtime):
+    """Whether ``--twins`` measures a normalized-input twin beside ``runtime``'s shipped file (not for uint8
+    input, which is pixel bytes)."""
+    return runtime == "onnxruntime" or (runtime in LITERT and not LITERT[runtime][1])
 
 
 def fill_zero_weights(model, seed=0, std=0.2):
@@ -254,10 +265,10 @@ def _bench(args, variants, runtimes, threads, batch_sizes, weights, workdir, log
     for variant in variants:
         files = prepare(variant, runtimes, batch_sizes, args.image_size, weights, workdir,
                         args.calibration_dir, log, twins=args.twins, reuse=args.reuse and bool(args.workdir))
+        measured = runtimes + [r + TWIN_SUFFIX for r in runtimes if args.twins and has_twin(r)]
         if args.memory:
-            rows += measure_memory(variant, runtimes, files, batch_sizes, args.image_size, threads[0], log)
+            rows += measure_memory(variant, measured, files, batch_sizes, args.image_size, threads[0], log)
             continue
-        measured = runtimes + [r + TWIN_SUFFIX for r in runtimes if args.twins and r in LITERT and not LITERT[r][1]]
         for t in threads:
             spec = {"variant": variant, "runtimes": measured, "files": files, "threads": t,
                     "batch_sizes": batch_sizes, "image_size": args.image_size, "min_time": args.min_time}

@@ -44,7 +44,7 @@ def _runner(runtime, files, variant, threads, batch_size, image_size):
 
         runner = TFLiteRunner(files[f"{runtime}@{batch_size}"], threads)
         return lambda: runner(x)
-    if runtime in ("onnxruntime", REFERENCE):
+    if runtime.startswith("onnxruntime") or runtime == REFERENCE:
         from .runners import ONNXRunner
 
         runner = ONNXRunner(files[runtime], threads, layout="NCHW" if runtime == REFERENCE else "NHWC")

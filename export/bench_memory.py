@@ -21,7 +21,7 @@ def _import_runtime(runtime):
 
     if runtime.startswith("litert"):
         import ai_edge_litert.interpreter  # noqa: F401
-    elif runtime in ("onnxruntime", REFERENCE):
+    elif runtime.startswith("onnxruntime") or runtime == REFERENCE:
         import onnxruntime  # noqa: F401
     elif runtime == "torch":
         from keras_evit import reference

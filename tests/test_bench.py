@@ -6,7 +6,7 @@ import pytest
 from keras_evit.cli import main
 
 
-@pytest.mark.slow  # builds and times 12 runtimes, one batch size: about 3 minutes
+@pytest.mark.slow  # builds and times 13 runtimes, one batch size: about 3 minutes
 def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
     out_json, out_png = str(tmp_path / "b.json"), str(tmp_path / "b.png")
     code = main(["bench", "--model", "m0", "--runtimes", "litert,onnxruntime,torch", "--twins", "--threads", "1",
@@ -18,12 +18,13 @@ def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
     rows = json.load(open(out_json))["rows"]
     runtimes = {r["runtime"] for r in rows}
     shipped = {"litert", "litert-fp16", "litert-int8", "litert-int8-io", "litert-int8-mixed"}
-    twins = {r + "@normalized" for r in shipped - {"litert-int8-io"}}
+    twins = {r + "@normalized" for r in (shipped | {"onnxruntime"}) - {"litert-int8-io"}}
     assert shipped | {"onnxruntime", "torch", "torch-onnx"} | twins \
         == runtimes
     assert all("error" not in r and r["img_per_s"] > 0 for r in rows)
     # each shipped file (raw RGB in) is timed beside its normalized-input twin in the same run
-    assert all(r["vs_normalized_twin"] > 0 for r in rows if r["runtime"] in shipped - {"litert-int8-io"})
+    assert all(r["vs_normalized_twin"] > 0 for r in rows
+               if r["runtime"] in (shipped | {"onnxruntime"}) - {"litert-int8-io"})
     assert "normalized-input twin" in table
     assert all(r["vs_reference"] > 0 for r in rows)  # every runtime got its ratio to the same-batch reference
     assert os.path.getsize(out_png) > 10_000
@@ -32,11 +33,12 @@ def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
 @pytest.mark.slow  # one int8-mixed export and two ONNX exports, four child processes
 def test_memory_bench_end_to_end_tiny(tmp_path, capsys, ref):
     out_json, out_png = str(tmp_path / "m.json"), str(tmp_path / "m.png")
-    assert main(["bench", "--memory", "--model", "m0", "--runtimes", "litert-int8-mixed,onnxruntime,torch",
+    assert main(["bench", "--memory", "--twins", "--model", "m0", "--runtimes", "litert-int8-mixed,onnxruntime,torch",
                  "--threads", "1", "--batch-sizes", "1", "--image-size", "64", "--json", out_json,
                  "--plot", out_png]) == 0
     rows = json.load(open(out_json))["rows"]
-    assert {r["runtime"] for r in rows} == {"litert-int8-mixed", "onnxruntime", "torch", "torch-onnx"}
+    assert {r["runtime"] for r in rows} == {"litert-int8-mixed", "onnxruntime", "torch", "torch-onnx",
+                                            "litert-int8-mixed@normalized", "onnxruntime@normalized"}
     # each child measured its own peak: the model, arena and activations on top of its imports
     assert all("error" not in r and 0 < r["model_mb"] < r["peak_rss_mb"] for r in rows), rows
     assert all(r["vs_reference"] > 0 for r in rows)
