@@ -66,23 +66,24 @@ def _load_keras_weights(model, path, variant, source, new_head=False):
         check_declared_sizes(path, weights_byte_budget(model, variant), source)
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
-    try:
-        if new_head:  # never straight in: Keras would load the file's head too, where it happens to fit
-            raise ValueError("a new head is asked for")
-        model.load_weights(path)
-        check_finite(model, source)
-        return
-    except CheckpointError:
-        raise
-    except Exception as direct_error:  # h5py/Keras raise many types for a file that does not fit
-        found = guess_keras_weights_variant(path)
-        if found and found != variant:
-            raise CheckpointError(f"{source} holds efficientvit_{found} weights, not efficientvit_{variant}: "
-                                  "use the matching model") from direct_error
-        if found is None:
-            raise CheckpointError(f"{source} is not a readable EfficientViT .weights.h5 file "
-                                  f"({type(direct_error).__name__}: "
-                                  f"{str(direct_error)[:300]}). Re-save or re-download it.") from direct_error
+    direct_error = None
+    if not new_head:  # never straight in for a new head: Keras would load the file's head too, where it fits
+        try:
+            model.load_weights(path)
+            check_finite(model, source)
+            return
+        except CheckpointError:
+            raise
+        except Exception as exc:  # h5py/Keras raise many types for a file that does not fit
+            direct_error = exc
+    found = guess_keras_weights_variant(path)
+    if found and found != variant:
+        raise CheckpointError(f"{source} holds efficientvit_{found} weights, not efficientvit_{variant}: "
+                              "use the matching model") from direct_error
+    if found is None:
+        why = f" ({type(direct_error).__name__}: {str(direct_error)[:300]})" if direct_error else ""
+        raise CheckpointError(f"{source} is not a readable EfficientViT .weights.h5 file{why}. "
+                              "Re-save or re-download it.") from direct_error
     try:
         state = _keras_weights_state(path, variant)
     except Exception as exc:

@@ -52,3 +52,15 @@ def test_a_checkpoint_in_torch_layout_gets_a_new_head_too(tmp_path):
     body, head = _split(model)
     saved_body, _ = _split(saved)
     assert all(np.array_equal(body[k], saved_body[k]) for k in saved_body) and head["head.linear.weight"].shape[0] == 4
+
+
+def test_a_foreign_weights_file_for_a_new_head_is_named(tmp_path):
+    import keras
+    import pytest
+
+    from keras_evit.weights import CheckpointError
+
+    path = str(tmp_path / "other.weights.h5")
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save_weights(path)
+    with pytest.raises(CheckpointError, match="not a readable EfficientViT .weights.h5 file. Re-save"):
+        build_classifier("m0", 5, path, image_size=64)
