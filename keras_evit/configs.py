@@ -28,9 +28,10 @@ LICENSE = "MIT"  # the official EfficientViT code and released weights (timm's p
 @dataclass(frozen=True)
 class ReleasedWeights:
     """One official ImageNet-1k checkpoint. The release publishes no checksum or size, and this project's
-    machines cannot reach it, so both stay None until someone records them from a verified download:
-    a known SHA-256 is then checked on every download; without one, the first download's hash is recorded
-    in the cache and every later load is checked against that."""
+    machines cannot reach it, so both stay None until someone records them from a verified download: a
+    known SHA-256 or size is then checked on every download. Either way a download is checked against the
+    architecture (every name and shape, finite values), and the SHA-256 of the cached copy is recorded and
+    checked on every later load."""
     file: str
     sha256: Optional[str] = None
     size_bytes: Optional[int] = None
@@ -67,7 +68,7 @@ VARIANTS = {
 def pretrained_cfg(variant):
     """Everything known about ``variant`` and its ImageNet weights, as a plain dict (timm's
     ``pretrained_cfg`` keys where timm has one)."""
-    key, cfg = get_variant(variant)
+    _, cfg = get_variant(variant)
     return {
         "architecture": cfg.name,
         "embed_dims": cfg.embed_dims, "depths": cfg.depths, "num_heads": cfg.num_heads, "kernels": cfg.kernels,
@@ -75,7 +76,8 @@ def pretrained_cfg(variant):
         "file_sha256": cfg.released.sha256,
         "file_size": cfg.released.size_bytes,
         "file_check": ("SHA-256 " + cfg.released.sha256) if cfg.released.sha256 else
-                      "none published: the first download's SHA-256 is recorded in the cache and checked after",
+                      "none published: a download is checked against the architecture (names, shapes, finite "
+                      "values), and its cached copy's SHA-256 is recorded and checked on every later load",
         "num_classes": 1000,
         "input_size": (3, DEFAULT_SIZE, DEFAULT_SIZE),
         "min_input_size": (3, MIN_SIZE, MIN_SIZE),
