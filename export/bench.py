@@ -177,7 +177,7 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
         for bs in batch_sizes:
             files[f"{runtime}@{bs}"] = _export_litert(model, runtime, bs, calibration, workdir, metadata, log,
                                                       reuse=reuse)
-            if twin is not None and not LITERT[runtime][1]:  # uint8 io means pixel bytes: no normalized twin
+            if twin is not None and has_twin(runtime):
                 files[f"{runtime}{TWIN_SUFFIX}@{bs}"] = _export_litert(twin, runtime, bs, twin_calibration, workdir,
                                                                        None, log, TWIN_SUFFIX, reuse)
     if "onnxruntime" in runtimes:
