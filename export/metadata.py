@@ -11,9 +11,8 @@ import sys
 import tempfile
 
 from keras_evit.artifacts import check_class_names
-from keras_evit.compat import MEDIAPIPE_VERSION_SEEN
+from keras_evit.compat import MEDIAPIPE_VERSION_SEEN  # 1.2.x's Python metadata module is broken
 
-MEDIAPIPE_VERSION = MEDIAPIPE_VERSION_SEEN  # 1.2.x's Python metadata module is broken
 PYTHON_ENV = "KERAS_EVIT_MEDIAPIPE_PYTHON"
 TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mediapipe_tool.py")
 TOOL_TIMEOUT_S = 600
@@ -51,11 +50,11 @@ def setup_mediapipe(log=print):
         log(f"MediaPipe environment ready: {python}")
         return python
     target = mediapipe_env_dir()
-    log(f"creating {target} with mediapipe=={MEDIAPIPE_VERSION} (a few minutes, ~1 GB)")
+    log(f"creating {target} with mediapipe=={MEDIAPIPE_VERSION_SEEN} (a few minutes, ~1 GB)")
     subprocess.run([sys.executable, "-m", "venv", "--clear", target], check=True)
     python = os.path.join(target, "bin", "python")
     subprocess.run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    f"mediapipe=={MEDIAPIPE_VERSION}"], check=True)
+                    f"mediapipe=={MEDIAPIPE_VERSION_SEEN}"], check=True)
     log(f"MediaPipe environment ready: {python}")
     return python
 
