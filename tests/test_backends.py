@@ -61,8 +61,8 @@ CHILD = textwrap.dedent('''
     # each load gives exactly the weights of `model`, whose logits match timm's (one predict per format
     # would only add a compile each)
     reference_weights = model.get_weights()
-    out["formats"] = {k: max(float(np.abs(a - b).max()) for a, b in zip(m.get_weights(), reference_weights))
-                      for k, m in formats.items()}
+    weight_diff = lambda m: max(float(np.abs(a - b).max()) for a, b in zip(m.get_weights(), reference_weights))
+    out["formats"] = {k: weight_diff(m) for k, m in formats.items()}
 
     fused = ke.fuse_batchnorm(model)
     out["fused"] = float(np.abs(fused.predict(x, verbose=0) - expected).max())
@@ -71,7 +71,7 @@ CHILD = textwrap.dedent('''
 
     model.save(workdir + f"/{backend}.keras")
     again = keras.models.load_model(workdir + f"/{backend}.keras")
-    out["keras_roundtrip"] = max(float(np.abs(a - b).max()) for a, b in zip(again.get_weights(), reference_weights))
+    out["keras_roundtrip"] = weight_diff(again)
     out["keras_roundtrip_layers"] = [(l.name, type(l).__name__) for l in again.layers] == \
         [(l.name, type(l).__name__) for l in model.layers]
     from_tf = keras.models.load_model(workdir + "/tf.keras")
