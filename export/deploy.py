@@ -2,14 +2,15 @@
 fixed input signature."""
 
 
-def deploy_model(model, fuse=True):
+def deploy_model(model, fuse=True, fold_input=True):
     """The model to export: float32 (whatever policy it was trained under), BatchNorm folded (``fuse``;
-    pass False for a model already fused) and, for a model that takes raw pixels, its normalization
-    folded into the stem's first conv: same outputs, and in TFLite as fast as the same model fed
-    normalized images."""
+    pass False for a model already fused) and, for a model that takes raw pixels and ``fold_input``, its
+    normalization folded into the stem's first conv: same outputs, and in TFLite as fast as the same model
+    fed normalized images. (ONNX Runtime does better with the normalization kept: see ``to_onnx``.)"""
     import keras_evit
 
-    return keras_evit.fold_normalization(keras_evit.fuse_batchnorm(model, dtype="float32") if fuse else model)
+    fused = keras_evit.fuse_batchnorm(model, dtype="float32") if fuse else model
+    return keras_evit.fold_normalization(fused) if fold_input else fused
 
 
 def input_spec(model, batch_size):

@@ -83,10 +83,52 @@ def test_int8_mixed_keeps_attention_float(m0, images, tmp_path):
 
 
 def test_onnx_parity(m0, images, tmp_path):
+    import onnx
+
     out = str(tmp_path / "m0.onnx")
     report = export_model(m0, out, "onnx", verify_images=images, batch_size=None)
     assert report["verification"]["passed"] and report["verification"]["max_abs_diff"] <= 1e-4
     assert report["opset"] == 17
+    # raw pixels in: the normalization runs channels-first, behind the input's transpose, straight into the stem
+    nodes = onnx.load(out).graph.node
+    assert [n.op_type for n in nodes[:4]] == ["Transpose", "Mul", "Add", "Conv"]
+    assert list(nodes[0].input) == ["image"]
+
+
+def _nhwc_graph(mul_values, reuse_mul=False):
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.asarray(mul_values, np.float32), "s"),
+             numpy_helper.from_array(np.asarray([-1.0, 0.5, 2.0], np.float32), "o")]
+    nodes = [helper.make_node("Mul", ["image", "s"], ["m"]), helper.make_node("Add", ["m", "o"], ["a"]),
+             helper.make_node("Transpose", ["a"], ["t"], perm=[0, 3, 1, 2]), helper.make_node("Relu", ["t"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 5, 4])]
+    if reuse_mul:
+        outputs.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 5, 4, 3]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [2, 5, 4, 3])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("mul_values,reuse_mul,moved", [
+    ([0.5, -2.0, 3.0], False, 2), ([4.0], False, 2), ([0.5, -2.0, 3.0], True, 0)])
+def test_channels_first_input_ops_keep_the_outputs(mul_values, reuse_mul, moved):
+    """Per-channel ops on the NHWC input move behind its transpose with their constants reshaped, outputs
+    unchanged; a chain whose tensors are used elsewhere is left as it is."""
+    import onnx
+    import onnxruntime as ort
+
+    from keras_evit.export.onnx import channels_first_input_ops
+
+    x = np.random.RandomState(0).uniform(0, 255, (2, 5, 4, 3)).astype(np.float32)
+    proto = _nhwc_graph(mul_values, reuse_mul)
+    before = ort.InferenceSession(proto.SerializeToString()).run(None, {"image": x})
+    assert channels_first_input_ops(proto) == moved
+    onnx.checker.check_model(proto)
+    after = ort.InferenceSession(proto.SerializeToString()).run(None, {"image": x})
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-6)
+    if moved:
+        assert [n.op_type for n in proto.graph.node] == ["Transpose", "Mul", "Add", "Relu"]
 
 
 def test_failed_verification_leaves_no_file(m0, images, tmp_path, monkeypatch):

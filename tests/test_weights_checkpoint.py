@@ -155,10 +155,10 @@ def test_pickle_floods_are_refused_before_any_unpickler_runs(kind, prefer_torch)
     assert _printed(out, "GROWN_MB") < 100, out[-500:]
 
 
-@pytest.mark.parametrize("bad", ["declared_gb", "int_weights"])
+@pytest.mark.parametrize("bad", ["declared_gb", "int_weights", "many_groups"])
 def test_weights_h5_declarations_are_checked_before_reading(bad):
-    """A small .weights.h5 whose dataset declares 1.6 GB of unallocated gzip chunks (or holds int64 weights)
-    is refused from its metadata, quickly and with memory bounded."""
+    """A small .weights.h5 whose dataset declares 1.6 GB of unallocated gzip chunks (or holds int64 weights,
+    or tens of thousands of empty groups) is refused from its metadata, quickly and with memory bounded."""
     setup = f"""
         import tempfile
         import h5py, numpy as np
@@ -173,13 +173,18 @@ def test_weights_h5_declarations_are_checked_before_reading(bad):
             del f[name]
             if {bad!r} == "declared_gb":
                 f.create_dataset(name, shape=(400_000_000,), dtype="float32", chunks=(1 << 20,), compression="gzip")
+            elif {bad!r} == "many_groups":
+                f.create_dataset(name, data=np.zeros(1, np.float32))
+                for i in range(25_000):
+                    f["layers"].create_group(f"g{{i}}")
             else:
                 f.create_dataset(name, data=np.zeros(1000, np.int64))
     """
     out = run_measured_load(setup, "ke.EfficientViTM0(weights=path)")
     assert "REFUSED" in out and "m0.weights.h5" in out, out[-2000:]
-    assert ("more than this model's weights could take" if bad == "declared_gb" else "holds int64 values") in out
-    assert _printed(out, "FILE_KB") < 20 * 1024
+    assert {"declared_gb": "more than this model's weights could take", "int_weights": "holds int64 values",
+            "many_groups": "more than 20,000 groups and datasets"}[bad] in out
+    assert _printed(out, "FILE_KB") < (40 if bad == "many_groups" else 20) * 1024  # 25,000 empty groups: ~20 MB
     assert _printed(out, "GROWN_MB") < 300, out[-500:]
 
 

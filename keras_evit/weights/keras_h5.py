@@ -33,6 +33,17 @@ def _stage_sizes(size):
     return sizes
 
 
+MAX_TOP_LAYERS = 1_000  # our models have a few dozen top-level layers
+
+
+def _top_layers(h5file):
+    """The file's top-level layer groups, refused (ValueError) when there are more than any model of ours has."""
+    layers = keras_h5_layers(h5file)
+    if len(layers) > MAX_TOP_LAYERS:
+        raise ValueError(f"more than {MAX_TOP_LAYERS:,} top-level layers")
+    return layers
+
+
 def keras_weights_layout(path, variant, window=7):
     """(classes of its classifier head or None, a square input size whose attention-bias tables are the
     file's) for one of our ``variant`` ``.weights.h5`` files (224 when it fits), or None when unreadable or
@@ -41,7 +52,7 @@ def keras_weights_layout(path, variant, window=7):
 
     try:
         with h5py.File(path, "r") as f:
-            layers = keras_h5_layers(f)
+            layers = _top_layers(f)
             heads = [name for name in layers if re.fullmatch(r"norm_linear(?:_\d+)?", name)]
             classes = int(layers[heads[0]]["linear/vars/0"].shape[-1]) if heads else None
             found = sorted((int(m.group(1) or 0), layers[name]["mixer/attn/vars/0"].shape[1])
@@ -63,7 +74,7 @@ def guess_keras_weights_variant(path):
 
     try:
         with h5py.File(path, "r") as f:
-            blocks = _blocks(keras_h5_layers(f))
+            blocks = _blocks(_top_layers(f))
     except (OSError, KeyError, ValueError, TypeError):
         return None
     for key, cfg in VARIANTS.items():
@@ -74,7 +85,7 @@ def guess_keras_weights_variant(path):
     return None
 
 
-MAX_DATASETS = 10_000  # an M5 file holds ~900
+MAX_OBJECTS = 20_000  # groups and datasets: an M5 file holds ~900 datasets in about as many groups
 
 
 def check_declared_sizes(path, max_bytes, source=None):
@@ -84,13 +95,15 @@ def check_declared_sizes(path, max_bytes, source=None):
     import h5py
 
     source = source or path
-    found = []
+    found, objects = [], [0]
 
     def visit(name, obj):
+        objects[0] += 1  # empty groups too: walking them is what a hostile file would make a reader do
+        if objects[0] > MAX_OBJECTS:
+            raise ValueError(f"{source}: more than {MAX_OBJECTS:,} groups and datasets, not an EfficientViT "
+                             "weights file")
         if isinstance(obj, h5py.Dataset):
             found.append((name, obj.shape, obj.dtype))
-            if len(found) > MAX_DATASETS:
-                raise ValueError(f"{source}: more than {MAX_DATASETS:,} datasets, not an EfficientViT weights file")
 
     try:
         with h5py.File(path, "r") as f:
