@@ -70,7 +70,7 @@ def export_model(model, output, fmt="tflite", quantize="none", calibration_image
             report["opset"] = opset
             runner = ONNXRunner(tmp)
         if verify_images is not None:
-            from keras_evit.fusion import float32_copy
+            from keras_evit.models.fusion import float32_copy
 
             x = np.asarray(verify_images, np.float32)  # checked as the file computes: in float32
             expected, outputs = float32_copy(model).predict(x, batch_size=16, verbose=0), runner(x)

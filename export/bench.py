@@ -247,7 +247,7 @@ def main(args):
     variants = [get_variant(v)[0] for v in variants]
     threads, batch_sizes = args.threads, args.batch_sizes
     check_outputs({"--json": args.json, "--plot": args.plot}, inputs=[args.weights, args.calibration_dir])
-    from keras_evit.artifacts import weights_arg
+    from keras_evit.weights.artifacts import weights_arg
 
     weights = weights_arg(args.weights)
     if args.reuse and not args.workdir:

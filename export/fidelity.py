@@ -91,7 +91,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import keras_evit as ke
-    from keras_evit.artifacts import model_image_size
+    from keras_evit.weights.artifacts import model_image_size
     from keras_evit.training.data import load_source
 
     model, _ = ke.load_classifier(args.weights, classifier_activation=None)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-from keras_evit.artifacts import check_class_names
+from keras_evit.weights.artifacts import check_class_names
 from keras_evit.compat import MEDIAPIPE_VERSION_SEEN  # 1.2.x's Python metadata module is broken
 
 PYTHON_ENV = "KERAS_EVIT_MEDIAPIPE_PYTHON"

@@ -28,13 +28,12 @@ def import_all():
     layers = importlib.import_module(".layers", __name__)
     importlib.import_module(".optimizers", __name__)  # registers AGCAdamW, which run outputs name
     from .analysis import attention_maps, head_similarity
-    from .artifacts import load_classifier
     from .configs import VARIANTS, get_variant
-    from .fusion import fold_normalization, fuse_batchnorm
     from .models import (
         EfficientViTM0, EfficientViTM1, EfficientViTM2, EfficientViTM3, EfficientViTM4, EfficientViTM5,
-        build_model, feature_extractor,
+        build_model, feature_extractor, fold_normalization, fuse_batchnorm,
     )
+    from .weights.artifacts import load_classifier
     from .preprocessing import decode_predictions, load_image, normalize_images, preprocess_input
 
     namespace = dict(locals())

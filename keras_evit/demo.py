@@ -33,7 +33,7 @@ def bundled_sample_dir():
 def _load_model(model, weights, out):
     """(model, class names, a note on the weights); says loudly when it falls back to random weights."""
     import keras_evit as ke
-    from keras_evit.artifacts import weights_arg
+    from keras_evit.weights.artifacts import weights_arg
     from keras_evit.weights import CheckpointError
 
     weights = weights_arg(weights)
@@ -76,7 +76,7 @@ def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
     import numpy as np
 
     import keras_evit as ke
-    from keras_evit.artifacts import model_image_size
+    from keras_evit.weights.artifacts import model_image_size
     from keras_evit.preprocessing import list_images, model_inputs
 
     out = out or sys.stdout  # looked up per call: sys.stdout may be replaced after import

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from keras_evit.artifacts import read_labels_file
+from keras_evit.weights.artifacts import read_labels_file
 
 
 def test_labels_from_text_or_json(tmp_path):
@@ -31,7 +31,7 @@ def test_a_keras_model_outside_the_supported_sizes_is_refused(tmp_path):
     """A user's own .keras classifier taking 32 px images: refused on load, naming the size and the file."""
     import keras
 
-    from keras_evit.artifacts import load_classifier
+    from keras_evit.weights.artifacts import load_classifier
 
     inputs = keras.Input((32, 32, 3))
     outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))

@@ -185,7 +185,7 @@ def test_convert_renames_a_legacy_keras_file(tmp_path, capsys):
     """Models saved before the rename ("stages.0.blocks.0": Keras on PyTorch refuses dots) convert in one line."""
     import keras
 
-    from keras_evit.artifacts import rename_layers
+    from keras_evit.weights.artifacts import rename_layers
 
     model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=3, classifier_activation=None)
     legacy = rename_layers(model, "-", ".")  # the names models had before the rename

@@ -71,7 +71,7 @@ def _nested_classifier(mixed=False):
 def test_nested_backbone_fuses_folds_and_gives_features():
     from conftest import raw_images
 
-    from keras_evit.artifacts import is_softmax_output, with_activation
+    from keras_evit.weights.artifacts import is_softmax_output, with_activation
 
     model = _nested_classifier()
     x = raw_images(2, 96)
@@ -94,7 +94,7 @@ def test_normalized_input_model_gets_raw_input_with_the_normalization_folded():
     becomes a raw-RGB model whose normalization folds into the stem, through the nesting: what export ships."""
     from conftest import raw_images, randomize
 
-    from keras_evit.fusion import _normalized_stems
+    from keras_evit.models.fusion import _normalized_stems
     from keras_evit.preprocessing import has_preprocessing, raw_input_model
 
     plain = randomize(ke.EfficientViTM0(weights=None, include_preprocessing=False, input_shape=(96, 96, 3),

@@ -166,7 +166,7 @@ def test_a_fifo_in_a_class_folder_is_skipped_not_opened(tmp_path):
 def test_class_names_with_control_characters_are_refused(tmp_path, name):
     from PIL import Image
 
-    from keras_evit.artifacts import read_class_names
+    from keras_evit.weights.artifacts import read_class_names
 
     if "\x00" not in name:  # a folder name cannot hold NUL; classes.json can
         for cls in ("ants", name):

@@ -8,9 +8,9 @@ def build_classifier(variant, num_classes, weights=None, image_size=224, dropout
     """A logits model for ``num_classes``: from scratch, from a run's .keras/.weights.h5, or a new
     head on pretrained features (ImageNet or any checkpoint the model builders accept)."""
     import keras_evit as ke
-    from keras_evit.artifacts import load_keras_file, model_file, with_activation
+    from keras_evit.weights.artifacts import load_keras_file, model_file, with_activation
     from keras_evit.configs import get_variant
-    from keras_evit.pretrained import load_weights
+    from keras_evit.weights.pretrained import load_weights
 
     model_path = model_file(weights)
     if model_path:

@@ -13,7 +13,7 @@ from typing import List
 
 import numpy as np
 
-from keras_evit.artifacts import check_class_names
+from keras_evit.weights.artifacts import check_class_names
 from keras_evit.preprocessing import IMAGE_EXTENSIONS
 
 TRAIN_EXTENSIONS = tuple(e for e in IMAGE_EXTENSIONS if e != ".gif")  # GIFs: skipped, not photos

@@ -8,7 +8,7 @@ def load_teacher(path):
     """A saved ``.keras`` teacher giving logits: a final softmax (an ``Activation``, a ``Softmax`` layer,
     or a head with ``activation="softmax"``, as a saved ``EfficientViTM5(weights="imagenet")`` ends) is
     removed, since the distillation losses take logits."""
-    from keras_evit.artifacts import is_softmax_output, load_keras_file, without_softmax
+    from keras_evit.weights.artifacts import is_softmax_output, load_keras_file, without_softmax
 
     teacher = load_keras_file(path)
     if is_softmax_output(teacher):

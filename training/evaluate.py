@@ -31,7 +31,7 @@ def _model(variant, weights, source, image_size, log):
     """(model giving logits, what it is): a run's or a .keras model as saved; 1000-class checkpoints with
     their own head on ImageNet-labelled data; else a new, untrained head (and we say so)."""
     import keras_evit as ke
-    from keras_evit.artifacts import check_own_size, model_file
+    from keras_evit.weights.artifacts import check_own_size, model_file
 
     if model_file(weights):
         model = build_classifier(variant, source.num_classes, weights, image_size or 224)
@@ -53,7 +53,7 @@ def evaluate(variant, weights, data, split="validation", batch_size=64, image_si
     through the same eval transform as ``predict``."""
     import keras
 
-    from keras_evit.artifacts import model_image_size, weights_arg
+    from keras_evit.weights.artifacts import model_image_size, weights_arg
     from keras_evit.preprocessing import check_image_size, has_preprocessing
 
     from .recipe import Recipe

@@ -108,7 +108,7 @@ def save_run_outputs(model, class_names, output):
     model.weights.h5, classes.json, curves.png."""
     import keras
 
-    from keras_evit.artifacts import RUN_CLASSES, RUN_MODEL
+    from keras_evit.weights.artifacts import RUN_CLASSES, RUN_MODEL
     from keras_evit.utils import atomic_output, save_keras
 
     inference = keras.Model(model.inputs[0], model.outputs[0], name=model.name)  # same layers, not compiled

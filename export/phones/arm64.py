@@ -224,8 +224,8 @@ def plot(rows, title, path):
 
 def compare(args, log):
     import keras_evit as ke
-    from keras_evit.artifacts import model_image_size
-    from keras_evit.fusion import float32_copy
+    from keras_evit.weights.artifacts import model_image_size
+    from keras_evit.models.fusion import float32_copy
     from keras_evit.preprocessing import raw_input_model
     from keras_evit.utils import check_outputs
 

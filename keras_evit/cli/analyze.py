@@ -77,7 +77,7 @@ def plot_overlay(model, image, path, block=None):
 def cmd_heads(args):
     import keras_evit as ke
 
-    from ..artifacts import model_image_size
+    from ..weights.artifacts import model_image_size
     from ..preprocessing import list_images
 
     check_outputs({"--json": args.json, "--plot": args.plot, "--overlay": args.overlay},

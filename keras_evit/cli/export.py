@@ -13,7 +13,7 @@ def _export_images(args, model):
     """(calibration images or None, verification images, where they came from), as the model takes them."""
     import numpy as np
 
-    from keras_evit.artifacts import model_image_size
+    from keras_evit.weights.artifacts import model_image_size
     from keras_evit.demo import find_sample_dir
     from keras_evit.preprocessing import model_inputs
 
@@ -204,7 +204,7 @@ def _onnx_profiles(args, workdir):
     from keras_evit.export import to_onnx
     from keras_evit.export.runtime_profile import onnx_profile
 
-    from keras_evit.artifacts import weights_arg
+    from keras_evit.weights.artifacts import weights_arg
 
     raw = {}
     for variant in _variants(args):
@@ -229,7 +229,7 @@ def _tflite_profiles(args, workdir):
     import keras_evit as ke
     from keras_evit.export import to_tflite
 
-    from keras_evit.artifacts import weights_arg
+    from keras_evit.weights.artifacts import weights_arg
 
     paths = {}
     for variant in _variants(args):

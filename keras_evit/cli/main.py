@@ -18,7 +18,7 @@ def cmd_predict(args):
     import numpy as np
 
     import keras_evit as ke
-    from keras_evit.artifacts import model_image_size
+    from keras_evit.weights.artifacts import model_image_size
     from keras_evit.preprocessing import model_inputs
 
     model, class_names = ke.load_classifier(args.weights, args.model, args.image_size, labels=args.labels)

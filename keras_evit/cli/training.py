@@ -45,7 +45,7 @@ def cmd_train(args):
 
 
 def cmd_finetune(args):
-    from keras_evit.artifacts import weights_arg
+    from keras_evit.weights.artifacts import weights_arg
 
     return _run(args, "finetune", weights=weights_arg(args.weights),
                 freeze=args.freeze_backbone)

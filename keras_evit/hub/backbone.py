@@ -3,7 +3,7 @@
 import keras
 import keras_hub
 
-from ..architecture import build_stages, resolve_input_shape
+from ..models.architecture import build_stages, resolve_input_shape
 from ..configs import DEFAULT_SIZE
 from .presets import PresetsProperty, resolve_preset
 

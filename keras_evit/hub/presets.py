@@ -57,7 +57,7 @@ def _intact(folder):
 def _write_preset(name, folder):
     import keras
 
-    from ..pretrained import load_weights
+    from ..weights.pretrained import load_weights
 
     # the classes, by their registered names: they import this module for from_preset
     cls = {n: keras.saving.get_registered_object(f"keras_evit>{n}") for n in

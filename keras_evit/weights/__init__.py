@@ -1,6 +1,6 @@
-"""Weights as data: checkpoint readers, the weight-name map, layout conversion, the download cache.
-
-Nothing here builds a model; ``keras_evit.pretrained`` puts these pieces together.
+"""Weights: checkpoint readers, the weight-name map, layout conversion and the download cache (weights as
+data, no model built), ``pretrained`` (weights into a model) and ``artifacts`` (what ``--weights`` names:
+checkpoint, ``.keras`` file or run folder -> model and class names).
 """
 
 from .checkpoint import CheckpointError, read_checkpoint

@@ -2,7 +2,7 @@
 
 Every file is written under a temporary name in the cache directory and renamed only when complete
 and verified, so an interrupted or failed download never leaves a file that a later run would trust.
-Converting a download into Keras weights is ``keras_evit.pretrained``'s job.
+Converting a download into Keras weights is ``keras_evit.weights.pretrained``'s job.
 """
 
 import hashlib

@@ -1,7 +1,7 @@
 """Pretrained weights into a model: the one place that builds reference models, assigns and caches.
 
-Sits above ``architecture`` (graphs) and ``weights`` (reading, name mapping, downloads), so neither
-imports the other. See docs/ARCHITECTURE.md ("Data flow").
+Puts the rest of ``weights`` (reading, name mapping, downloads) together with ``models.architecture``
+(graphs), which it imports only when it builds one. See docs/ARCHITECTURE.md ("Data flow").
 """
 
 import os
@@ -9,19 +9,20 @@ import warnings
 
 import numpy as np
 
-from .architecture import build_architecture
-from .configs import VARIANTS
-from .utils import atomic_output
-from .weights import CheckpointError, assign_state_dict, guess_keras_weights_variant, read_checkpoint
-from .weights.keras_h5 import check_declared_sizes, keras_weights_layout
-from .weights import state_dict_from_model
-from .weights.keymap import normalize_keys
-from .weights.download import (HOME_ENV, cache_dir, cached_weights_path, check_release_file, download,
-                               hash_matches, remove_stale_temporaries, weights_url, write_hash)
+from ..configs import VARIANTS
+from ..utils import atomic_output
+from .checkpoint import CheckpointError, read_checkpoint
+from .convert import assign_state_dict, state_dict_from_model
+from .download import (HOME_ENV, cache_dir, cached_weights_path, check_release_file, download, hash_matches,
+                       remove_stale_temporaries, weights_url, write_hash)
+from .keras_h5 import check_declared_sizes, guess_keras_weights_variant, keras_weights_layout
+from .keymap import normalize_keys
 
 
 def _reference(variant):
     """The full 224 px, 1000-class model the released and cached weights belong to."""
+    from ..models.architecture import build_architecture
+
     return build_architecture(variant, classifier_activation=None, include_preprocessing=False)
 
 
@@ -42,6 +43,8 @@ def _keras_weights_state(path, variant):
     if layout is None:
         raise ValueError("its attention-bias tables match no square input size of this variant")
     classes, size = layout
+    from ..models.architecture import build_architecture
+
     reference = build_architecture(variant, include_top=classes is not None, classes=classes or 1000,
                                    input_shape=(size, size, 3), classifier_activation=None,
                                    include_preprocessing=False)

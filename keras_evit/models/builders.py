@@ -6,8 +6,8 @@ import re
 import keras
 
 from .architecture import build_architecture
-from .configs import get_variant
-from .pretrained import load_weights
+from ..configs import get_variant
+from ..weights.pretrained import load_weights
 
 
 def build_model(variant, include_top=True, weights="imagenet", input_tensor=None, input_shape=None,

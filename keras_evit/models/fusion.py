@@ -4,9 +4,9 @@ and on any Keras model that calls one as a layer."""
 
 import keras
 
-from .compat import call_input, own_variables, sublayers
-from .layers import ConvBN, NormLinear, PatchEmbedding
-from .preprocessing import is_normalization
+from ..compat import call_input, own_variables, sublayers
+from ..layers import ConvBN, NormLinear, PatchEmbedding
+from ..preprocessing import is_normalization
 
 
 def _clone_nested(model, clone_layer):

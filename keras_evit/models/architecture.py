@@ -1,14 +1,14 @@
 """The EfficientViT-M graph for a variant config: stem, three stages of sandwich blocks, head.
 
-Pure architecture (no weights); ``keras_evit.models`` adds pretrained weights on top.
+Pure architecture (no weights); ``builders`` adds pretrained weights on top.
 See docs/ARCHITECTURE.md for the paper's boxes and the layers that implement them.
 """
 
 import keras
 
-from .configs import DEFAULT_SIZE, KEY_DIM, MIN_SIZE, WINDOW_SIZE, get_variant
-from .layers import EfficientViTBlock, NormLinear, PatchEmbedding, SubsampleBlock
-from .preprocessing import MAX_IMAGE_SIZE, preprocessing_layer
+from ..configs import DEFAULT_SIZE, KEY_DIM, MIN_SIZE, WINDOW_SIZE, get_variant
+from ..layers import EfficientViTBlock, NormLinear, PatchEmbedding, SubsampleBlock
+from ..preprocessing import MAX_IMAGE_SIZE, preprocessing_layer
 
 
 def resolve_input_shape(input_shape, input_tensor, weights):

@@ -93,7 +93,7 @@ def read_labels_file(path, num_classes):
 def class_names_for(model, model_path=None):
     """Classes of ``model``: ``classes.json`` beside its ``.keras`` file, ImageNet for 1000 outputs,
     else ``class_0``, ``class_1``, ..."""
-    from .preprocessing import imagenet_class_names
+    from ..preprocessing import imagenet_class_names
 
     units = int(model.outputs[0].shape[-1])
     if model_path:
@@ -126,11 +126,11 @@ def load_keras_file(path):
     """A whole model saved by Keras (``model.keras``), with a clear error for a bad file."""
     import keras
 
-    from . import layers, optimizers  # noqa: F401  (registers every class a keras_evit .keras names)
+    from .. import layers, optimizers  # noqa: F401  (registers every class a keras_evit .keras names)
 
     if _names_hub_classes(path):
         try:
-            from . import hub  # noqa: F401  (registers the keras-hub backbone and classifier)
+            from .. import hub  # noqa: F401  (registers the keras-hub backbone and classifier)
         except ImportError as exc:
             raise ValueError(f"{path} is a keras-hub EfficientViT model: {exc}") from None
     try:
@@ -145,7 +145,7 @@ def load_keras_file(path):
 def check_loaded_model(model, path):
     """Refuses a loaded model whose weights are NaN/Inf, or whose input is outside the sizes we support."""
     from .pretrained import check_finite
-    from .preprocessing import check_image_size
+    from ..preprocessing import check_image_size
 
     check_finite(model, path)
     for side in model.inputs[0].shape[1:3]:
@@ -249,8 +249,8 @@ def load_classifier(weights="imagenet", variant="m2", image_size=None, classifie
 
 
 def _load_classifier(weights, variant, image_size, classifier_activation):
-    from .models import build_model
-    from .preprocessing import check_image_size
+    from ..models.builders import build_model
+    from ..preprocessing import check_image_size
 
     weights = weights_arg(weights)
     model_path = model_file(weights)
