@@ -1,12 +1,15 @@
 """Keras -> TFLite (LiteRT) with builtin ops only: fp32, fp16, dynamic-range int8, full int8, and
 int8 with float attention (``int8-mixed``)."""
 
+import collections
 import contextlib
 import functools
+import hashlib
 import io
 import os
 import re
 import tempfile
+import weakref
 
 import numpy as np
 
@@ -63,36 +66,46 @@ def with_pixel_extremes(images, batch_size):
                            np.asarray(images, np.float32)])
 
 
-def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1, int8_io=False,
-                   float_ops=FLOAT_OPS):
-    """TFLite flatbuffer bytes. ``calibration_images``: preprocessed float images for ``int8``;
-    ``float_ops``: the op types ``int8-mixed`` keeps in float."""
-    import tensorflow as tf
-
+def _checked_calibration(quantize, calibration_images, batch_size, int8_io):
+    """The calibration images a conversion takes, after checking the mode's arguments."""
     check_quantize(quantize)
     check_calibration(quantize, calibration_images, batch_size)
     if int8_io and quantize != "int8":
         raise ValueError(f"--int8-io needs --quantize int8 ({quantize} keeps float input/output)")
     if int8_io:  # integer input is raw pixel bytes: pin its range to 0..255 so scale 1, zero point 0
-        calibration_images = with_pixel_extremes(calibration_images, batch_size)
+        return with_pixel_extremes(calibration_images, batch_size)
+    return calibration_images
+
+
+def convert_tflite(model, quantize="none", calibration_images=None, batch_size=1, int8_io=False,
+                   float_ops=FLOAT_OPS):
+    """TFLite flatbuffer bytes. ``calibration_images``: preprocessed float images for ``int8``;
+    ``float_ops``: the op types ``int8-mixed`` keeps in float."""
+    calibration_images = _checked_calibration(quantize, calibration_images, batch_size, int8_io)
     with tempfile.TemporaryDirectory() as saved:
         _saved_model(model, batch_size, saved)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if quantize != "none":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "fp16":
-            converter.target_spec.supported_types = [tf.float16]
-        if quantize in CALIBRATED_MODES:
-            converter.representative_dataset = _representative(calibration_images, batch_size)
-        if quantize == "int8":
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if int8_io:  # uint8, not int8: the integer type MediaPipe and most app code accept
-                converter.inference_input_type = tf.uint8
-                converter.inference_output_type = tf.uint8
-        if quantize == "int8-mixed":
-            return _mixed_int8(converter, calibration_images, batch_size, float_ops)
-        return converter.convert()
+        return _convert_saved_model(saved, quantize, calibration_images, batch_size, int8_io, float_ops)
+
+
+def _convert_saved_model(saved, quantize, calibration_images, batch_size, int8_io, float_ops=FLOAT_OPS):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize in CALIBRATED_MODES:
+        converter.representative_dataset = _representative(calibration_images, batch_size)
+    if quantize == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:  # uint8, not int8: the integer type MediaPipe and most app code accept
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8
+    if quantize == "int8-mixed":
+        return _mixed_int8(converter, calibration_images, batch_size, float_ops)
+    return converter.convert()
 
 
 def _mixed_int8(converter, calibration_images, batch_size, float_ops):
@@ -168,9 +181,42 @@ def gpu_compatibility(tflite_path):
     return compatible, "\n".join(issues) if issues else ("compatible" if compatible else report[-2000:])
 
 
+SAVED_MODELS_KEPT = 4  # a model and its twin at two batch sizes: what one bench run exports in turn
+_saved_models = collections.OrderedDict()  # (id(model), fuse, batch) -> (weakref, weights digest, temp dir)
+
+
+def _weights_digest(model):
+    digest = hashlib.blake2b(digest_size=16)
+    for weight in model.weights:
+        value = np.ascontiguousarray(weight.numpy())
+        digest.update(f"{weight.path}{value.dtype}{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def deployed_saved_model(model, batch_size, fuse=True):
+    """Directory of the SavedModel of ``deploy_model(model, fuse)`` at ``batch_size``. The last few stay
+    on disk for as long as the model lives and its weights are unchanged, so exporting one model in
+    several modes (as ``bench`` does) folds, traces and saves it once; any change to the weights makes a
+    new one."""
+    key, digest = (id(model), bool(fuse), batch_size), _weights_digest(model)
+    found = _saved_models.get(key)
+    if found is not None and found[0]() is model and found[1] == digest:
+        _saved_models.move_to_end(key)
+        return found[2].name
+    directory = tempfile.TemporaryDirectory(prefix="keras_evit_savedmodel_")
+    _saved_model(deploy_model(model, fuse), batch_size, directory.name)
+    _saved_models[key] = (weakref.ref(model), digest, directory)
+    while len(_saved_models) > SAVED_MODELS_KEPT:
+        _saved_models.popitem(last=False)[1][2].cleanup()
+    return directory.name
+
+
 def to_tflite(model, output, quantize="none", calibration_images=None, batch_size=1, int8_io=False, fuse=True):
     """Writes a builtin-ops-only .tflite (atomically) and returns its path."""
-    data = convert_tflite(deploy_model(model, fuse), quantize, calibration_images, batch_size, int8_io)
+    calibration_images = _checked_calibration(quantize, calibration_images, batch_size, int8_io)
+    data = _convert_saved_model(deployed_saved_model(model, batch_size, fuse), quantize, calibration_images,
+                                batch_size, int8_io)
     with atomic_output(output) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)

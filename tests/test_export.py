@@ -57,6 +57,30 @@ def test_int8_io_and_fixed_batch(m0, images, tmp_path):
     assert report["verification"]["cosine_mean"] > 0.9
 
 
+def test_one_saved_model_serves_every_mode_until_the_weights_change(tmp_path, monkeypatch):
+    """Exporting one model in several modes folds, traces and saves it once; changed weights make a new
+    SavedModel, and the file then computes with the new weights."""
+    import keras_evit.export.tflite as tflite
+    from keras_evit.export.runners import TFLiteRunner
+
+    model = randomize(ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classifier_activation=None))
+    saves = []
+    real = tflite._saved_model
+    monkeypatch.setattr(tflite, "_saved_model", lambda *a: saves.append(a[1]) or real(*a))
+    x = np.random.RandomState(0).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    first = tflite.to_tflite(model, str(tmp_path / "a.tflite"))
+    tflite.to_tflite(model, str(tmp_path / "b.tflite"), "fp16")
+    assert saves == [1]
+    tflite.to_tflite(model, str(tmp_path / "c.tflite"), batch_size=2)
+    assert saves == [1, 2]
+    head = model.get_layer("head").linear
+    head.bias.assign(head.bias.numpy() + 1.0)
+    changed = tflite.to_tflite(model, str(tmp_path / "d.tflite"))
+    assert saves == [1, 2, 1]
+    np.testing.assert_allclose(TFLiteRunner(changed)(x), TFLiteRunner(first)(x) + 1.0, atol=1e-4)
+    np.testing.assert_allclose(TFLiteRunner(changed)(x), model.predict(x, verbose=0), atol=1e-4)
+
+
 def _op_input_types(path):
     from ai_edge_litert.interpreter import Interpreter
 
