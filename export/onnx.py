@@ -56,8 +56,8 @@ def channels_first_input_ops(proto):
     """Moves per-channel Mul/Add nodes between the NHWC input and its transpose to channels-first behind the
     transpose, in place; returns how many moved.
 
-    ONNX Runtime broadcasts a 3-value constant over NHWC pixels three values at a time, ten times slower
-    than over a channels-first plane. Graphs of any other shape are left as they are."""
+    ONNX Runtime broadcasts a 3-value constant over NHWC pixels three values at a time, far slower than
+    over a channels-first plane. Graphs of any other shape are left as they are."""
     from onnx import numpy_helper
 
     graph = proto.graph
@@ -73,8 +73,9 @@ def channels_first_input_ops(proto):
         node = consumers[tensor][0]
         if node.op_type not in ("Mul", "Add") or node.input[0] != tensor or node.input[1] not in constants:
             break
-        if constants[node.input[1]].size not in (1, channels):
-            return 0
+        value = constants[node.input[1]]
+        if value.size != 1 and (value.size != channels or value.shape[-1] != channels):
+            return 0  # not one value per channel
         chain.append(node)
         tensor = node.output[0]
     ends = consumers.get(tensor, [])
@@ -85,7 +86,7 @@ def channels_first_input_ops(proto):
     if perm != [CHANNELS_FIRST]:
         return 0
     # input -> Transpose -> the chain, each constant reshaped to (1, C, 1, 1) -> the transpose's consumers
-    out = transpose.output[0]
+    out, old_constants = transpose.output[0], {node.input[1] for node in chain}
     transpose.input[0], transpose.output[0] = graph.input[0].name, out + "/raw_nchw"
     previous = transpose.output[0]
     for i, node in enumerate(chain):
@@ -103,13 +104,14 @@ def channels_first_input_ops(proto):
     rest = [node for node in graph.node if all(node is not m for m in moved)]
     del graph.node[:]
     graph.node.extend(moved + rest)
-    _drop_unused_initializers(graph)
+    _drop_unused_initializers(graph, old_constants)
     return len(chain)
 
 
-def _drop_unused_initializers(graph):
+def _drop_unused_initializers(graph, names):
+    """Removes the initializers among ``names`` that no node reads any more."""
     used = {name for node in graph.node for name in node.input}
-    keep = [init for init in graph.initializer if init.name in used]
+    keep = [init for init in graph.initializer if init.name in used or init.name not in names]
     del graph.initializer[:]
     graph.initializer.extend(keep)
 
