@@ -3,7 +3,9 @@
 LiteRT's Python interpreter has no op profiler and ``benchmark_model`` is not on PyPI, but XNNPACK's
 kernels are named for what they compute (``xnn_qs8_qc8w_igemm_...`` is an int8 3x3 convolution), so a
 sampling profile of an invoke loop says what bounds a file: which kernels a change could speed up, and
-how much time is left to win. Shares are of all samples of the process, start-up included (its own row).
+how much time is left to win. Only the invoke loop is sampled: perf starts with its events off and the
+loop turns them on and off through perf's control FIFO, so the interpreter's start-up and the file's
+load are not in the shares, however short the loop.
 
     python -m keras_evit.export.kernel_profile FILE.tflite [FILE ...] [--iterations 2000]
         [--json profile.json] [--plot profile.png]
@@ -37,7 +39,7 @@ KERNEL_GROUPS = (
      ("slice", "copy", "memmove", "memcpy", "memset", "transpose", "concat")),
     ("runtime dispatch and other LiteRT", ("litert",), ("",)),
 )
-OUTSIDE = "outside LiteRT (Python, start-up, other threads)"
+OUTSIDE = "outside LiteRT (Python, libc, other threads)"
 _LINE = re.compile(r"\s*[\d.]+%\s+(\d+)\s+(\S+)\s+\[.\]\s+(\S+)")
 
 
@@ -67,19 +69,29 @@ def parse_report(text):
 
 
 # What is sampled, in a fresh process that imports nothing else: load the file, set one fixed input,
-# invoke it ITERATIONS times.
+# invoke it once (XNNPACK packs weights on the first run), then ITERATIONS times with perf's events on.
+# NumPy's BLAS is kept to one thread: its idle workers spin, and would be sampled as "outside LiteRT".
 INVOKE_LOOP = """
 import sys
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
-path, iterations, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, iterations, threads, control, ack = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 interpreter = Interpreter(model_path=path, num_threads=threads)
 interpreter.allocate_tensors()
 spec = interpreter.get_input_details()[0]
 x = np.random.RandomState(0).uniform(0, 255, spec["shape"])
 interpreter.set_tensor(spec["index"], x.astype(spec["dtype"]))
-for _ in range(iterations):
-    interpreter.invoke()
+interpreter.invoke()
+with open(control, "w") as ctl, open(ack, "r") as acks:
+    def tell(command):
+        ctl.write(command + "\\n")
+        ctl.flush()
+        if acks.readline().strip("\\x00\\n") != "ack":  # perf ends each ack with a NUL
+            raise SystemExit("perf did not acknowledge " + command)
+    tell("enable")
+    for _ in range(iterations):
+        interpreter.invoke()
+    tell("disable")
 """
 
 
@@ -91,10 +103,13 @@ def profile(path, iterations=2000, threads=1, frequency=4000):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such .tflite file: {path}")
     with tempfile.TemporaryDirectory(prefix="keras_evit_perf_") as tmp:
-        data = os.path.join(tmp, "perf.data")
-        loop = [sys.executable, "-c", INVOKE_LOOP, os.fspath(path), str(iterations), str(threads)]
-        run = subprocess.run([perf, "record", "-q", "-F", str(frequency), "-o", data, "--", *loop],
-                             capture_output=True, text=True)
+        data, control, ack = (os.path.join(tmp, name) for name in ("perf.data", "control", "ack"))
+        os.mkfifo(control)
+        os.mkfifo(ack)
+        loop = [sys.executable, "-c", INVOKE_LOOP, os.fspath(path), str(iterations), str(threads), control, ack]
+        run = subprocess.run([perf, "record", "-q", "-F", str(frequency), "-o", data, "--delay=-1",
+                              f"--control=fifo:{control},{ack}", "--", *loop], capture_output=True, text=True,
+                             env=dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"))
         if run.returncode != 0:
             raise RuntimeError(f"perf record failed ({run.returncode}): {run.stderr.strip()[-600:]}\n"
                                "sampling needs /proc/sys/kernel/perf_event_paranoid <= 2")
