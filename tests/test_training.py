@@ -77,6 +77,45 @@ def test_distillation_losses():
     assert losses["hard"] == pytest.approx(ce, rel=1e-4)
 
 
+def _fit_creating(model, x, y):
+    """Names of the variables ``fit`` creates while it runs (inside its first traced step)."""
+    import tensorflow as tf
+
+    made = []
+
+    def record(next_creator, **kwargs):
+        made.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(record):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    return made
+
+
+def test_state_built_before_fit_leaves_nothing_to_create_in_the_traced_step():
+    """Outside a strategy, Keras creates optimizer and metric variables inside the first traced step, and
+    TensorFlow then traces it twice; build_state creates them first, and training is unchanged."""
+    from keras_evit.training.classifier import accuracy_metrics
+    from keras_evit.training.loop import build_state
+
+    x = np.random.RandomState(0).randn(8, 5).astype("float32")
+    y = keras.ops.one_hot(np.arange(8) % 7, 7)
+    models = []
+    for _ in range(2):
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(7)])
+        if models:
+            model.set_weights(models[0].get_weights())
+        model.compile(keras.optimizers.AdamW(1e-2), keras.losses.CategoricalCrossentropy(from_logits=True),
+                      metrics=accuracy_metrics(7))
+        models.append(model)
+    plain, built = models
+    build_state(built, np.zeros((1, 7), "float32"), np.zeros((1, 7), "float32"))
+    assert _fit_creating(built, x, y) == []
+    assert len(_fit_creating(plain, x, y)) >= 4  # two Adam moments per weight, the metrics' totals and counts
+    for a, b in zip(plain.get_weights(), built.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
 @pytest.mark.slow  # the journey test covers finetune -> evaluate in the default suite
 def test_finetune_hymenoptera_then_evaluate(tmp_path, capsys):
     if not os.path.isdir(HYMENOPTERA):
@@ -100,7 +139,7 @@ def test_finetune_hymenoptera_then_evaluate(tmp_path, capsys):
 
 def _train_cmd(run, extra=()):
     return [sys.executable, "-m", "keras_evit.cli", "train", *TINY, "--data", "digits", "--recipe", "digits",
-            "--epochs", "2", "--batch-size", "32", "--steps-per-epoch", "30", "--strategy", "default",
+            "--epochs", "2", "--batch-size", "32", "--steps-per-epoch", "10", "--strategy", "default",
             "--output", run, *extra]
 
 
@@ -119,7 +158,7 @@ def test_resume_after_kill_mid_epoch(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert state is not None and state["epoch"] == 0 and 2 <= state["step"] < 30, state
+    assert state is not None and state["epoch"] == 0 and 2 <= state["step"] < 10, state
     saved = json.load(open(state_path))  # the last complete checkpoint at kill time
     assert not [f for f in os.listdir(os.path.dirname(state_path)) if ".tmp" in f]
 
@@ -128,7 +167,7 @@ def test_resume_after_kill_mid_epoch(tmp_path):
     assert (f"resuming from {saved['weights']}: epoch 1, step {saved['step']} "
             f"(global step {saved['global_step']})") in done.stdout
     final = json.load(open(state_path))
-    assert (final["epoch"], final["step"], final["global_step"]) == (2, 0, 60)  # no step lost or repeated
+    assert (final["epoch"], final["step"], final["global_step"]) == (2, 0, 20)  # no step lost or repeated
     import h5py
 
     import keras_evit  # noqa: F401
@@ -136,7 +175,7 @@ def test_resume_after_kill_mid_epoch(tmp_path):
     with h5py.File(os.path.join(run, "checkpoints", final["weights"]), "r") as f:
         assert "optimizer" in f  # checkpoints carry the optimizer state, not only the model
         # the optimizer's step counter (its first variable), on which the lr schedule runs: no step lost
-        assert int(f["optimizer/vars/0"][()]) == 60
+        assert int(f["optimizer/vars/0"][()]) == 20
     model = keras.models.load_model(os.path.join(run, "model.keras"))  # an inference model: no optimizer
     assert model.output.shape[-1] == 10 and getattr(model, "optimizer", None) is None
 

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from .loop import build_state
+
 RUNTIMES = ("keras", "keras-xla", "timm", "timm-compile")
 LR, WEIGHT_DECAY = 1e-3, 0.05  # AdamW, cross-entropy: the same for every runtime
 
@@ -28,6 +30,7 @@ def keras_training_setup(variant, batch, size, jit):
     model = ke.build_model(variant, weights=None, input_shape=(size, size, 3), classifier_activation=None)
     model.compile(keras.optimizers.AdamW(LR, weight_decay=WEIGHT_DECAY),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    build_state(model, np.zeros((1,), "int32"), np.zeros((1, 1000), "float32"))  # as training runs do
     rng = np.random.RandomState(0)
     x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
     y = tf.constant(rng.randint(0, 1000, batch).astype("int32"))

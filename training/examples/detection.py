@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 
+from keras_evit.training.loop import build_state
+
 SIZE = 128  # small images: P4..P6 are 8, 4 and 2 px maps, FPN P7 1 px
 CLASSES = ("square", "disc")
 
@@ -99,6 +101,7 @@ def detect(args, normalize):
                                                         bounding_box_format="yxyx")
     detector.compile(optimizer=keras.optimizers.Adam(1e-3))
     x, y = ten_steps(normalize(images), {"boxes": boxes, "labels": labels})
+    detector.optimizer.build(detector.trainable_variables)  # before fit: TensorFlow traces the step once
     losses = []
     for start in range(0, args.steps, 10):
         history = detector.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=10, verbose=0)
@@ -139,6 +142,7 @@ def segment(args, normalize):
     segmenter.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(
         from_logits=True), metrics=["accuracy"])
     x, y = ten_steps(normalize(images), masks)
+    build_state(segmenter, y[:1], np.zeros((1, *segmenter.outputs[0].shape[1:]), "float32"))  # traced once
     losses = []
     for start in range(0, args.steps, 10):
         history = segmenter.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=10, verbose=0)
