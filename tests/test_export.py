@@ -69,9 +69,9 @@ def test_one_saved_model_serves_every_mode_until_the_weights_change(tmp_path, mo
     monkeypatch.setattr(tflite, "_saved_model", lambda *a: saves.append(a[1]) or real(*a))
     x = np.random.RandomState(0).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
     first = tflite.to_tflite(model, str(tmp_path / "a.tflite"))
-    assert tflite.deployed_saved_model(model, 1) == tflite.deployed_saved_model(model, 1)  # what fp16, int8... use
+    tflite.to_tflite(model, str(tmp_path / "b.tflite"), "fp16")
     assert saves == [1]
-    tflite.deployed_saved_model(model, 2)
+    tflite.to_tflite(model, str(tmp_path / "c.tflite"), batch_size=2)
     assert saves == [1, 2]
     head = model.get_layer("head").linear
     head.bias.assign(head.bias.numpy() + 1.0)
