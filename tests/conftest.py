@@ -14,6 +14,12 @@ IMAGENET_SAMPLE = os.path.join(SHARED, "imagenet-sample")
 HYMENOPTERA = os.path.join(SHARED, "hymenoptera")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end cases first: with two workers the run then ends on short tests, not on one
+    worker finishing a multi-minute case while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def missing(what):
     """Skips a test whose data or tool is absent; fails it where the full suite is required (``make test``
     sets KERAS_EVIT_REQUIRE_REFERENCE=1), so CI never passes by skipping."""

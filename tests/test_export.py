@@ -1,5 +1,6 @@
 """TFLite (every quantization) and ONNX export: builtin ops only, verified parity, clean failures."""
 
+import functools
 import os
 
 import numpy as np
@@ -204,12 +205,19 @@ def test_cli_export_prints_verdict(tmp_path, capsys, sample_dir):
     assert sorted(os.listdir(tmp_path)) == ["m0.tflite", "r.json"]
 
 
+@functools.lru_cache(maxsize=1)
+def _randomized(variant):
+    """One model per variant for all its modes, so they share its SavedModel (traced and saved once)."""
+    return randomize(ke.build_model(variant, weights=None, classifier_activation=None))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["m1", "m2", "m3", "m4", "m5"])
 @pytest.mark.parametrize("fmt,quantize", [("tflite", "none"), ("tflite", "fp16"), ("tflite", "dynamic"),
                                           ("tflite", "int8"), ("tflite", "int8-mixed"), ("onnx", "none")])
+@pytest.mark.parametrize("variant", [pytest.param(v, marks=pytest.mark.xdist_group(f"variant_{v}"))
+                                     for v in ("m1", "m2", "m3", "m4", "m5")])
 def test_all_variants_export(variant, fmt, quantize, images, tmp_path):
-    model = randomize(ke.build_model(variant, weights=None, classifier_activation=None))
+    model = _randomized(variant)
     report = export_model(model, str(tmp_path / f"m.{fmt}"), fmt, quantize, calibration_images=images,
                           verify_images=images)
     v = report["verification"]
