@@ -25,7 +25,7 @@ install-arm64:
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static debootstrap)
 	$(PY) -m keras_evit.export.phones.arm64 setup
 
-# Linux perf, which samples where an exported file's time goes by XNNPACK kernel (keras_evit.export.kernel_profile)
+# Linux perf, which samples where an exported file's time goes by XNNPACK kernel (keras_evit.benchmarks.kernel_profile)
 install-perf:
 	command -v perf >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf)
 

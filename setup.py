@@ -14,9 +14,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGE_DIR = {
     "keras_evit": "keras_evit",
     "keras_evit.layers": "keras_evit/layers",
+    "keras_evit.models": "keras_evit/models",
     "keras_evit.weights": "keras_evit/weights",
     "keras_evit.hub": "keras_evit/hub",
     "keras_evit.cli": "keras_evit/cli",
+    "keras_evit.benchmarks": "keras_evit/benchmarks",
     "keras_evit.export": "export",
     "keras_evit.export.phones": "export/phones",
     "keras_evit.training": "training",

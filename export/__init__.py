@@ -52,6 +52,13 @@ def export_model(model, output, fmt="tflite", quantize="none", calibration_image
         return _export_coreml(model, output, quantize, batch_size, metadata)
     report = {"output": os.fspath(output), "format": fmt, "quantize": quantize, "batch_size": batch_size,
               "metadata": metadata is not None}
+    expected = None
+    if verify_images is not None:  # the model's outputs first: one that overflows fails before any conversion
+        from keras_evit.models.fusion import float32_copy
+
+        x = np.asarray(verify_images, np.float32)  # checked as the file computes: in float32
+        expected = float32_copy(model).predict(x, batch_size=16, verbose=0)
+        _check_finite(output, "the model", expected)
     with atomic_output(output) as tmp:
         if fmt == "tflite":
             to_tflite(model, tmp, quantize, calibration_images, batch_size, int8_io)
@@ -69,21 +76,21 @@ def export_model(model, output, fmt="tflite", quantize="none", calibration_image
                     metadata_props=onnx_metadata(metadata) if metadata is not None else None)
             report["opset"] = opset
             runner = ONNXRunner(tmp)
-        if verify_images is not None:
-            from keras_evit.models.fusion import float32_copy
-
-            x = np.asarray(verify_images, np.float32)  # checked as the file computes: in float32
-            expected, outputs = float32_copy(model).predict(x, batch_size=16, verbose=0), runner(x)
-            for what, values in (("the model", expected), ("the exported model", outputs)):
-                if not np.isfinite(values).all():
-                    raise ExportError(f"{output}: {what} outputs NaN/Inf on its verification images (non-finite "
-                                      "or overflowing weights): file not written")
+        if expected is not None:
+            outputs = runner(x)
+            _check_finite(output, "the exported model", outputs)
             result = compare(expected, outputs, quantize)
             report["verification"] = result
             if result["passed"] is False:
                 raise ExportError(f"{output}: verification failed, file not written. {describe(result)}")
         report["bytes"] = os.path.getsize(tmp)
     return report
+
+
+def _check_finite(output, what, values):
+    if not np.isfinite(values).all():
+        raise ExportError(f"{output}: {what} outputs NaN/Inf on its verification images (non-finite or "
+                          "overflowing weights): file not written")
 
 
 def _export_coreml(model, output, quantize, batch_size, metadata=None):

@@ -28,3 +28,17 @@ def load_folder(folder, image_size, limit=None):
     if not images:
         raise ValueError(f"no readable images in {folder}")
     return np.stack(images).astype(np.float32), skipped
+
+
+def split_images(source, split, size, limit=None):
+    """(RGB 0..255 float32 crops, labels) of a training-data split, via the one eval transform."""
+    from keras_evit.preprocessing import center_crop, load_image
+
+    records, labels = source.splits[split]
+    if limit:
+        records, labels = records[:limit], labels[:limit]
+    if records.dtype.kind in "SU":
+        crops = [load_image(str(r), size) for r in records]
+    else:
+        crops = [center_crop(r, size) for r in records]
+    return np.stack(crops).astype(np.float32), np.asarray(labels)

@@ -84,7 +84,7 @@ def xla_on_cpu():
     """Whether the ops being built now will run through XLA's CPU backend: always on JAX-on-CPU, and
     inside a TensorFlow ``jit_compile=True`` function (TensorFlow marks its trace with an XLA control-flow
     context; there is no public query) when no GPU is visible. XLA's CPU backend has no tuned depthwise
-    kernel (``python -m keras_evit.training.depthwise_probe``), so callers pick a formulation it fuses."""
+    kernel (``python -m keras_evit.benchmarks.depthwise_probe``), so callers pick a formulation it fuses."""
     import keras
 
     backend = keras.config.backend()

@@ -9,7 +9,7 @@ from keras import ops
 import keras_evit as ke
 from keras_evit.analysis import attention_blocks, head_similarity, stitch_windows
 
-from conftest import raw_images, randomize, require
+from conftest import outputs, raw_images, randomize, require
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +19,9 @@ def model():
 
 def test_maps_do_not_change_outputs_and_have_the_window_layout(model):
     x = raw_images(2, 128)
-    before = model.predict(x, verbose=0)
+    before = outputs(model, x)
     maps = ke.attention_maps(model, x)
-    after = model.predict(x, verbose=0)
+    after = outputs(model, x)
     np.testing.assert_array_equal(before, after)
     assert [name for name, _ in attention_blocks(model)] == list(maps)
     # stage 1 of a 128 px M0 is 8x8 -> two 7x7 windows a side (padded to 14x14); stages 2, 3: one window
@@ -97,7 +97,7 @@ def test_analyze_heads_cli(tmp_path, sample_dir, capsys):
 def test_runtime_groups_sum_to_the_total(tmp_path):
     require("onnxruntime")
     from keras_evit.export import to_onnx
-    from keras_evit.export.runtime_profile import GROUP_ORDER, group_of, grouped, onnx_profile
+    from keras_evit.benchmarks.runtime_profile import GROUP_ORDER, group_of, grouped, onnx_profile
 
     model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3))
     path = to_onnx(model, str(tmp_path / "m0.onnx"), batch_size=1)
@@ -141,7 +141,7 @@ def test_runtime_without_workdir_leaves_no_temp_folder(tmp_path, capsys, monkeyp
 
 def _write_litert_profile(path, top_level, delegated=()):
     """A BenchmarkProfilingData proto as benchmark_model writes it: (node_type, avg us) per op."""
-    from keras_evit.export.runtime_profile import benchmark_profiling_data
+    from keras_evit.benchmarks.runtime_profile import benchmark_profiling_data
 
     data = benchmark_profiling_data()
     data.model_name = "m0"
@@ -161,7 +161,7 @@ def _write_litert_profile(path, top_level, delegated=()):
 def test_litert_profile_groups_sum_to_the_total(tmp_path, capsys):
     """Builtin ops count as themselves; a delegate node is replaced by the delegate's own operators."""
     from keras_evit.cli import main
-    from keras_evit.export.runtime_profile import GROUP_ORDER, grouped, tflite_profile
+    from keras_evit.benchmarks.runtime_profile import GROUP_ORDER, grouped, tflite_profile
 
     plain = _write_litert_profile(tmp_path / "cpu.profile.pb", [
         ("CONV_2D", 400), ("DEPTHWISE_CONV_2D", 100), ("RESHAPE", 30), ("TRANSPOSE", 20), ("ADD", 50),
@@ -189,7 +189,7 @@ def test_litert_profile_groups_sum_to_the_total(tmp_path, capsys):
                                            (b"\xff\xff\xff garbage", "not a BenchmarkProfilingData"),
                                            (None, "no such profile file")])
 def test_litert_profile_rejects_what_is_not_one(tmp_path, content, match):
-    from keras_evit.export.runtime_profile import tflite_profile
+    from keras_evit.benchmarks.runtime_profile import tflite_profile
 
     path = tmp_path / "bad.pb"
     if content is not None:
@@ -199,14 +199,14 @@ def test_litert_profile_rejects_what_is_not_one(tmp_path, content, match):
 
 
 def test_litert_profile_without_times_is_an_error(tmp_path):
-    from keras_evit.export.runtime_profile import tflite_profile
+    from keras_evit.benchmarks.runtime_profile import tflite_profile
 
     with pytest.raises(ValueError, match="no per-op times"):
         tflite_profile(_write_litert_profile(tmp_path / "empty.pb", []))
 
 
 def test_litert_profile_of_zeros_is_an_error(tmp_path):
-    from keras_evit.export.runtime_profile import tflite_profile
+    from keras_evit.benchmarks.runtime_profile import tflite_profile
 
     with pytest.raises(ValueError, match="every op time in the profile is zero"):
         tflite_profile(_write_litert_profile(tmp_path / "zeros.pb", [("CONV_2D", 0), ("ADD", 0)]))

@@ -84,6 +84,7 @@ def test_train_bench_unknown_runtime(capsys):
     assert "unknown training runtime" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_input_pipeline_bench_end_to_end_tiny(tmp_path, capsys):
     """Both pipelines in their own processes on real JPEGs; the table, JSON and PNG it promises."""
     from conftest import HYMENOPTERA, missing

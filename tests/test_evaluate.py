@@ -190,6 +190,7 @@ with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_FILES, data_dir=d
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,split", [("imagenet2012", "validation"), ("imagenet_v2", "test")])
 def test_evaluate_tfds_imagenet_scores_the_known_top1(ref, tmp_path, name, split):
     """``--data tfds:imagenet2012`` (validation) and ``tfds:imagenet_v2`` (test, its only split), served by

@@ -109,6 +109,7 @@ def test_mediapipe_quantized_files_load_and_agree(exported, model, crops, quanti
     assert agree >= top1 and found >= in_top5
 
 
+@pytest.mark.slow
 def test_integer_io_file_takes_uint8_in_mediapipe(mediapipe, model, crops, tmp_path):
     path = str(tmp_path / "m0_int8_io.tflite")
     info = model_info(model, ke.preprocessing.imagenet_class_names())

@@ -6,7 +6,7 @@ import pytest
 
 import keras_evit as ke
 
-from conftest import random_images, randomize
+from conftest import outputs, random_images, randomize
 
 
 @pytest.mark.parametrize("variant,shape", [("m0", (224, 224, 3)), ("m5", (160, 208, 3))])
@@ -16,9 +16,9 @@ def test_fused_matches_unfused(variant, shape):
     fused = ke.fuse_batchnorm(model)
     assert not [layer for layer in sublayers(fused) if isinstance(layer, keras.layers.BatchNormalization)]
     x = random_images(2, shape[0], shape[1])
-    expected = model.predict(x, verbose=0)
+    expected = outputs(model, x)
     assert np.abs(expected).max() > 0.1
-    np.testing.assert_allclose(fused.predict(x, verbose=0), expected, atol=1e-4)
+    np.testing.assert_allclose(outputs(fused, x), expected, atol=1e-4)
 
 
 def test_fused_parameter_count():
@@ -33,7 +33,7 @@ def test_fused_model_saves_and_loads(tmp_path):
     fused.save(path)
     loaded = keras.models.load_model(path)
     x = random_images(1, 224)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), fused.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(outputs(loaded, x), outputs(fused, x), atol=1e-6)
 
 
 @pytest.mark.parametrize("variant,shape", [("m0", (224, 224, 3)), ("m2", (131, 97, 3))])
@@ -48,9 +48,9 @@ def test_folded_normalization_matches(variant, shape):
     stem = folded.get_layer("patch_embed")
     assert stem.input_scale is not None and np.abs(stem.border_bias.numpy()).max() > 0
     x = raw_images(2, shape[0], shape[1])
-    expected = model.predict(x, verbose=0)
+    expected = outputs(model, x)
     assert np.abs(expected).max() > 0.1
-    np.testing.assert_allclose(folded.predict(x, verbose=0), expected, atol=1e-4)
+    np.testing.assert_allclose(outputs(folded, x), expected, atol=1e-4)
 
 
 def test_fold_leaves_normalized_input_models_alone():
@@ -75,17 +75,17 @@ def test_nested_backbone_fuses_folds_and_gives_features():
 
     model = _nested_classifier()
     x = raw_images(2, 96)
-    expected = model.predict(x, verbose=0)
+    expected = outputs(model, x)
     deployed = ke.fold_normalization(ke.fuse_batchnorm(model))
     assert not [layer for layer in sublayers(deployed) if isinstance(layer, keras.layers.BatchNormalization)]
-    np.testing.assert_allclose(deployed.predict(x, verbose=0), expected, atol=1e-5)
+    np.testing.assert_allclose(outputs(deployed, x), expected, atol=1e-5)
     features = ke.feature_extractor(model)
     assert [tuple(o.shape[1:3]) for o in features.outputs] == [(6, 6), (3, 3), (2, 2)]
     maps = ke.attention_maps(model, x)
     assert len(maps) == 6
     # a Dense softmax head is the model's own softmax: never doubled, and stripped exactly for logits
     assert is_softmax_output(model) and with_activation(model, "softmax") is model
-    logits = with_activation(model, None).predict(x, verbose=0)
+    logits = outputs(with_activation(model, None), x)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.softmax(logits)), expected, atol=1e-6)
 
 
@@ -111,5 +111,5 @@ def test_normalized_input_model_gets_raw_input_with_the_normalization_folded():
         deployed = ke.fold_normalization(ke.fuse_batchnorm(raw))
         assert not [layer for layer in sublayers(deployed) if isinstance(layer, keras.layers.Rescaling)
                     and layer.name == "preprocessing"]  # folded: no separate pass over the image
-        expected = model.predict(ke.normalize_images(x), verbose=0)
-        np.testing.assert_allclose(deployed.predict(x, verbose=0), expected, atol=2e-5 * np.abs(expected).max() + 1e-6)
+        expected = outputs(model, ke.normalize_images(x))
+        np.testing.assert_allclose(outputs(deployed, x), expected, atol=2e-5 * np.abs(expected).max() + 1e-6)

@@ -85,17 +85,46 @@ def test_no_import_cycles():
     assert not _cycles(graph), f"import cycles: {_cycles(graph)}"
 
 
+def _importers_of(layers, modules, forbidden):
+    """{module in ``layers``: the ``forbidden`` modules it imports}, for those that import any."""
+    found = {m: sorted(t for t in _imports(m, modules[m], modules) if t.startswith(forbidden)) for m in layers}
+    return {m: t for m, t in found.items() if t}
+
+
 def test_the_model_library_imports_neither_export_nor_training():
     """Layering: the model, weights and preprocessing never reach into export/ or training/ (TensorFlow-only);
-    only the command line (keras_evit.cli), the top layer, brings them together."""
+    only the top layers (keras_evit.benchmarks, and keras_evit.cli above it) bring them together."""
     modules = _modules()
-    core = [m for m in modules if m.split(".")[:2] not in (["keras_evit", "export"], ["keras_evit", "training"],
-                                                           ["keras_evit", "cli"])]
+    top = (["keras_evit", "export"], ["keras_evit", "training"], ["keras_evit", "cli"], ["keras_evit", "benchmarks"])
+    core = [m for m in modules if m.split(".")[:2] not in top]
     assert "keras_evit.weights.pretrained" in core and "keras_evit.cli.main" not in core
-    upward = {m: sorted(t for t in _imports(m, modules[m], modules)
-                        if t.startswith(("keras_evit.export", "keras_evit.training", "keras_evit.cli")))
-              for m in core}
-    assert not {m: t for m, t in upward.items() if t}
+    assert not _importers_of(core, modules, tuple(".".join(t) for t in top))
+
+
+def test_export_and_training_never_import_the_benchmarks_or_the_command_line():
+    modules = _modules()
+    lower = [m for m in modules if m.startswith(("keras_evit.export", "keras_evit.training"))]
+    benchmarks = [m for m in modules if m.startswith("keras_evit.benchmarks")]
+    assert "keras_evit.export.tflite" in lower and "keras_evit.benchmarks.inference" in benchmarks
+    assert not _importers_of(lower, modules, ("keras_evit.benchmarks", "keras_evit.cli"))
+    # a benchmark's own options use the command line's argument types (which import only the core), nothing
+    # else of it
+    assert not _importers_of(["keras_evit.cli.args"], modules, ("keras_evit.cli", "keras_evit.benchmarks",
+                                                                  "keras_evit.export", "keras_evit.training"))
+    found = _importers_of(benchmarks, modules, ("keras_evit.cli",))
+    assert not {m: t for m, t in found.items() if t != ["keras_evit.cli.args"]}
+
+
+def test_setup_declares_every_package_folder():
+    """setup.py lists its packages (the layout is declared, not discovered): a package folder it leaves out
+    would be missing from a wheel while an editable install still finds it."""
+    tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
+    declared = next(ast.literal_eval(node.value) for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                    and any(getattr(t, "id", None) == "PACKAGE_DIR" for t in node.targets))
+    folders = {os.path.relpath(dirpath, ROOT).replace(os.sep, "/")
+               for top in ("keras_evit", "export", "training")
+               for dirpath, _, files in os.walk(os.path.join(ROOT, top)) if "__init__.py" in files}
+    assert folders == set(declared.values())
 
 
 def test_the_checker_finds_a_cycle():

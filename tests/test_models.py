@@ -4,7 +4,7 @@ import pytest
 
 import keras_evit as ke
 
-from conftest import random_images, raw_images
+from conftest import outputs, random_images, raw_images
 
 
 def test_keras_roundtrip(tmp_path):
@@ -13,14 +13,14 @@ def test_keras_roundtrip(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     x = random_images(2, 160, 192)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(outputs(loaded, x), outputs(model, x), atol=1e-6)
     assert loaded.name == "efficientvit_m1"
 
 
 @pytest.mark.parametrize("shape", [(64, 64, 3), (97, 131, 3), (224, 160, 3)])
 def test_any_static_size_runs(shape):
     model = ke.EfficientViTM0(weights=None, input_shape=shape)
-    out = model.predict(random_images(1, shape[0], shape[1]), verbose=0)
+    out = outputs(model, random_images(1, shape[0], shape[1]))
     assert out.shape == (1, 1000)
     np.testing.assert_allclose(out.sum(), 1.0, rtol=1e-5)
 
@@ -30,7 +30,7 @@ def test_feature_extractor_strides():
     feats = ke.feature_extractor(backbone)
     shapes = [tuple(o.shape[1:]) for o in feats.outputs]
     assert shapes == [(24, 24, 128), (12, 12, 256), (6, 6, 384)]  # strides 16, 32, 64
-    outs = feats.predict(random_images(1, 384), verbose=0)
+    outs = outputs(feats, random_images(1, 384))
     assert [o.shape[1:] for o in outs] == shapes
 
 

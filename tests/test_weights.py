@@ -11,7 +11,7 @@ from keras_evit.weights import CheckpointError, read_checkpoint, state_dict_from
 from keras_evit.weights.checkpoint import _read_torch_zip
 from keras_evit.weights.keymap import official_to_timm, timm_to_official
 
-from conftest import random_images, raw_images, timm_vs_keras
+from conftest import outputs, random_images, raw_images, timm_vs_keras
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_include_top_false_skips_head_and_keeps_features(ref, m0, tmp_path):
     with torch.no_grad():
         expected = tm.forward_head(tm.forward_features(torch.from_numpy(x.transpose(0, 3, 1, 2))),
                                    pre_logits=True).numpy()
-    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-4)
+    np.testing.assert_allclose(outputs(model, x), expected, atol=1e-4)
 
 
 def test_keras_weights_into_other_resolution(m0, tmp_path):

@@ -229,9 +229,8 @@ def compare(args, log):
     from keras_evit.preprocessing import raw_input_model
     from keras_evit.utils import check_outputs
 
-    from ..bench import _export_litert, _metadata
-    from ..bench_runtimes import LITERT
-    from ..fidelity import split_images
+    from ..images import split_images
+    from ..shipped import LITERT, export_shipped, shipped_metadata
 
     check_outputs({"--json": args.json, "--plot": args.plot}, inputs=[args.weights])
     root = os.path.abspath(args.root or default_root())
@@ -263,8 +262,8 @@ def compare(args, log):
         calibration = load_folder(folder, size, args.calibration_limit)[0]
     keras_out = float32_copy(model).predict(images, batch_size=16, verbose=0)
     with tempfile.TemporaryDirectory(prefix="keras_evit_arm64_") as workdir:
-        metadata = None if args.logits else _metadata(model, class_names, log)
-        paths = {name: _export_litert(model, name, 1, calibration, workdir, metadata, log) for name in files}
+        metadata = None if args.logits else shipped_metadata(model, class_names, log)
+        paths = {name: export_shipped(model, name, 1, calibration, workdir, metadata, log) for name in files}
         inputs = os.path.join(workdir, "inputs.npy")  # written once, read by every run below
         np.save(inputs, np.asarray(images, np.float32))
         log(f"running {len(paths)} files on {len(images)} images: x86 LiteRT")

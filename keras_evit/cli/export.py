@@ -93,24 +93,24 @@ def cmd_setup_mediapipe(args):
 
 def cmd_bench(args):
     if args.input_pipeline:
-        from keras_evit.training.input_bench import main as input_bench_main
+        from keras_evit.benchmarks.input_pipeline import main as input_bench_main
 
         return input_bench_main(args)
     if args.train and args.memory:
-        from keras_evit.training.memory_bench import main as train_memory_main
+        from keras_evit.benchmarks.training_memory import main as train_memory_main
 
         return train_memory_main(args)
     if args.train and args.profile:
-        from keras_evit.training.step_profile import main as profile_main
+        from keras_evit.benchmarks.step_profile import main as profile_main
 
         return profile_main(args)
     if args.profile:
         raise SystemExit("--profile goes with --train (it profiles a training step)")
     if args.train:
-        from keras_evit.training.benchmark import main as train_bench_main
+        from keras_evit.benchmarks.training import main as train_bench_main
 
         return train_bench_main(args)
-    from keras_evit.export.bench import main as bench_main
+    from keras_evit.benchmarks.inference import main as bench_main
 
     return bench_main(args)
 
@@ -143,7 +143,7 @@ def register(sub):
     p = sub.add_parser("setup-mediapipe", help="make MediaPipe's own environment (TFLite metadata writer)")
     p.set_defaults(func=cmd_setup_mediapipe)
 
-    from keras_evit.export.bench import add_arguments
+    from keras_evit.benchmarks.inference import add_arguments
 
     p = sub.add_parser("bench", help="latency/throughput across runtimes, against the PyTorch reference")
     add_arguments(p)
@@ -156,7 +156,7 @@ def cmd_runtime(args):
 
     from keras_evit.utils import check_outputs, write_reports
 
-    from keras_evit.export.runtime_profile import grouped, plot, table
+    from keras_evit.benchmarks.runtime_profile import grouped, plot, table
 
     if args.format not in ("onnx", "tflite"):
         raise ValueError(f"--format {args.format!r}: choose onnx (ONNX Runtime's profiler) or tflite (LiteRT's "
@@ -202,7 +202,7 @@ def profile_labels(paths):
 def _onnx_profiles(args, workdir):
     import keras_evit as ke
     from keras_evit.export import to_onnx
-    from keras_evit.export.runtime_profile import onnx_profile
+    from keras_evit.benchmarks.runtime_profile import onnx_profile
 
     from keras_evit.weights.artifacts import weights_arg
 
@@ -213,7 +213,7 @@ def _onnx_profiles(args, workdir):
         shape = (1, args.image_size, args.image_size, 3)
         raw[f"{variant} keras-evit"] = onnx_profile(path, shape, args.threads, args.runs)
         if _reference_available():
-            from keras_evit.export.bench import export_reference_onnx
+            from keras_evit.benchmarks.inference import export_reference_onnx
 
             ref_path = export_reference_onnx(variant, args.image_size, os.path.join(workdir, f"{variant}_timm.onnx"))
             raw[f"{variant} timm (reference)"] = onnx_profile(ref_path, shape, args.threads, args.runs, layout="NCHW")
@@ -222,7 +222,7 @@ def _onnx_profiles(args, workdir):
 
 def _tflite_profiles(args, workdir):
     """Profiles written by benchmark_model (``--profile-file``), or made here by ``--benchmark-model``."""
-    from keras_evit.export.runtime_profile import run_benchmark_model, tflite_profile
+    from keras_evit.benchmarks.runtime_profile import run_benchmark_model, tflite_profile
 
     if args.profile_file:
         return {label: tflite_profile(p) for label, p in profile_labels(args.profile_file).items()}

@@ -2,7 +2,7 @@
 and under XLA on this machine: on CPU, XLA's grouped-convolution lowering is where Keras' XLA training
 time went, which is why ``keras_evit.layers.DepthwiseConv`` switches formulation under XLA on CPU.
 
-    python -m keras_evit.training.depthwise_probe
+    python -m keras_evit.benchmarks.depthwise_probe
 """
 
 import sys

@@ -1,6 +1,6 @@
 """How much each TFLite quantization costs on a *trained* model (random weights say little about int8).
 
-    python -m keras_evit.export.fidelity --weights RUN_DIR --data folder:PATH|digits \
+    python -m keras_evit.benchmarks.fidelity --weights RUN_DIR --data folder:PATH|digits \
         [--calibration-limit 200] [--json fidelity.json] [--plot fidelity.png]
 
 For every mode: top-1 of the exported file on the validation split, and its top-1 agreement with the
@@ -8,7 +8,6 @@ Keras model, through the same eval transform as ``evaluate``. Prints a table, sa
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -18,25 +17,11 @@ import numpy as np
 MODES = ("none", "fp16", "dynamic", "int8", "int8-mixed")
 
 
-def split_images(source, split, size, limit=None):
-    """(RGB 0..255 float32 crops, labels) of a training-data split, via the one eval transform."""
-    from keras_evit.preprocessing import center_crop, load_image
-
-    records, labels = source.splits[split]
-    if limit:
-        records, labels = records[:limit], labels[:limit]
-    if records.dtype.kind in "SU":
-        crops = [load_image(str(r), size) for r in records]
-    else:
-        crops = [center_crop(r, size) for r in records]
-    return np.stack(crops).astype(np.float32), np.asarray(labels)
-
-
 def measure(model, images, labels, calibration, modes=MODES, log=print):
     """Rows of {mode, top1, agreement, bytes} for the Keras model and each exported file."""
     from keras_evit.preprocessing import model_inputs
 
-    from . import TFLiteRunner, to_tflite
+    from keras_evit.export import TFLiteRunner, to_tflite
 
     keras_pred = model.predict(model_inputs(model, images), batch_size=32, verbose=0).argmax(-1)
     rows = [{"mode": "keras", "top1": float(np.mean(keras_pred == labels)), "agreement": 1.0, "bytes": None}]
@@ -91,9 +76,12 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import keras_evit as ke
-    from keras_evit.weights.artifacts import model_image_size
+    from keras_evit.export.images import split_images
     from keras_evit.training.data import load_source
+    from keras_evit.utils import check_outputs, write_reports
+    from keras_evit.weights.artifacts import model_image_size
 
+    check_outputs({"--json": args.json, "--plot": args.plot}, inputs=[args.weights])
     model, _ = ke.load_classifier(args.weights, classifier_activation=None)
     size = model_image_size(model)
     source = load_source(args.data)
@@ -102,13 +90,7 @@ def main(argv=None):
     rows = measure(model, images, labels, calibration, [m for m in args.modes.split(",") if m])
     title = f"{model.name} ({args.data}, {len(images)} validation images, {size} px)"
     print(table(rows, title))
-    if args.json:
-        from keras_evit.utils import atomic_output
-
-        with atomic_output(args.json) as tmp, open(tmp, "w") as f:
-            json.dump({"title": title, "rows": rows}, f, indent=2)
-    if args.plot:
-        plot(rows, title, args.plot)
+    write_reports(args, {"title": title, "rows": rows}, lambda path: plot(rows, title, path))
     return 0
 
 

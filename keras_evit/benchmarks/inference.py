@@ -16,10 +16,12 @@ import numpy as np
 from keras_evit.cli.args import MAX_EXPORT_BATCH, MAX_THREADS, bounded_int, image_size_arg, int_list
 from keras_evit.utils import check_outputs
 
-from .bench_measure import measure_large_batch
-from .bench_memory import compare_to_reference, format_memory_table, measure_memory, plot_memory
-from .bench_report import format_table, format_twins, plot, summarize
-from .bench_runtimes import ALL_RUNTIMES, GPU_LARGE_BATCH, LITERT, REFERENCE, TWIN_SUFFIX
+from keras_evit.export.shipped import LITERT, export_shipped, shipped_metadata
+
+from .inference_memory import compare_to_reference, format_memory_table, measure_memory, plot_memory
+from .measure import measure_large_batch
+from .report import format_table, format_twins, plot, summarize
+from .runtimes import ALL_RUNTIMES, GPU_LARGE_BATCH, REFERENCE, TWIN_SUFFIX
 
 def _seconds(value):
     import argparse
@@ -104,27 +106,12 @@ def _torch_available():
         return False
 
 
-def _export_litert(model, runtime, batch_size, calibration, workdir, metadata, log, suffix="", reuse=False):
-    """The file ``keras-evit export --quantize Q [--int8-io]`` writes (same conversion, same metadata)."""
-    from . import export_model
-
-    quantize, int8_io = LITERT[runtime]
-    name = f"{model.name}_{quantize}{'_uint8io' if int8_io else ''}{suffix.replace('@', '_')}_b{batch_size}"
-    path = os.path.join(workdir, name + ".tflite")
-    if reuse and os.path.isfile(path):
-        log(f"reusing {os.path.basename(path)}")
-        return path
-    log(f"exporting {os.path.basename(path)}")
-    export_model(model, path, "tflite", quantize, calibration, batch_size, int8_io, metadata=metadata)
-    return path
-
-
 def _calibration(runtimes, calibration_dir, image_size, log):
     """Raw RGB calibration images (0..255) for the calibrated LiteRT modes, else None."""
     from keras_evit.demo import find_sample_dir
 
-    from .images import load_folder
-    from .tflite import CALIBRATED_MODES
+    from keras_evit.export.images import load_folder
+    from keras_evit.export.tflite import CALIBRATED_MODES
 
     if not any(LITERT[r][0] in CALIBRATED_MODES for r in runtimes if r in LITERT):
         return None
@@ -133,16 +120,6 @@ def _calibration(runtimes, calibration_dir, image_size, log):
         return load_folder(folder, image_size, limit=64)[0]
     log("no calibration images found: int8 calibrated on random inputs (speed is unaffected)")
     return np.random.RandomState(0).uniform(0, 255, (32, image_size, image_size, 3)).astype("float32")
-
-
-def _metadata(model, class_names, log):
-    """What the CLI writes into the file by default, when MediaPipe's writer is set up here."""
-    from .metadata import mediapipe_python, model_info
-
-    if mediapipe_python() is None:
-        log("MediaPipe's metadata writer is not set up: files without metadata (the graph is the same)")
-        return None
-    return model_info(model, class_names)
 
 
 def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibration_dir, log, twins=False,
@@ -155,7 +132,7 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
     import keras_evit as ke
     from keras_evit.preprocessing import normalize_images
 
-    from . import to_onnx
+    from keras_evit.export import to_onnx
 
     files = {}
     model, class_names = ke.load_classifier(weights, variant, image_size)
@@ -166,7 +143,7 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
         files["keras"] = os.path.join(workdir, f"{variant}.keras")
         fused.save(files["keras"])
     calibration = _calibration(runtimes, calibration_dir, image_size, log)
-    metadata = _metadata(model, class_names, log) if any(r in LITERT for r in runtimes) else None
+    metadata = shipped_metadata(model, class_names, log) if any(r in LITERT for r in runtimes) else None
     twin = None
     if twins:
         twin = ke.build_model(variant, weights=None, include_preprocessing=False,
@@ -175,10 +152,10 @@ def prepare(variant, runtimes, batch_sizes, image_size, weights, workdir, calibr
         twin_calibration = None if calibration is None else normalize_images(calibration)
     for runtime in (r for r in LITERT if r in runtimes):
         for bs in batch_sizes:
-            files[f"{runtime}@{bs}"] = _export_litert(model, runtime, bs, calibration, workdir, metadata, log,
+            files[f"{runtime}@{bs}"] = export_shipped(model, runtime, bs, calibration, workdir, metadata, log,
                                                       reuse=reuse)
             if twin is not None and has_twin(runtime):
-                files[f"{runtime}{TWIN_SUFFIX}@{bs}"] = _export_litert(twin, runtime, bs, twin_calibration, workdir,
+                files[f"{runtime}{TWIN_SUFFIX}@{bs}"] = export_shipped(twin, runtime, bs, twin_calibration, workdir,
                                                                        None, log, TWIN_SUFFIX, reuse)
     if "onnxruntime" in runtimes:
         for key, source, name in (("onnxruntime", model, f"{variant}.onnx"),
@@ -226,7 +203,7 @@ def export_reference_onnx(variant, image_size, path):
 
     from keras_evit import reference
 
-    from .onnx import DEFAULT_OPSET
+    from keras_evit.export.onnx import DEFAULT_OPSET
 
     model = reference.create_timm_model(variant, img_size=image_size)
     x = torch.zeros(1, 3, image_size, image_size)
@@ -319,7 +296,7 @@ def _memory_report(args, rows):
 
 def _run_child(spec):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-m", "keras_evit.export.bench_measure", "--child"],
+    proc = subprocess.run([sys.executable, "-m", "keras_evit.benchmarks.measure", "--child"],
                           input=json.dumps(spec), capture_output=True, text=True, env=env)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 and not rows:

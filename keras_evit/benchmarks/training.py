@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .loop import build_state
+from keras_evit.training.loop import build_state
 
 RUNTIMES = ("keras", "keras-xla", "timm", "timm-compile")
 LR, WEIGHT_DECAY = 1e-3, 0.05  # AdamW, cross-entropy: the same for every runtime
@@ -101,7 +101,7 @@ def _child(spec):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if spec["threads"]:
         env.update(OMP_NUM_THREADS=str(spec["threads"]), TF_NUM_INTRAOP_THREADS=str(spec["threads"]))
-    proc = subprocess.run([sys.executable, "-m", "keras_evit.training.benchmark", "--child"], input=json.dumps(spec),
+    proc = subprocess.run([sys.executable, "-m", "keras_evit.benchmarks.training", "--child"], input=json.dumps(spec),
                           capture_output=True, text=True, env=env, timeout=3600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RATES ")]
     if proc.returncode != 0 or not lines:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .bench_runtimes import REFERENCE
+from .runtimes import REFERENCE
 
 
 def _cell(row):

@@ -21,8 +21,8 @@ PIPELINES = ("training input", "limit: decode + resize")
 def _dataset(kind, folder, batch, size, threads):
     import tensorflow as tf
 
-    from .data import _decode, _records, folder_source, make_dataset
-    from .recipe import get_recipe
+    from keras_evit.training.data import _decode, _records, folder_source, make_dataset
+    from keras_evit.training.recipe import get_recipe
 
     source = folder_source(folder)
     recipe = get_recipe("imagenet", image_size=size, batch_size=batch)
@@ -70,7 +70,7 @@ def measure(folder, threads_list, batch_size=64, image_size=224, seconds=10.0, w
             spec = {"pipeline": pipeline, "folder": folder, "threads": threads, "batch_size": batch_size,
                     "image_size": image_size, "seconds": seconds, "warmup": warmup}
             log(f"[input] {pipeline}, {threads} thread(s) ...")
-            result = subprocess.run([sys.executable, "-m", "keras_evit.training.input_bench", json.dumps(spec)],
+            result = subprocess.run([sys.executable, "-m", "keras_evit.benchmarks.input_pipeline", json.dumps(spec)],
                                     capture_output=True, text=True, timeout=max(600, 20 * seconds))
             if result.returncode != 0 or "RESULT " not in result.stdout:
                 raise RuntimeError(f"input benchmark child failed ({result.returncode}): {result.stderr[-2000:]}")

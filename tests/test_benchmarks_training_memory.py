@@ -6,7 +6,7 @@ import os
 import pytest
 
 from keras_evit.cli import main
-from keras_evit.training import memory_bench
+from keras_evit.benchmarks import training_memory
 
 
 def test_ratios_are_taken_per_model_and_batch(monkeypatch):
@@ -20,12 +20,12 @@ def test_ratios_are_taken_per_model_and_batch(monkeypatch):
         return {"model": key[0], "runtime": key[1], "batch_size": key[2], "train_mb": measured[key],
                 "peak_rss_mb": measured[key] + 900, "allocator_peak_mb": None}
 
-    monkeypatch.setattr(memory_bench, "_child", fake_child)
-    rows = memory_bench.run(["m0"], ["keras", "keras-xla", "timm"], [8, 16], 64, 1, 1, log=lambda m: None)
+    monkeypatch.setattr(training_memory, "_child", fake_child)
+    rows = training_memory.run(["m0"], ["keras", "keras-xla", "timm"], [8, 16], 64, 1, 1, log=lambda m: None)
     ratios = {(r["runtime"], r["batch_size"]): r.get("vs_timm") for r in rows}
     assert ratios == {("keras", 8): 1.5, ("keras-xla", 8): None, ("timm", 8): 1.0,
                       ("keras", 16): 2.0, ("keras-xla", 16): None, ("timm", 16): 1.0}
-    table = memory_bench.format_table(rows)
+    table = training_memory.format_table(rows)
     assert "error: out of memory" in table and "2.00" in table
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from keras_evit.training import step_profile as sp
+from keras_evit.benchmarks import step_profile as sp
 
 
 def test_op_group():

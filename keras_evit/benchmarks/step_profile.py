@@ -12,7 +12,6 @@ import glob
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 
@@ -74,10 +73,7 @@ def profile(variant="m0", batch_size=32, image_size=224, steps=5, warmup=3):
     import keras
     import tensorflow as tf
 
-    try:
-        from .benchmark import keras_training_setup
-    except ImportError:  # run as a script against another checkout (see the bottom of this file)
-        from benchmark import keras_training_setup
+    from .training import keras_training_setup
 
     model, data = keras_training_setup(variant, batch_size, image_size, jit=False)
     model.fit(data, steps_per_epoch=warmup, epochs=1, verbose=0)
@@ -167,10 +163,3 @@ def main(args):
     write_reports(args, result, lambda path: plot(results, path))
     return 0
 
-
-if __name__ == "__main__":  # python training/step_profile.py m0 LABEL OUT.json
-    out = profile(sys.argv[1])
-    out["label"] = sys.argv[2]
-    print(format_table(out))
-    with open(sys.argv[3], "w") as f:
-        json.dump(out, f, indent=2)

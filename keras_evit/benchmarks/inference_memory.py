@@ -17,7 +17,7 @@ def _import_runtime(runtime):
     """The runtime's libraries, so the baseline holds them and the rise is the model's alone."""
     import numpy  # noqa: F401
 
-    from .bench_runtimes import REFERENCE
+    from .runtimes import REFERENCE
 
     if runtime.startswith("litert"):
         import ai_edge_litert.interpreter  # noqa: F401
@@ -34,7 +34,7 @@ def measure_child(spec):
     """In a fresh process: one (runtime, batch) row with peak resident memory and its rise over the imports."""
     from keras_evit.utils import peak_resident_mb, resident_mb
 
-    from .bench_measure import _runner
+    from .measure import _runner
 
     row = {"model": spec["variant"], "runtime": spec["runtime"], "threads": spec["threads"],
            "batch_size": spec["batch_size"]}
@@ -58,8 +58,8 @@ def measure_memory(variant, runtimes, files, batch_sizes, image_size, threads, l
                     "image_size": image_size, "threads": threads}
             log(f"memory: {variant} {runtime} batch {bs}")
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-            proc = subprocess.run([sys.executable, "-m", "keras_evit.export.bench_memory"], input=json.dumps(spec),
-                                  capture_output=True, text=True, env=env)
+            proc = subprocess.run([sys.executable, "-m", "keras_evit.benchmarks.inference_memory"],
+                                  input=json.dumps(spec), capture_output=True, text=True, env=env)
             found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
             if proc.returncode != 0 or not found:
                 row = {"model": variant, "runtime": runtime, "threads": threads, "batch_size": bs,
@@ -72,7 +72,7 @@ def measure_memory(variant, runtimes, files, batch_sizes, image_size, threads, l
 
 def compare_to_reference(rows):
     """Each row's rise over imports divided by the reference's at the same model and batch."""
-    from .bench_runtimes import REFERENCE
+    from .runtimes import REFERENCE
 
     ref = {(r["model"], r["batch_size"]): r["model_mb"] for r in rows if r["runtime"] == REFERENCE and "error" not in r}
     for r in rows:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_evit.export.int8_attention import symmetric_right_operands
+from keras_evit.benchmarks.int8_attention import symmetric_right_operands
 from keras_evit.export.tflite import xnnpack_partitions
 
 TOKENS, DIM = 49, 16

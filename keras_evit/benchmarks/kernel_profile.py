@@ -7,7 +7,7 @@ how much time is left to win. Only the invoke loop is sampled: perf starts with 
 loop turns them on and off through perf's control FIFO, so the interpreter's start-up and the file's
 load are not in the shares, however short the loop.
 
-    python -m keras_evit.export.kernel_profile FILE.tflite [FILE ...] [--iterations 2000]
+    python -m keras_evit.benchmarks.kernel_profile FILE.tflite [FILE ...] [--iterations 2000]
         [--json profile.json] [--plot profile.png]
 
 Needs ``perf`` (Debian: ``apt-get install linux-perf``) and permission to sample one's own processes

@@ -2,7 +2,7 @@
 
 import functools
 
-from keras_evit.training import depthwise_probe as probe
+from keras_evit.benchmarks import depthwise_probe as probe
 
 
 def test_probe_times_graph_and_xla_for_forward_and_both_gradients():

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from keras_evit.export import kernel_profile as kp
+from keras_evit.benchmarks import kernel_profile as kp
 
 from conftest import missing
 

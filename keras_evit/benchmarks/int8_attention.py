@@ -7,7 +7,7 @@ in a full-int8 file. This builds the form XNNPACK does take: ``int8-mixed`` cali
 scale (the same range, zero point 0). It checks both files are one XNNPACK partition, times them against
 each other (alternating calls, batch 1) and compares both with Keras on sample images.
 
-    python -m keras_evit.export.int8_attention --model m0,m2,m5 [--json F] [--plot F]
+    python -m keras_evit.benchmarks.int8_attention --model m0,m2,m5 [--json F] [--plot F]
 
 ``int8-mixed`` keeps its float matmuls: measured this way the int8 ones gain a few percent at best
 (docs/benchmarks.md, "int8 attention, measured").
@@ -89,8 +89,8 @@ def symmetric_right_operands(data):
 
 def export_pair(model, calibration, folder):
     """(shipped int8-mixed path, int8-matmul path) for one Keras model."""
-    from .deploy import deploy_model
-    from .tflite import convert_tflite
+    from keras_evit.export.deploy import deploy_model
+    from keras_evit.export.tflite import convert_tflite
 
     deployed = deploy_model(model, True)
     paths = {}
@@ -108,10 +108,11 @@ def export_pair(model, calibration, folder):
 def measure(variant, image_size, calibration, images, folder, min_time):
     import keras_evit as ke
 
-    from .bench import fill_zero_weights
-    from .bench_measure import ROUNDS, paired_ratio, time_call
-    from .runners import TFLiteRunner
-    from .tflite import xnnpack_partitions
+    from keras_evit.export.runners import TFLiteRunner
+    from keras_evit.export.tflite import xnnpack_partitions
+
+    from .inference import fill_zero_weights
+    from .measure import ROUNDS, paired_ratio, time_call
 
     model = ke.build_model(variant, weights=None, input_shape=(image_size, image_size, 3))
     fill_zero_weights(model)
@@ -156,7 +157,7 @@ def main(argv=None):
     from keras_evit.demo import bundled_sample_dir, find_sample_dir
     from keras_evit.utils import check_outputs, write_reports
 
-    from .images import load_folder
+    from keras_evit.export.images import load_folder
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="m0,m2,m5")

@@ -66,7 +66,7 @@ def timm_saved_for_backward_mb(model, x, y):
 
 def measure_child(spec):
     """In a fresh process: one row with peak resident memory, its rise over the imports and the allocator peak."""
-    from .benchmark import keras_training_setup, timm_training_setup
+    from .training import keras_training_setup, timm_training_setup
 
     runtime, variant, batch, size = spec["runtime"], spec["variant"], spec["batch_size"], spec["image_size"]
     row = {"model": variant, "runtime": runtime, "batch_size": batch, "image_size": size, "steps": spec["steps"]}
@@ -101,7 +101,7 @@ def _child(spec):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if spec["threads"]:
         env.update(OMP_NUM_THREADS=str(spec["threads"]), TF_NUM_INTRAOP_THREADS=str(spec["threads"]))
-    proc = subprocess.run([sys.executable, "-m", "keras_evit.training.memory_bench"], input=json.dumps(spec),
+    proc = subprocess.run([sys.executable, "-m", "keras_evit.benchmarks.training_memory"], input=json.dumps(spec),
                           capture_output=True, text=True, env=env)
     found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not found:

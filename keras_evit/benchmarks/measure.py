@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from .bench_runtimes import REFERENCE, TWIN_SUFFIX
+from .runtimes import REFERENCE, TWIN_SUFFIX
 
 
 def time_call(fn, min_time, warmup=3, min_iters=5):
@@ -40,12 +40,12 @@ def _runner(runtime, files, variant, threads, batch_size, image_size):
         tx = tf.constant(x)
         return lambda: fn(tx).numpy()
     if runtime.startswith("litert"):
-        from .runners import TFLiteRunner
+        from keras_evit.export.runners import TFLiteRunner
 
         runner = TFLiteRunner(files[f"{runtime}@{batch_size}"], threads)
         return lambda: runner(x)
     if runtime.startswith("onnxruntime") or runtime == REFERENCE:
-        from .runners import ONNXRunner
+        from keras_evit.export.runners import ONNXRunner
 
         runner = ONNXRunner(files[runtime], threads, layout="NCHW" if runtime == REFERENCE else "NHWC")
         return lambda: runner(x)
