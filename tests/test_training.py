@@ -16,7 +16,7 @@ from keras_evit.cli import main
 from keras_evit.training import TrainingDiverged
 from keras_evit.training.checkpoint import AtomicCheckpoint
 
-from conftest import HYMENOPTERA, missing
+from conftest import HYMENOPTERA, missing, outputs
 
 TINY = ["--model", "m0", "--image-size", "64", "--checkpoint-every", "2"]
 
@@ -50,8 +50,7 @@ def test_teacher_ending_in_softmax_gives_logits(tmp_path):
     for i, saved in enumerate((builder, keras.Model(inputs, head))):
         path = str(tmp_path / f"teacher{i}.keras")
         saved.save(path)
-        logits = keras.ops.convert_to_numpy(load_teacher(path)(x, training=False))  # eager: no predict trace
-        probs = keras.ops.convert_to_numpy(saved(x, training=False))
+        logits, probs = outputs(load_teacher(path), x), outputs(saved, x)
         assert np.abs(logits.sum(axis=-1) - 1).max() > 1e-3  # not probabilities any more
         np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.softmax(logits)), probs, atol=1e-6)
 
