@@ -55,9 +55,10 @@ def export_model(model, output, fmt="tflite", quantize="none", calibration_image
     expected = None
     if verify_images is not None:  # the model's outputs first: one that overflows fails before any conversion
         from keras_evit.models.fusion import float32_copy
+        from keras_evit.models.inference import outputs
 
         x = np.asarray(verify_images, np.float32)  # checked as the file computes: in float32
-        expected = float32_copy(model).predict(x, batch_size=16, verbose=0)
+        expected = outputs(float32_copy(model), x)
         _check_finite(output, "the model", expected)
     with atomic_output(output) as tmp:
         if fmt == "tflite":

@@ -76,6 +76,7 @@ def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
     import numpy as np
 
     import keras_evit as ke
+    from keras_evit.models.inference import outputs
     from keras_evit.weights.artifacts import model_image_size
     from keras_evit.preprocessing import list_images, model_inputs
 
@@ -97,7 +98,7 @@ def run_demo(model="m2", weights="imagenet", images=None, limit=None, out=None):
         return 1
     print(f"classifying {len(kept)} images from {folder}", file=out)
     started = time.perf_counter()
-    probs = net.predict(model_inputs(net, np.stack(batch)), batch_size=16, verbose=0)
+    probs = outputs(net, model_inputs(net, np.stack(batch)))
     elapsed = time.perf_counter() - started
     _print_predictions(kept, probs, class_names, out)
     print(f"{len(kept)} images in {elapsed:.2f}s ({len(kept) / elapsed:.1f} img/s)", file=out)

@@ -125,11 +125,11 @@ def raw_images(n, height, width=None, seed=0):
 
 
 def outputs(model, x):
-    """``model``'s outputs on ``x`` from an eager call: predict's numbers without tracing a graph first (1-3 s
+    """``model``'s outputs on ``x`` from eager calls: predict's numbers without tracing a graph first (3-6 s
     a model). Tests of predict itself, and of what a user runs, call predict."""
-    import keras
+    from keras_evit.models.inference import outputs as eager_outputs
 
-    return keras.tree.map_structure(keras.ops.convert_to_numpy, model(np.asarray(x, np.float32), training=False))
+    return eager_outputs(model, np.asarray(x, np.float32))
 
 
 def timm_vs_keras(ref, tm, km, x):

@@ -235,14 +235,14 @@ COUNTS = {}
 
 
 def main():
-    import resource
+    import peak_memory
 
-    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = peak_memory.start()
     for fuzz in (fuzz_torch_layouts, fuzz_zip_bomb_and_truncation, fuzz_byte_flips, fuzz_pickle_floods):
         COUNTS.clear()
         fuzz()
         print(f"{fuzz.__name__}: up to {EXAMPLES} examples, outcomes {COUNTS}")
-    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) / 1024
+    grown = peak_memory.grown_mb(start)
     print(f"PEAK_GROWTH_MB {grown:.0f}")
     return 0
 

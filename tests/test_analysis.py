@@ -94,6 +94,7 @@ def test_analyze_heads_cli(tmp_path, sample_dir, capsys):
     assert "head similarity per block" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # an ONNX export and a profiled run
 def test_runtime_groups_sum_to_the_total(tmp_path):
     require("onnxruntime")
     from keras_evit.export import to_onnx
@@ -133,9 +134,21 @@ def test_runtime_without_workdir_leaves_no_temp_folder(tmp_path, capsys, monkeyp
     failing = tmp_path / "benchmark_model"
     failing.write_text("#!/bin/sh\necho simulated crash >&2\nexit 3\n")
     failing.chmod(0o755)
+    import keras_evit.export
+
+    written = []
+
+    def to_tflite(model, path):  # the profiler fails before reading it: what it holds does not matter here
+        with open(path, "wb") as f:
+            f.write(b"TFL3")
+        written.append(path)
+        return path
+
+    monkeypatch.setattr(keras_evit.export, "to_tflite", to_tflite)
     assert main(["analyze", "runtime", "--format", "tflite", "--model", "m0", "--image-size", "64",
                  "--benchmark-model", str(failing)]) == 2
     assert "benchmark_model failed (exit 3)" in capsys.readouterr().err
+    assert [os.path.basename(os.path.dirname(p))[:19] for p in written] == ["keras_evit_analyze_"]
     assert not [name for name in os.listdir(tmp_path) if name.startswith("keras_evit_analyze_")]
 
 

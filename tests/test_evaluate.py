@@ -96,6 +96,28 @@ def test_plain_folder_is_scored_whole(sample_dir, tmp_path):
         folder_eval_source(str(tmp_path), "train")
 
 
+def test_a_1000_class_checkpoint_is_scored_with_its_own_head(ref, tmp_path):
+    """On ImageNet-labelled data a release-format .pth keeps its head: the model evaluate scores gives the
+    checkpoint's own logits, not a new head's."""
+    import torch
+
+    from keras_evit.preprocessing import imagenet_classes
+    from keras_evit.training.data import Source
+    from keras_evit.training.evaluate import _model
+
+    from conftest import raw_images, timm_vs_keras
+
+    tm = ref.create_timm_model("m0", img_size=64)
+    pth = str(tmp_path / "efficientvit_m0.pth")
+    state = ref.official_state_dict(ref.timm_state_dict(tm))
+    torch.save({"model": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}}, pth)
+    source = Source("folder", [s for s, _ in imagenet_classes()], {}, {})
+    notes = []
+    model = _model("m0", pth, source, 64, notes.append)
+    assert notes == [] and timm_vs_keras(ref, tm, model, raw_images(2, 64)) <= 1e-4
+
+
+@pytest.mark.slow  # a conversion and an evaluation in a fresh process
 def test_evaluate_release_pth_scores_its_own_head(ref, sample_dir, tmp_path):
     """A release-format .pth on a folder labelled by the reference's own predictions: evaluate prints
     exactly the known top-1 (not chance: the checkpoint's head is kept) over every image of the folder."""

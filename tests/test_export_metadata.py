@@ -135,18 +135,6 @@ def test_metadata_describes_raw_rgb_and_labels(model):
     assert json.loads(props["labels"])[:2] == ["ants", "bees"] and all(isinstance(v, str) for v in props.values())
 
 
-def test_onnx_metadata_props(model, crops, tmp_path):
-    import onnx
-
-    path = str(tmp_path / "m0.onnx")
-    info = model_info(model, ke.preprocessing.imagenet_class_names())
-    report = export_model(model, path, "onnx", verify_images=crops[:4], metadata=info)
-    assert report["verification"]["passed"]
-    props = {p.key: p.value for p in onnx.load(path).metadata_props}
-    assert json.loads(props["labels"]) == ke.preprocessing.imagenet_class_names()
-    assert "center crop" in props["preprocessing"] and json.loads(props["norm_std"]) == [1.0]
-
-
 def test_exported_labels_are_one_line_per_class():
     from keras_evit.export.metadata import model_info
 

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import randomize, require
+from conftest import outputs, randomize, require
 
 keras_hub = require("keras_hub")
 require("grain")  # keras-hub's test helpers import it
@@ -135,8 +135,8 @@ def test_preset_logits_equal_the_builder(imagenet_home, sample_dir):
     classes keeps the backbone; the preset folder is written once, marked, and reused offline."""
     x = ke.normalize_images(np.stack([ke.load_image(os.path.join(sample_dir, f)) for f in
                                       sorted(os.listdir(sample_dir)) if f.endswith(".JPEG")][:4]).astype("float32"))
-    expected = ke.EfficientViTM0(weights="imagenet", classifier_activation=None,
-                                 include_preprocessing=False).predict(x, verbose=0)
+    expected = outputs(ke.EfficientViTM0(weights="imagenet", classifier_activation=None,
+                                         include_preprocessing=False), x)
     classifier = EfficientViTImageClassifier.from_preset("efficientvit_m0_imagenet")
     classifier.preprocessor = None
     assert np.abs(classifier.predict(x, verbose=0) - expected).max() <= 1e-5
@@ -157,13 +157,13 @@ def test_preset_at_another_image_size_equals_the_builder_at_that_size(imagenet_h
     converter makes images of that size."""
     x = np.random.RandomState(5).randn(2, 160, 192, 3).astype("float32")
     with pytest.warns(UserWarning, match="Resized attention-bias tables"):
-        expected = ke.EfficientViTM0(weights="imagenet", input_shape=(160, 192, 3), classifier_activation=None,
-                                     include_preprocessing=False).predict(x, verbose=0)
+        expected = outputs(ke.EfficientViTM0(weights="imagenet", input_shape=(160, 192, 3),
+                                             classifier_activation=None, include_preprocessing=False), x)
     with pytest.warns(UserWarning, match="Resized attention-bias tables"):
         clf = EfficientViTImageClassifier.from_preset("efficientvit_m0_imagenet", image_shape=(160, 192, 3))
-    assert np.abs(clf.backbone.predict(x, verbose=0)).max() > 0  # built at the new size
+    assert np.abs(outputs(clf.backbone, x)).max() > 0  # built at the new size
     preprocessor, clf.preprocessor = clf.preprocessor, None
-    assert np.abs(clf.predict(x, verbose=0) - expected).max() <= 1e-5
+    assert np.abs(outputs(clf, x) - expected).max() <= 1e-5
     assert tuple(preprocessor(np.zeros((1, 300, 400, 3), "float32")).shape) == (1, 160, 192, 3)
     backbone = EfficientViTBackbone.from_preset("efficientvit_m0_imagenet", image_shape=(160, 192, 3))
     assert {k: tuple(v.shape[1:3]) for k, v in backbone.pyramid_outputs.items()} == \

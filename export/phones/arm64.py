@@ -226,6 +226,7 @@ def compare(args, log):
     import keras_evit as ke
     from keras_evit.weights.artifacts import model_image_size
     from keras_evit.models.fusion import float32_copy
+    from keras_evit.models.inference import outputs
     from keras_evit.preprocessing import raw_input_model
     from keras_evit.utils import check_outputs
 
@@ -260,7 +261,7 @@ def compare(args, log):
         folder = args.images
         images = load_folder(folder, size, args.limit)[0]
         calibration = load_folder(folder, size, args.calibration_limit)[0]
-    keras_out = float32_copy(model).predict(images, batch_size=16, verbose=0)
+    keras_out = outputs(float32_copy(model), images)
     with tempfile.TemporaryDirectory(prefix="keras_evit_arm64_") as workdir:
         metadata = None if args.logits else shipped_metadata(model, class_names, log)
         paths = {name: export_shipped(model, name, 1, calibration, workdir, metadata, log) for name in files}

@@ -18,6 +18,7 @@ def cmd_predict(args):
     import numpy as np
 
     import keras_evit as ke
+    from keras_evit.models.inference import outputs
     from keras_evit.weights.artifacts import model_image_size
     from keras_evit.preprocessing import model_inputs
 
@@ -31,7 +32,7 @@ def cmd_predict(args):
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        probs = model.predict(model_inputs(model, image[None]), verbose=0)
+        probs = outputs(model, model_inputs(model, image[None]))
         print(path)
         decoded = ke.decode_predictions(np.asarray(probs), min(args.top, probs.shape[-1]), class_names)[0]
         for rank, (synset, name, score) in enumerate(decoded, 1):

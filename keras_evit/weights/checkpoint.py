@@ -245,11 +245,11 @@ def _read_torch_zip(path):
 
 
 def _read_with_torch(path):
-    import torch
-
-    with zipfile.ZipFile(path) as archive:  # the same limits as our own reader, before torch reads
+    with zipfile.ZipFile(path) as archive:  # the same limits as our own reader, before torch is even imported
         _check_archive(archive, path)
         _read_pickle(archive, path)
+    import torch
+
     obj = torch.load(path, map_location="cpu", weights_only=True)
     return _tensors_to_numpy(obj)
 
