@@ -115,6 +115,30 @@ def test_state_built_before_fit_leaves_nothing_to_create_in_the_traced_step():
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+def test_state_built_with_inputs_includes_the_loss_trackers_of_several_outputs():
+    """A loss over two outputs keeps a tracker per output, made by the loss' first run: given the inputs,
+    build_state runs it, so fit again creates nothing in its traced step (without them it would)."""
+    from keras_evit.training.loop import build_state
+
+    x = np.random.RandomState(0).randn(8, 5).astype("float32")
+    y = {"a": np.random.RandomState(1).randn(8, 3).astype("float32"),
+         "b": np.random.RandomState(2).randn(8, 2).astype("float32")}
+    made, weights = {}, {}
+    for with_inputs in (False, True):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((5,))
+        model = keras.Model(inputs, {"a": keras.layers.Dense(3, name="a")(inputs),
+                                     "b": keras.layers.Dense(2, name="b")(inputs)})
+        model.compile(keras.optimizers.Adam(1e-2), loss={"a": "mse", "b": "mse"})
+        labels = {k: v[:1] for k, v in y.items()}
+        build_state(model, labels, model(x[:1]), x=x[:1] if with_inputs else None)
+        made[with_inputs] = _fit_creating(model, x, y)
+        weights[with_inputs] = model.get_weights()
+    assert made[True] == [] and len(made[False]) >= 4  # each output's loss total and count
+    for a, b in zip(weights[False], weights[True]):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
 @pytest.mark.slow  # the journey test covers finetune -> evaluate in the default suite
 def test_finetune_hymenoptera_then_evaluate(tmp_path, capsys):
     if not os.path.isdir(HYMENOPTERA):

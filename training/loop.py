@@ -27,9 +27,11 @@ def _compile(model, recipe, steps_per_epoch, num_classes):
                   metrics=accuracy_metrics(num_classes))
 
 
-def build_state(model, labels, outputs):
+def build_state(model, labels, outputs, x=None):
     """Creates a compiled model's optimizer and metric variables before ``fit``, with public APIs;
-    ``labels`` and ``outputs``: one example of each, as the loss takes them.
+    ``labels`` and ``outputs``: one example of each, as the loss takes them. With ``x`` (the inputs of that
+    example) the loss runs once too, for models whose loss makes variables of its own (a tracker per output,
+    as keras-hub's RetinaNet: 10 s of a first ``fit`` on a CPU).
 
     Outside a distribution strategy Keras creates them inside the first traced train step, and
     TensorFlow then traces that step a second time. For an M0 on CPU (224 px, batch 32) building them
@@ -40,7 +42,9 @@ def build_state(model, labels, outputs):
     if tf.distribute.has_strategy():
         return
     model.optimizer.build(model.trainable_variables)
-    model.compute_metrics(None, labels, outputs, None)
+    if x is not None:
+        model.compute_loss(x=x, y=labels, y_pred=outputs, sample_weight=None)
+    model.compute_metrics(x, labels, outputs, None)
     model.reset_metrics()
 
 

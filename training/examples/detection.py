@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 
+from keras_evit.training.loop import build_state
+
 SIZE = 128  # small images: P4..P6 are 8, 4 and 2 px maps, FPN P7 1 px
 CLASSES = ("square", "disc")
 
@@ -88,17 +90,12 @@ def ten_steps(*arrays):
 
 
 def built_before_fit(model, x, y):
-    """Creates the optimizer's, the loss' and the metrics' variables eagerly on one example. Made inside
-    ``fit``'s first traced step instead (RetinaNet keeps a loss tracker per output), they make TensorFlow trace
-    that step a second time: 10 s of the detector's first ``fit`` on a CPU."""
+    """The optimizer's, the loss' and the metrics' variables, made on the first example before ``fit``, so that
+    TensorFlow traces the training step once."""
     import keras
 
     x1, y1 = x[:1], keras.tree.map_structure(lambda a: a[:1], y)
-    outputs = model(x1, training=False)
-    model.optimizer.build(model.trainable_variables)
-    model.compute_loss(x=x1, y=y1, y_pred=outputs, sample_weight=None)
-    model.compute_metrics(x1, y1, outputs, None)
-    model.reset_metrics()
+    build_state(model, y1, model(x1, training=False), x=x1)
 
 
 def detect(args, normalize):
