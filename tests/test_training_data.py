@@ -61,6 +61,25 @@ def test_epoch_order_is_seeded_and_resumable():
     assert full[:22] != full[22:44]  # a new order each epoch
 
 
+@pytest.fixture
+def process_seed_zero():
+    """The process-wide seed a user sets with `keras.utils.set_random_seed(0)`; unset afterwards."""
+    import tensorflow as tf
+
+    tf.random.set_seed(0)
+    yield
+    tf.random.set_seed(None)
+
+
+def test_a_process_seed_of_zero_trains(process_seed_zero):
+    """TensorFlow compares seed pairs with (0, 0) while tracing; a global seed of 0 must not break the epochs."""
+    source = load_source("digits")
+    recipe = get_recipe("digits", epochs=2)
+    first = _labels(make_dataset(source, "train", 64, recipe, training=True), 22 + 1)
+    assert first == _labels(make_dataset(source, "train", 64, recipe, training=True), 22 + 1)
+    assert first[:1] != first[22:]  # still a new order each epoch
+
+
 def test_mixup_cutmix_soft_labels():
     source = load_source("digits")
     recipe = get_recipe("digits", mixup=0.8, cutmix=1.0)

@@ -241,8 +241,14 @@ def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, ski
             raise ValueError(f"{size} training images are fewer than one batch of {batch_size}: lower --batch-size")
         # each epoch: records shuffled with seed (seed + epoch), cut to whole batches, so a resumed
         # run sees the same order and epochs start on batch boundaries
-        ds = tf.data.Dataset.range(start_epoch, recipe.epochs + 1).flat_map(
-            lambda e: records.shuffle(buffer, seed=e + recipe.seed, reshuffle_each_iteration=False).take(per_epoch))
+        def epoch(e):
+            # TensorFlow cannot trace a tensor op seed under a process-wide seed of exactly 0
+            # (it compares the seed pair with (0, 0)); such a process gets the unseeded order
+            if tf.compat.v1.get_default_graph().seed == 0:
+                tf.compat.v1.set_random_seed(None)
+            return records.shuffle(buffer, seed=e + recipe.seed, reshuffle_each_iteration=False).take(per_epoch)
+
+        ds = tf.data.Dataset.range(start_epoch, recipe.epochs + 1).flat_map(epoch)
         ds = ds.map(_decode, num_parallel_calls=autotune)
         transform = train_transform(recipe)
         ds = ds.map(lambda x, y: (transform(x), y), num_parallel_calls=autotune)
