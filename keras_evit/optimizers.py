@@ -7,27 +7,37 @@ from keras import ops
 from .compat import optimizer_trainable_variables
 
 
-def _unitwise_norm(x):
-    """L2 norm per output unit (timm AGC). Keras kernels keep output units on the last axis,
-    except depthwise kernels (kh, kw, C, 1), whose units are the channels (axis 2)."""
-    if len(x.shape) <= 1:
-        return ops.sqrt(ops.sum(ops.square(x)))
-    if len(x.shape) == 4 and x.shape[-1] == 1:
-        return ops.sqrt(ops.sum(ops.square(x), axis=(0, 1, 3), keepdims=True))
-    return ops.sqrt(ops.sum(ops.square(x), axis=tuple(range(len(x.shape) - 1)), keepdims=True))
+def _unit_axes(shape):
+    """The axes a unit's L2 norm sums over (timm AGC). Keras kernels keep output units on the last axis,
+    except depthwise kernels (kh, kw, C, 1), whose units are the channels (axis 2); vectors are one unit."""
+    if len(shape) <= 1:
+        return tuple(range(len(shape)))
+    if len(shape) == 4 and shape[-1] == 1:
+        return (0, 1, 3)
+    return tuple(range(len(shape) - 1))
 
 
 def adaptive_clip(grads, variables, clip, eps=1e-3):
-    out = []
-    for g, v in zip(grads, variables):
-        if g is None:
-            out.append(g)
-            continue
-        p_norm = ops.maximum(_unitwise_norm(ops.cast(v, g.dtype)), eps)
-        g_norm = _unitwise_norm(g)
+    """Each gradient unit scaled down to at most ``clip`` times its weight unit's norm (floored at ``eps``).
+
+    Weights of one shape are clipped together, stacked: a dozen ops per shape instead of per weight (M0 has
+    354 weights in 43 shapes), which takes seconds off tracing the training step and per-op overhead off
+    every step."""
+    out = list(grads)
+    groups = {}
+    for i, g in enumerate(grads):
+        if g is not None:
+            groups.setdefault((tuple(g.shape), str(g.dtype)), []).append(i)
+    for (shape, _), members in groups.items():
+        axes = tuple(a + 1 for a in _unit_axes(shape))  # axis 0: the stacked weights
+        g = ops.stack([grads[i] for i in members])
+        v = ops.stack([ops.cast(variables[i], g.dtype) for i in members])
+        p_norm = ops.maximum(ops.sqrt(ops.sum(ops.square(v), axis=axes, keepdims=True)), eps)
+        g_norm = ops.sqrt(ops.sum(ops.square(g), axis=axes, keepdims=True))
         max_norm = p_norm * clip
         scale = ops.where(g_norm > max_norm, max_norm / ops.maximum(g_norm, 1e-6), ops.ones_like(g_norm))
-        out.append(g * scale)
+        for i, clipped in zip(members, ops.unstack(g * scale)):
+            out[i] = clipped
     return out
 
 
@@ -38,13 +48,31 @@ class AGCAdamW(keras.optimizers.AdamW):
     def __init__(self, agc_clip=None, **kwargs):
         super().__init__(**kwargs)
         self.agc_clip = agc_clip
+        self._step_learning_rate = None
+
+    @property
+    def learning_rate(self):
+        """The step's learning rate. Within one update it is computed once: AdamW's weight decay asks for it
+        once per decayed weight, which with a schedule (warm-up, cosine) built the schedule's ops 118 times
+        into M0's training step (3 s of its trace); the value is the same."""
+        if getattr(self, "_step_learning_rate", None) is not None:
+            return self._step_learning_rate
+        return keras.optimizers.AdamW.learning_rate.fget(self)
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        keras.optimizers.AdamW.learning_rate.fset(self, value)
 
     def apply(self, grads, trainable_variables=None):
         if self.agc_clip:
             variables = trainable_variables if trainable_variables is not None else \
                 optimizer_trainable_variables(self)
             grads = adaptive_clip(list(grads), list(variables), self.agc_clip)
-        return super().apply(grads, trainable_variables)
+        self._step_learning_rate = self.learning_rate  # read before the step counter moves, as AdamW does
+        try:
+            return super().apply(grads, trainable_variables)
+        finally:
+            self._step_learning_rate = None
 
     def get_config(self):
         return {**super().get_config(), "agc_clip": self.agc_clip}

@@ -1,0 +1,70 @@
+"""AGC AdamW: each weight's clipping its own though weights of a shape are clipped together, and the same
+update as Keras' AdamW (weight decay included) though the step's learning rate is computed once."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_evit.optimizers import AGCAdamW, adaptive_clip
+
+
+def _numpy_agc(g, w, clip, eps=1e-3):
+    """timm's AGC on one weight, in Keras layout (units last; depthwise kernels' units on axis 2)."""
+    axes = tuple(range(g.ndim)) if g.ndim <= 1 else (0, 1, 3) if g.ndim == 4 and g.shape[-1] == 1 else \
+        tuple(range(g.ndim - 1))
+    norm = lambda x: np.sqrt(np.sum(np.square(x.astype(np.float64)), axis=axes, keepdims=True))  # noqa: E731
+    max_norm = np.maximum(norm(w), eps) * clip
+    g_norm = norm(g)
+    return g * np.where(g_norm > max_norm, max_norm / np.maximum(g_norm, 1e-6), 1.0)
+
+
+def test_adaptive_clip_of_weights_sharing_a_shape_is_each_ones_own():
+    """Weights of one shape are clipped stacked: each still gets its own units' scale, and a missing
+    gradient stays missing."""
+    rng = np.random.RandomState(0)
+    shapes = [(16,), (16,), (3, 3, 8, 1), (3, 3, 8, 1), (1, 1, 8, 16), (8, 16), (8, 16), (), (16,)]
+    weights = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    # gradients from tiny to huge, so some units are clipped and some are not within one stacked group
+    grads = [rng.normal(size=s).astype(np.float32) * 10.0 ** rng.randint(-4, 2) for s in shapes]
+    grads[-1] = None
+    clipped = adaptive_clip(grads, weights, clip=0.02)
+    assert clipped[-1] is None
+    for g, w, c in zip(grads[:-1], weights[:-1], clipped[:-1]):
+        c = np.asarray(c)
+        assert c.shape == g.shape
+        np.testing.assert_allclose(c, _numpy_agc(g, w, 0.02), rtol=1e-5, atol=1e-9)
+    assert any(not np.allclose(np.asarray(c), g) for g, c in zip(grads[:-1], clipped[:-1]))  # some were clipped
+    assert any(np.array_equal(np.asarray(c), g) for g, c in zip(grads[:-1], clipped[:-1]))  # some were not
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_updates_equal_keras_adamw_with_a_schedule_and_weight_decay(graph):
+    """Without clipping, AGCAdamW is Keras' AdamW to the bit: the schedule's rate reaches both the Adam
+    update and the weight decay, step after step, and the optimizer's rate is the schedule's again after."""
+    schedule = lambda: keras.optimizers.schedules.CosineDecay(  # noqa: E731
+        1e-6, decay_steps=8, warmup_target=0.1, warmup_steps=2, alpha=0.01)
+    rng = np.random.RandomState(0)
+    start = [rng.normal(size=s).astype(np.float32) for s in [(3, 4), (4,), (2, 2, 3, 1)]]
+    grads = [[rng.normal(size=w.shape).astype(np.float32) for w in start] for _ in range(4)]
+    results = []
+    for cls, kwargs in ((keras.optimizers.AdamW, {}), (AGCAdamW, {"agc_clip": None})):
+        weights = [keras.Variable(w, name=n) for w, n in zip(start, ["kernel", "bias", "depthwise_kernel"])]
+        opt = cls(learning_rate=schedule(), weight_decay=0.05, **kwargs)
+        opt.exclude_from_weight_decay(var_names=["bias"])
+        opt.build(weights)
+        step = lambda g: opt.apply(g, weights)  # noqa: E731
+        step = tf.function(step) if graph else step
+        for g in grads:
+            step([tf.constant(x) for x in g])
+        assert float(opt.learning_rate) == pytest.approx(float(schedule()(4)))
+        results.append([w.numpy() for w in weights])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(results[0][0], start[0])
+
+
+def test_learning_rate_is_still_settable():
+    opt = AGCAdamW(agc_clip=0.02, learning_rate=0.1)
+    opt.learning_rate = 0.01
+    assert float(opt.learning_rate) == pytest.approx(0.01)
