@@ -21,8 +21,7 @@ def adaptive_clip(grads, variables, clip, eps=1e-3):
     """Each gradient unit scaled down to at most ``clip`` times its weight unit's norm (floored at ``eps``).
 
     Weights of one shape are clipped together, stacked: a dozen ops per shape instead of per weight (M0 has
-    354 weights in 43 shapes), which takes seconds off tracing the training step and per-op overhead off
-    every step."""
+    354 weights in 43 shapes), which takes seconds off tracing the training step."""
     out = list(grads)
     groups = {}
     for i, g in enumerate(grads):
