@@ -54,7 +54,7 @@ class AGCAdamW(keras.optimizers.AdamW):
         """The step's learning rate. Within one update it is computed once: AdamW's weight decay asks for it
         once per decayed weight, which with a schedule (warm-up, cosine) built the schedule's ops 118 times
         into M0's training step (3 s of its trace); the value is the same."""
-        if getattr(self, "_step_learning_rate", None) is not None:
+        if self._step_learning_rate is not None:
             return self._step_learning_rate
         return keras.optimizers.AdamW.learning_rate.fget(self)
 

@@ -9,6 +9,15 @@ import tensorflow as tf
 from keras_evit.optimizers import AGCAdamW, adaptive_clip
 
 
+def test_adaptive_gradient_clipping_per_unit():
+    w = np.ones((3, 2), np.float32)            # unit norms sqrt(3)
+    g = np.array([[10, 0.001], [10, 0.001], [10, 0.001]], np.float32)
+    (clipped,) = adaptive_clip([g], [w], clip=0.02)
+    clipped = np.asarray(clipped)
+    np.testing.assert_allclose(np.linalg.norm(clipped[:, 0]), 0.02 * np.sqrt(3), rtol=1e-5)
+    np.testing.assert_allclose(clipped[:, 1], g[:, 1])  # small unit untouched
+
+
 def _numpy_agc(g, w, clip, eps=1e-3):
     """timm's AGC on one weight, in Keras layout (units last; depthwise kernels' units on axis 2)."""
     axes = tuple(range(g.ndim)) if g.ndim <= 1 else (0, 1, 3) if g.ndim == 4 and g.shape[-1] == 1 else \
