@@ -6,12 +6,15 @@ import pytest
 from keras_evit.cli import main
 
 
-@pytest.mark.slow  # builds and times 13 runtimes, one batch size: about 3 minutes
-def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
+@pytest.mark.slow  # builds and times 13 runtimes, then the memory of six of them on the same files: about 2 minutes
+def test_bench_speed_then_memory_on_the_same_files(tmp_path, capsys, ref):
+    """Speed of every shipped file beside its twin and the reference; then `--memory --reuse` on the files that
+    run left in --workdir (a re-measure on a quiet machine exports nothing again)."""
+    work = str(tmp_path / "work")
     out_json, out_png = str(tmp_path / "b.json"), str(tmp_path / "b.png")
     code = main(["bench", "--model", "m0", "--runtimes", "litert,onnxruntime,torch", "--twins", "--threads", "1",
                  "--batch-sizes", "1", "--image-size", "64", "--min-time", "0.05",
-                 "--workdir", str(tmp_path / "work"), "--json", out_json, "--plot", out_png])
+                 "--workdir", work, "--json", out_json, "--plot", out_png])
     assert code == 0
     table = capsys.readouterr().out
     assert "torch-onnx" in table and "x ref" in table and "litert-int8" in table
@@ -29,13 +32,14 @@ def test_bench_end_to_end_tiny(tmp_path, capsys, ref):
     assert all(r["vs_reference"] > 0 for r in rows)  # every runtime got its ratio to the same-batch reference
     assert os.path.getsize(out_png) > 10_000
 
-
-@pytest.mark.slow  # one int8-mixed export and two ONNX exports, four child processes
-def test_memory_bench_end_to_end_tiny(tmp_path, capsys, ref):
+    files = {f: os.path.getmtime(os.path.join(work, f)) for f in os.listdir(work)}
     out_json, out_png = str(tmp_path / "m.json"), str(tmp_path / "m.png")
     assert main(["bench", "--memory", "--twins", "--model", "m0", "--runtimes", "litert-int8-mixed,onnxruntime,torch",
-                 "--threads", "1", "--batch-sizes", "1", "--image-size", "64", "--json", out_json,
-                 "--plot", out_png]) == 0
+                 "--threads", "1", "--batch-sizes", "1", "--image-size", "64", "--workdir", work, "--reuse",
+                 "--json", out_json, "--plot", out_png]) == 0
+    captured = capsys.readouterr()
+    assert "export" not in captured.err, captured.err  # every file it measures was there
+    assert {f: os.path.getmtime(os.path.join(work, f)) for f in os.listdir(work)} == files
     rows = json.load(open(out_json))["rows"]
     assert {r["runtime"] for r in rows} == {"litert-int8-mixed", "onnxruntime", "torch", "torch-onnx",
                                             "litert-int8-mixed@normalized", "onnxruntime@normalized"}
@@ -43,7 +47,7 @@ def test_memory_bench_end_to_end_tiny(tmp_path, capsys, ref):
     assert all("error" not in r and 0 < r["model_mb"] < r["peak_rss_mb"] for r in rows), rows
     assert all(r["vs_reference"] > 0 for r in rows)
     assert [r["vs_reference"] for r in rows if r["runtime"] == "torch-onnx"] == [1.0]
-    assert "over imports MB" in capsys.readouterr().out and os.path.getsize(out_png) > 10_000
+    assert "over imports MB" in captured.out and os.path.getsize(out_png) > 10_000
 
 
 def test_bench_unknown_runtime(capsys):

@@ -79,6 +79,7 @@ TRANSFER = """
 import json, sys, keras
 keras.mixed_precision.set_global_policy("mixed_float16")
 import keras_evit as ke
+from keras_evit.training import build_before_fit
 train_dir, out = sys.argv[1], sys.argv[2]
 train = keras.utils.image_dataset_from_directory(train_dir, image_size=(64, 64), batch_size=16, seed=0)
 base = ke.EfficientViTM0(weights=None, include_top=False, input_shape=(64, 64, 3))
@@ -89,9 +90,11 @@ x = keras.layers.Dropout(0.2)(x)
 outputs = keras.layers.Dense(len(train.class_names), activation="softmax", dtype="float32")(x)
 model = keras.Model(inputs, outputs)
 model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+build_before_fit(model, train)  # the README's advice: TensorFlow then traces each fit once
 model.fit(train.take(4), epochs=1, verbose=2)
 base.trainable = True  # then the whole network, at a lower rate
 model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy", metrics=["accuracy"])
+build_before_fit(model, train)
 model.fit(train.take(4), epochs=1, verbose=2)
 model.save(out)
 open(out + ".labels.txt", "w").write("\\n".join(train.class_names) + "\\n")

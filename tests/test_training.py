@@ -140,6 +140,34 @@ def test_state_built_with_inputs_includes_the_loss_trackers_of_several_outputs()
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+
+def test_build_before_fit_from_a_dataset_covers_what_optimizer_build_leaves():
+    """The README's advice for a user's own model: ``optimizer.build`` alone leaves the compiled metrics to
+    the first traced step (so TensorFlow traces it twice); ``build_before_fit`` on the user's dataset leaves
+    nothing, and training is unchanged."""
+    import tensorflow as tf
+
+    from keras_evit.training import build_before_fit
+
+    x = np.random.RandomState(0).randn(8, 5).astype("float32")
+    y = np.arange(8) % 3
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    made, weights, first = {}, {}, None
+    for way in ("optimizer.build", "build_before_fit"):
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, activation="softmax")])
+        first = first or model.get_weights()
+        model.set_weights(first)
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        if way == "optimizer.build":
+            model.optimizer.build(model.trainable_variables)
+        else:
+            build_before_fit(model, data)
+        made[way] = _fit_creating(model, x, y)
+        weights[way] = model.get_weights()
+    assert made["build_before_fit"] == [] and len(made["optimizer.build"]) >= 2  # accuracy's total and count
+    for a, b in zip(weights["optimizer.build"], weights["build_before_fit"]):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
 @pytest.mark.slow  # the journey test covers finetune -> evaluate in the default suite
 def test_finetune_hymenoptera_then_evaluate(tmp_path, capsys):
     if not os.path.isdir(HYMENOPTERA):

@@ -9,7 +9,7 @@ import importlib
 _WHERE = {
     "AtomicCheckpoint": "checkpoint", "TrainingDiverged": "checkpoint", "checkpoint_states": "checkpoint",
     "read_state": "checkpoint", "load_source": "data", "make_dataset": "data", "build_classifier": "classifier",
-    "make_strategy": "distributed", "train": "loop", "PRESETS": "recipe",
+    "make_strategy": "distributed", "train": "loop", "build_before_fit": "loop", "PRESETS": "recipe",
     "Recipe": "recipe", "get_recipe": "recipe",
 }
 __all__ = sorted(_WHERE)

@@ -48,6 +48,26 @@ def build_state(model, labels, outputs, x=None):
     model.reset_metrics()
 
 
+
+def build_before_fit(model, data):
+    """Creates a compiled model's optimizer, loss and metric variables from one batch before ``fit``, so that
+    TensorFlow traces the first training step once. ``data``: an ``(x, y)`` batch or a ``tf.data.Dataset`` of
+    them (its first batch is read). ``optimizer.build`` alone leaves the compiled metrics' variables to the
+    first trace, which TensorFlow then traces again. Nothing to do under a distribution strategy (Keras
+    builds first there) or on JAX and PyTorch."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        data = next(iter(data.take(1)))
+    x, y = data[0], data[1]
+    first = lambda a: a[:1]  # noqa: E731
+    x1, y1 = keras.tree.map_structure(first, x), keras.tree.map_structure(first, y)
+    build_state(model, y1, model(x1, training=False), x=x1)
+
 @contextlib.contextmanager
 def precision_policy(mixed):
     """Mixed precision for the run only: the global Keras policy is restored afterwards."""

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from keras_evit.training.loop import build_state
+from keras_evit.training import build_before_fit
 
 SIZE = 128  # small images: P4..P6 are 8, 4 and 2 px maps, FPN P7 1 px
 CLASSES = ("square", "disc")
@@ -89,15 +89,6 @@ def ten_steps(*arrays):
     return [keras.tree.map_structure(tile, a) for a in arrays]
 
 
-def built_before_fit(model, x, y):
-    """The optimizer's, the loss' and the metrics' variables, made on the first example before ``fit``, so that
-    TensorFlow traces the training step once."""
-    import keras
-
-    x1, y1 = x[:1], keras.tree.map_structure(lambda a: a[:1], y)
-    build_state(model, y1, model(x1, training=False), x=x1)
-
-
 def detect(args, normalize):
     import keras
     import keras_hub
@@ -110,7 +101,7 @@ def detect(args, normalize):
                                                         bounding_box_format="yxyx")
     detector.compile(optimizer=keras.optimizers.Adam(1e-3))
     x, y = ten_steps(normalize(images), {"boxes": boxes, "labels": labels})
-    built_before_fit(detector, x, y)
+    build_before_fit(detector, (x, y))  # TensorFlow then traces the training step once
     losses = []
     for start in range(0, args.steps, 10):
         history = detector.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=10, verbose=0)
@@ -151,7 +142,7 @@ def segment(args, normalize):
     segmenter.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(
         from_logits=True), metrics=["accuracy"])
     x, y = ten_steps(normalize(images), masks)
-    built_before_fit(segmenter, x, y)
+    build_before_fit(segmenter, (x, y))
     losses = []
     for start in range(0, args.steps, 10):
         history = segmenter.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=10, verbose=0)
