@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 
-from keras_evit.weights.artifacts import check_class_names
 from keras_evit.compat import MEDIAPIPE_VERSION_SEEN  # 1.2.x's Python metadata module is broken
 
 PYTHON_ENV = "KERAS_EVIT_MEDIAPIPE_PYTHON"
@@ -71,6 +70,7 @@ def model_info(model, class_names, probabilities=True):
     from keras_evit import __version__
     from keras_evit.configs import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION, LICENSE
     from keras_evit.preprocessing import has_preprocessing
+    from keras_evit.weights.artifacts import check_class_names
 
     units = int(model.outputs[0].shape[-1])
     labels = list(class_names) if class_names else [f"class_{i}" for i in range(units)]

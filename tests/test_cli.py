@@ -170,6 +170,25 @@ def test_every_subcommand_is_registered():
                              "finetune", "evaluate", "analyze"}
 
 
+
+def test_setup_mediapipe_answers_without_tensorflow():
+    """The console script on a machine already set up (as `make install-test` runs it each time): a venv
+    check, no TensorFlow start-up."""
+    import subprocess
+    import sys
+
+    from conftest import missing
+    from keras_evit.export.metadata import mediapipe_python
+
+    if mediapipe_python() is None:
+        missing("MediaPipe's environment is missing: run `keras-evit setup-mediapipe` (make test does)")
+    probe = ("import sys; sys.argv = ['keras-evit', 'setup-mediapipe']\n"
+             "from keras_evit.cli import main\n"
+             "code = main()\n"
+             "print('RESULT', code, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert "RESULT 0 False False" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+
 def test_info_prints_the_facts_table_row(capsys):
     import json
 

@@ -141,7 +141,7 @@ def register(sub):
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("setup-mediapipe", help="make MediaPipe's own environment (TFLite metadata writer)")
-    p.set_defaults(func=cmd_setup_mediapipe)
+    p.set_defaults(func=cmd_setup_mediapipe, needs_keras=False)  # a venv and pip: answers without TensorFlow
 
     from keras_evit.benchmarks.inference import add_arguments
 

@@ -136,7 +136,8 @@ def main(argv=None):
 
 
 def _run(args):
-    start_keras()
+    if getattr(args, "needs_keras", True):
+        start_keras()
     try:
         return args.func(args)
     except ModuleNotFoundError as exc:
