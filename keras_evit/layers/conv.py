@@ -5,22 +5,15 @@ the deploy form that :func:`keras_evit.fuse_batchnorm` produces. Sublayer names 
 names so that variable paths map to timm keys by one rule (see ``keras_evit.weights.keymap``).
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
 from ..configs import BN_EPSILON, BN_MOMENTUM, MLP_RATIO
+from .initializers import torch_conv_initializer
 from .norm import BatchNorm
 
 register = keras.saving.register_keras_serializable(package="keras_evit")
-
-
-def torch_conv_initializer(fan_in):
-    """PyTorch's default conv/linear init (kaiming-uniform, a=sqrt(5)) is uniform(+-1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return keras.initializers.RandomUniform(-bound, bound)
 
 
 def bn_scale_shift(bn):
