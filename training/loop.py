@@ -48,7 +48,6 @@ def build_state(model, labels, outputs, x=None):
     model.reset_metrics()
 
 
-
 def build_before_fit(model, data):
     """Creates a compiled model's optimizer, loss and metric variables from one batch before ``fit``, so that
     TensorFlow traces the first training step once. ``data``: an ``(x, y)`` batch or a ``tf.data.Dataset`` of
@@ -61,12 +60,13 @@ def build_before_fit(model, data):
         return
     import tensorflow as tf
 
+    if tf.distribute.has_strategy():
+        return
     if isinstance(data, tf.data.Dataset):
         data = next(iter(data.take(1)))
-    x, y = data[0], data[1]
-    first = lambda a: a[:1]  # noqa: E731
-    x1, y1 = keras.tree.map_structure(first, x), keras.tree.map_structure(first, y)
+    x1, y1 = (keras.tree.map_structure(lambda a: a[:1], part) for part in data[:2])
     build_state(model, y1, model(x1, training=False), x=x1)
+
 
 @contextlib.contextmanager
 def precision_policy(mixed):
