@@ -170,7 +170,6 @@ def test_every_subcommand_is_registered():
                              "finetune", "evaluate", "analyze"}
 
 
-
 def test_setup_mediapipe_answers_without_tensorflow():
     """The console script on a machine already set up (as `make install-test` runs it each time): a venv
     check, no TensorFlow start-up."""
