@@ -14,8 +14,11 @@ def test_torch_uniform_has_pytorchs_bounds_and_spread_across_blocks():
     for shape in [(3, 3, 64, 1), (1, 1, 384, 768)]:
         w = keras.ops.convert_to_numpy(init(shape))
         assert w.shape == shape and w.dtype == np.float32
-        assert -bound <= w.min() and w.max() < bound
-        assert abs(w.mean()) < 0.05 * bound and abs(w.std() - bound / np.sqrt(3)) < 0.02 * bound
+        assert -np.float32(bound) <= w.min() and w.max() <= np.float32(bound)  # the float32 bound can be drawn
+        # five standard errors of a uniform sample of this size: mean bound/sqrt(3n), std 0.258 bound/sqrt(n)
+        n = w.size
+        assert abs(w.mean()) < 5 * bound / np.sqrt(3 * n)
+        assert abs(w.std() - bound / np.sqrt(3)) < 5 * 0.258 * bound / np.sqrt(n)
     flat = w.reshape(-1)
     assert not np.array_equal(flat[:1000], flat[TorchUniform.BLOCK:TorchUniform.BLOCK + 1000])
 
