@@ -42,12 +42,17 @@ def adaptive_clip(grads, variables, clip, eps=1e-3):
 
 @keras.saving.register_keras_serializable(package="keras_evit")
 class AGCAdamW(keras.optimizers.AdamW):
-    """AdamW whose gradients are adaptively clipped per unit before the update (clip 0.02 in the paper)."""
+    """AdamW whose gradients are adaptively clipped per unit before the update (clip 0.02 in the paper).
+
+    Without clipping its updates are Keras' AdamW's to the bit. On TensorFlow it builds each step's shared
+    values (learning rate, bias corrections, decay) once instead of once per weight, so the traced training
+    step holds about half the ops: faster to trace, to run, and lighter in memory."""
 
     def __init__(self, agc_clip=None, **kwargs):
         super().__init__(**kwargs)
         self.agc_clip = agc_clip
         self._step_learning_rate = None
+        self._step_scalars = None
 
     @property
     def learning_rate(self):
@@ -72,6 +77,51 @@ class AGCAdamW(keras.optimizers.AdamW):
             return super().apply(grads, trainable_variables)
         finally:
             self._step_learning_rate = None
+
+    def _hoisted(self, variables):
+        """Whether this step's shared values are computed once for all weights: on TensorFlow, outside a
+        distribution strategy (there Keras updates each weight in a cross-replica context of its own), for
+        weights of one dtype."""
+        if keras.backend.backend() != "tensorflow" or self.amsgrad:
+            return False
+        import tensorflow as tf
+
+        return not tf.distribute.has_strategy() and len({keras.backend.standardize_dtype(v.dtype)
+                                                         for v in variables}) == 1
+
+    def _apply_weight_decay(self, variables):
+        if not self._hoisted(variables):  # else update_step decays each weight just before its update
+            super()._apply_weight_decay(variables)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        """Computes the step's scalars once (Keras' AdamW builds them again for every weight: half the ops of
+        M0's training graph), with Keras' own expressions, so the updates are its updates to the bit."""
+        if not self._hoisted(trainable_variables):
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        dtype = trainable_variables[0].dtype
+        lr = ops.cast(learning_rate, dtype)
+        local_step = ops.cast(self.iterations + 1, dtype)
+        beta_1_power = ops.power(ops.cast(self.beta_1, dtype), local_step)
+        beta_2_power = ops.power(ops.cast(self.beta_2, dtype), local_step)
+        decay = None if self.weight_decay is None else ops.cast(self.weight_decay, dtype)
+        self._step_scalars = (lr, lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power), decay)
+        try:
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._step_scalars = None
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._step_scalars is None:
+            return super().update_step(gradient, variable, learning_rate)
+        lr, alpha, decay = self._step_scalars
+        if decay is not None and self._use_weight_decay(variable):  # Keras' decoupled decay, same expression
+            variable.assign(variable - variable * decay * lr)
+        gradient = ops.cast(gradient, variable.dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
+        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), self.epsilon)))
 
     def get_config(self):
         return {**super().get_config(), "agc_clip": self.agc_clip}

@@ -26,15 +26,21 @@ def keras_training_setup(variant, batch, size, jit):
     import tensorflow as tf
 
     import keras_evit as ke
+    from keras_evit.optimizers import AGCAdamW
 
     model = ke.build_model(variant, weights=None, input_shape=(size, size, 3), classifier_activation=None)
-    model.compile(keras.optimizers.AdamW(LR, weight_decay=WEIGHT_DECAY),
+    # the AdamW `keras-evit train` compiles (unclipped here: Keras' AdamW to the bit, in fewer graph ops)
+    model.compile(AGCAdamW(learning_rate=LR, weight_decay=WEIGHT_DECAY),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
     build_state(model, np.zeros((1,), "int32"), np.zeros((1, 1000), "float32"))  # as training runs do
     rng = np.random.RandomState(0)
     x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
     y = tf.constant(rng.randint(0, 1000, batch).astype("int32"))
-    return model, tf.data.Dataset.from_tensors((x, y)).repeat()
+    # one batch in memory: nothing for tf.data to tune, and with autotuning on, TensorFlow 2.21 waits at the
+    # end of every `fit` call for the tuning thread to wake up (up to as long again as the steps took)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return model, tf.data.Dataset.from_tensors((x, y)).repeat().with_options(options)
 
 
 def _keras_rate(spec, jit):
