@@ -45,8 +45,9 @@ class AGCAdamW(keras.optimizers.AdamW):
     """AdamW whose gradients are adaptively clipped per unit before the update (clip 0.02 in the paper).
 
     Without clipping its updates are Keras' AdamW's to the bit. On TensorFlow it builds each step's shared
-    values (learning rate, bias corrections, decay) once instead of once per weight, so the traced training
-    step holds about half the ops: faster to trace, to run, and lighter in memory."""
+    values (learning rate, bias corrections, decay) once instead of once per weight: its part of the traced
+    training step holds about half the ops (M0: 9,277 instead of 17,138), faster to trace and run, lighter in
+    memory."""
 
     def __init__(self, agc_clip=None, **kwargs):
         super().__init__(**kwargs)
@@ -94,8 +95,8 @@ class AGCAdamW(keras.optimizers.AdamW):
             super()._apply_weight_decay(variables)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        """Computes the step's scalars once (Keras' AdamW builds them again for every weight: half the ops of
-        M0's training graph), with Keras' own expressions, so the updates are its updates to the bit."""
+        """Computes the step's scalars once (Keras' AdamW builds them again for every weight), with Keras' own
+        expressions, so the updates are its updates to the bit."""
         if not self._hoisted(trainable_variables):
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
         dtype = trainable_variables[0].dtype
