@@ -12,6 +12,8 @@ from keras_evit.benchmarks import step_profile as sp
 
 def test_op_group():
     assert sp.op_group("StatefulPartitionedCall/adam_w/Mul_3", "Mul") == ("optimizer", "optimizer")
+    assert sp.op_group("StatefulPartitionedCall/agc_adam_w/Mul_3", "Mul", "agc_adam_w") == ("optimizer", "optimizer")
+    assert sp.op_group("StatefulPartitionedCall/agc_adam_w/Mul_3", "Mul")[0] == "forward"
     assert sp.op_group("m/gradient_tape/m/stages-0/dw0-m/bn/FusedBatchNormGradV3",
                        "FusedBatchNormGradV3") == ("backward", "batchnorm")
     assert sp.op_group("m/stages-0/dw0-m/conv/depthwise", "_MklNativeDepthwiseConv2dNative") == \

@@ -19,9 +19,10 @@ import time
 GROUPS = ("conv", "depthwise conv", "batchnorm", "attention", "slice/concat", "elementwise", "optimizer", "other")
 
 
-def op_group(op_name, op_type):
-    """(phase, group) of one traced kernel, from its graph name and type."""
-    phase = "optimizer" if "/adam_w/" in op_name else ("backward" if "gradient_tape/" in op_name else "forward")
+def op_group(op_name, op_type, optimizer="adam_w"):
+    """(phase, group) of one traced kernel, from its graph name and type (``optimizer``: the optimizer's name,
+    which names the scope of its ops)."""
+    phase = "optimizer" if f"/{optimizer}/" in op_name else ("backward" if "gradient_tape/" in op_name else "forward")
     if phase == "optimizer":
         return phase, "optimizer"
     if "/bn/" in op_name or "/bn_1/" in op_name or "BatchNorm" in op_type:
@@ -40,7 +41,7 @@ def op_group(op_name, op_type):
     return phase, "other"
 
 
-def read_trace(logdir):
+def read_trace(logdir, optimizer="adam_w"):
     """{(phase, group): picoseconds}, {phase: kernel count} from the newest trace under ``logdir``."""
     from keras_evit.compat import profiler_xspace
 
@@ -62,7 +63,7 @@ def read_trace(logdir):
                 op_name, sep, op_type = name.rpartition(":")
                 if not sep or "::" in name:  # executor bookkeeping (ExecutorState::Process) wraps kernels
                     continue
-                key = op_group(op_name, op_type)
+                key = op_group(op_name, op_type, optimizer)
                 totals[key] += event.duration_ps
                 counts[key[0]] += 1
     return totals, counts
@@ -83,7 +84,7 @@ def profile(variant="m0", batch_size=32, image_size=224, steps=5, warmup=3):
         model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
         tf.profiler.experimental.stop()
         wall = (time.perf_counter() - started) / steps
-        totals, counts = read_trace(logdir)
+        totals, counts = read_trace(logdir, model.optimizer.name)
     rows = [{"phase": phase, "group": group, "ms_per_step": ps / 1e9 / steps}
             for (phase, group), ps in sorted(totals.items(), key=lambda kv: -kv[1])]
     return {"model": variant, "batch_size": batch_size, "image_size": image_size, "steps": steps,
