@@ -45,7 +45,6 @@ MOBILE = [
 ]
 TRAIN = [
     "matplotlib==3.11.2",
-    "scikit-learn==1.9.1",
     "tensorboard==2.21.0",
     "tensorflow-datasets==4.9.10",
 ]
@@ -71,7 +70,8 @@ setup(
     python_requires=">=3.10",
     packages=list(PACKAGE_DIR),
     package_dir=PACKAGE_DIR,
-    package_data={"keras_evit": ["data/*.json", "data/samples/*"], "keras_evit.export.phones": ["*.md", "*.sh"]},
+    package_data={"keras_evit": ["data/*.json", "data/samples/*", "data/digits/*"],
+                  "keras_evit.export.phones": ["*.md", "*.sh"]},
     install_requires=CORE,
     extras_require={"mobile": MOBILE, "train": TRAIN, "hub": HUB, "reference": REFERENCE, "test": TEST},
     entry_points={"console_scripts": ["keras-evit=keras_evit.cli:main"]},

@@ -211,3 +211,13 @@ def test_an_empty_class_folder_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="'wasps' of .* hold no readable image"):
         load_source(f"folder:{tmp_path}")
 
+
+
+def test_digits_are_the_uci_test_set():
+    """The shipped copy: 1,797 images of counts 0..16, each digit 174-183 times (the UCI test set's counts)."""
+    from keras_evit.training.data import load_digits
+
+    images, labels = load_digits()
+    assert images.shape == (1797, 8, 8) and images.min() == 0 and images.max() == 16
+    assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    assert images[0].ravel()[:16].tolist() == [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0]

@@ -1,4 +1,4 @@
-"""Input pipelines: ``folder:PATH``, ``tfds:NAME`` and ``digits`` (scikit-learn's bundled digits).
+"""Input pipelines: ``folder:PATH``, ``tfds:NAME`` and ``digits`` (UCI handwritten digits, shipped in the package).
 
 Records (paths or small arrays) are shuffled per epoch with seed ``seed + epoch``, so a resumed run
 sees the same epoch order; decoding and augmentation run in parallel and the result is prefetched.
@@ -7,12 +7,14 @@ every file is decoded once at scan time, so a file training could not read is sk
 up front instead of killing the run at its batch.
 """
 
+import gzip
 import os
 from dataclasses import dataclass, field
 from typing import List
 
 import numpy as np
 
+import keras_evit
 from keras_evit.weights.artifacts import check_class_names
 from keras_evit.preprocessing import IMAGE_EXTENSIONS
 
@@ -138,18 +140,25 @@ def folder_eval_source(root, split="validation"):
 
 
 def digits_source(seed=0):
-    """scikit-learn's 1,797 real 8x8 handwritten digits, as 3-channel uint8 images (80/20 split)."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    images = np.repeat((data.images * (255.0 / 16.0)).round().astype(np.uint8)[..., None], 3, axis=-1)
+    """The 1,797 real 8x8 handwritten digits shipped in ``keras_evit/data/digits`` (the copy scikit-learn
+    bundles, read without it: with scikit-learn installed, every ``import keras`` imports it, ~1 s), as
+    3-channel uint8 images (80/20 split)."""
+    images, labels = load_digits()
+    images = np.repeat((images * (255.0 / 16.0)).round().astype(np.uint8)[..., None], 3, axis=-1)
     order = np.random.RandomState(seed).permutation(len(images))
     n_val = len(images) // 5
     val, train = order[:n_val], order[n_val:]
     return Source("digits", [str(i) for i in range(10)],
-                  {"train": (images[train], data.target[train].astype(np.int32)),
-                   "validation": (images[val], data.target[val].astype(np.int32))},
+                  {"train": (images[train], labels[train]), "validation": (images[val], labels[val])},
                   {"train": len(train), "validation": len(val)})
+
+
+def load_digits():
+    """(images (1797, 8, 8) float64 of 0..16, labels (1797,) int32) from the shipped CSV."""
+    path = os.path.join(os.path.dirname(keras_evit.__file__), "data", "digits", "digits.csv.gz")
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :64].reshape(-1, 8, 8), table[:, 64].astype(np.int32)
 
 
 class _SplitSizes(dict):

@@ -74,7 +74,7 @@ PRESETS = {
     "finetune": Recipe(epochs=30, batch_size=256, base_lr=1e-3, lr_reference_batch=256, weight_decay=1e-8,
                        warmup_epochs=1, mixup=0.0, cutmix=0.0, random_erasing=0.0, ema_decay=None,
                        randaugment_magnitude=5),
-    # tiny-data preset for scikit-learn's 8x8 digits upscaled to 64 px
+    # tiny-data preset for the shipped 8x8 handwritten digits upscaled to 64 px
     "digits": Recipe(epochs=40, batch_size=64, image_size=64, base_lr=2e-3, lr_reference_batch=64,
                      crop_scale=(0.6, 1.0), hflip=False,
                      weight_decay=0.025, warmup_epochs=2, min_lr=1e-5, mixup=0.0, cutmix=0.0,

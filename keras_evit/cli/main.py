@@ -115,7 +115,7 @@ def build_parser():
 
 # optional dependencies -> the extra that installs them, for "install keras-evit[...]" guidance
 EXTRAS = {"ai_edge_litert": "mobile", "onnx": "mobile", "onnxruntime": "mobile", "tf2onnx": "mobile",
-          "coremltools": "mobile", "sklearn": "train", "tensorboard": "train", "tensorflow_datasets": "train",
+          "coremltools": "mobile", "tensorboard": "train", "tensorflow_datasets": "train",
           "matplotlib": "train", "torch": "reference", "timm": "reference"}
 
 

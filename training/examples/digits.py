@@ -1,4 +1,4 @@
-"""EfficientViT-M0 from scratch on scikit-learn's bundled digits (1,797 real 8x8 handwritten digits,
+"""EfficientViT-M0 from scratch on the handwritten digits keras-evit ships (UCI's 1,797 real 8x8 digits,
 upscaled to 64 px): prints the learning curve and the final validation accuracy (goal >= 95%).
 
     python -m keras_evit.training.examples.digits [--output runs/digits] [--epochs 40]
