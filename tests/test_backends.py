@@ -1,6 +1,7 @@
-"""The same model code on every Keras backend (TensorFlow, JAX, PyTorch), each in its own process
-(Keras picks its backend at import): timm parity, every weight format, fit, fusion, features, .keras.
-In the slow suite (which .ci/run runs): about 2 minutes."""
+"""The same model code on JAX and PyTorch, each in its own process (Keras picks its backend at import): timm
+parity, every weight format, fit, fusion, features, .keras (one saved under TensorFlow included). TensorFlow,
+the backend the test process runs, has each of these checks in the default suite (test_parity, test_weights,
+test_models, test_fusion). In the slow suite (which .ci/run runs): about 2 minutes."""
 
 import json
 import os
@@ -109,7 +110,7 @@ def tf_files(tmp_path_factory, ref):
 
 
 @pytest.mark.slow  # a fresh process per backend: about 2 minutes; CI runs the slow suite too
-@pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow"])
+@pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_backend(backend, tf_files):
     if backend == "jax":
         require("jax")
