@@ -221,3 +221,14 @@ def test_digits_are_the_uci_test_set():
     assert images.shape == (1797, 8, 8) and images.min() == 0 and images.max() == 16
     assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
     assert images[0].ravel()[:16].tolist() == [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0]
+
+
+def test_evaluation_datasets_end_without_waiting_for_autotuning():
+    """Evaluation pipelines run without tf.data's autotuning, whose thread each iterator's end waits for;
+    training keeps it (its input is what can bound a step)."""
+    source = load_source("digits")
+    recipe = get_recipe("digits", image_size=64)
+    evaluation = make_dataset(source, "validation", 32, recipe, training=False)
+    assert evaluation.options().autotune.enabled is False
+    assert make_dataset(source, "train", 32, recipe, training=True).options().autotune.enabled is not False
+    assert sum(len(y) for _, y in evaluation) == 359  # every image, once
