@@ -212,7 +212,6 @@ def test_an_empty_class_folder_is_an_error(tmp_path):
         load_source(f"folder:{tmp_path}")
 
 
-
 def test_digits_are_the_uci_test_set():
     """The shipped copy: 1,797 images of counts 0..16, each digit 174-183 times (the UCI test set's counts)."""
     from keras_evit.training.data import load_digits
