@@ -275,15 +275,15 @@ def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, ski
     if normalize:
         ds = ds.map(lambda x, y: (normalize_images(x), y), num_parallel_calls=autotune)
     if not training:
-        ds = ds.with_options(_without_autotuning())
+        ds = ds.with_options(without_autotuning())
     return ds.prefetch(autotune)
 
 
-def _without_autotuning():
-    """Options for evaluation datasets. In TensorFlow 2.21 deleting an iterator waits until tf.data's autotuning
-    thread next wakes, and its sleep doubles from 10 ms: an evaluation that took 3 s returns at 5.12 s, each
-    time (every epoch's validation pass). Evaluation is bound by the model, not its input: without
-    autotuning, parallel maps run on every core and the numbers are the same, with no wait."""
+def without_autotuning():
+    """Options for datasets whose input cannot bound the step (evaluation, an in-memory batch). In
+    TensorFlow 2.21 deleting an iterator waits until tf.data's autotuning thread next wakes, and its sleep
+    doubles from 10 ms: an evaluation that took 3 s returns at 5.12 s, each time (every epoch's validation
+    pass). Without autotuning, parallel maps run on every core and the numbers are the same, with no wait."""
     import tensorflow as tf
 
     options = tf.data.Options()

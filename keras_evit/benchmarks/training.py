@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from keras_evit.training.data import without_autotuning
 from keras_evit.training.loop import build_state
 
 RUNTIMES = ("keras", "keras-xla", "timm", "timm-compile")
@@ -38,9 +39,7 @@ def keras_training_setup(variant, batch, size, jit):
     y = tf.constant(rng.randint(0, 1000, batch).astype("int32"))
     # one batch in memory: nothing for tf.data to tune, and with autotuning on, TensorFlow 2.21 waits at the
     # end of every `fit` call for the tuning thread to wake up (up to as long again as the steps took)
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return model, tf.data.Dataset.from_tensors((x, y)).repeat().with_options(options)
+    return model, tf.data.Dataset.from_tensors((x, y)).repeat().with_options(without_autotuning())
 
 
 def _keras_rate(spec, jit):
