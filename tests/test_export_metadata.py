@@ -18,6 +18,8 @@ from keras_evit.export.metadata import mediapipe_classify, mediapipe_python, mod
 from conftest import missing, randomize
 
 SIZE = 96
+# the cases that read the three exported files run on one worker, so the files are made once
+SHARES_EXPORTS = pytest.mark.xdist_group("mediapipe_exports")
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,7 @@ def test_mediapipe_is_the_version_its_private_metadata_field_was_checked_against
     assert found == MEDIAPIPE_VERSION_SEEN, "MediaPipe changed: re-check export/mediapipe_tool.py's _general_md"
 
 
+@SHARES_EXPORTS
 @pytest.mark.slow
 def test_general_metadata_reaches_the_file(exported, model):
     """Version, author and license go in through the private field: their strings are in the file."""
@@ -83,6 +86,7 @@ def test_general_metadata_reaches_the_file(exported, model):
         assert info[field].encode() in content, field
 
 
+@SHARES_EXPORTS
 @pytest.mark.slow  # three exports with metadata, then MediaPipe
 def test_mediapipe_fp32_matches_keras(exported, model, crops):
     """Same top-5 class names as decode_predictions, scores within 1e-3."""
@@ -95,6 +99,7 @@ def test_mediapipe_fp32_matches_keras(exported, model, crops):
     assert max(diffs) <= 1e-3
 
 
+@SHARES_EXPORTS
 @pytest.mark.slow  # shares the three exports of the fp32 case
 @pytest.mark.parametrize("quantize,top1,in_top5", [("fp16", 0.9, 1.0), ("int8-mixed", 0.75, 0.9)])
 def test_mediapipe_quantized_files_load_and_agree(exported, model, crops, quantize, top1, in_top5):

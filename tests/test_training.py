@@ -168,7 +168,8 @@ def test_build_before_fit_from_a_dataset_covers_what_optimizer_build_leaves():
     for a, b in zip(weights["optimizer.build"], weights["build_before_fit"]):
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
-@pytest.mark.slow  # the journey test covers finetune -> evaluate in the default suite
+
+@pytest.mark.slow  # a fine-tune of the new head alone, then an evaluation, on the ants/bees folder
 def test_finetune_hymenoptera_then_evaluate(tmp_path, capsys):
     if not os.path.isdir(HYMENOPTERA):
         missing("shared/data/hymenoptera not present")
@@ -184,6 +185,13 @@ def test_finetune_hymenoptera_then_evaluate(tmp_path, capsys):
     assert "skipped 1 unreadable or unsupported file(s)" in out and "imageNotFound.gif" in out
     expected = {"model.keras", "model.weights.h5", "metrics.csv", "curves.png", "logs", "checkpoints"}
     assert expected <= set(os.listdir(run))
+    # --freeze-backbone: every weight but the new head's is still the pretrained one, BatchNorm statistics too
+    start = ke.EfficientViTM0(weights=pretrained, input_shape=(64, 64, 3), include_top=False)
+    tuned = {w.path: keras.ops.convert_to_numpy(w) for w in
+             keras.models.load_model(os.path.join(run, "model.keras")).weights if not w.path.startswith("head/")}
+    assert sorted(tuned) == sorted(w.path for w in start.weights)
+    for w in start.weights:
+        np.testing.assert_array_equal(tuned[w.path], keras.ops.convert_to_numpy(w), err_msg=w.path)
     assert main(["evaluate", "--model", "m0", "--weights", os.path.join(run, "model.keras"),
                  "--data", f"folder:{HYMENOPTERA}", "--image-size", "64", "--batch-size", "32"]) == 0
     assert "accuracy" in capsys.readouterr().out
