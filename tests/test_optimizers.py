@@ -1,5 +1,6 @@
-"""AGC AdamW: each weight's clipping its own though weights of a shape are clipped together, and the same
-update as Keras' AdamW (weight decay included) though the step's shared values are computed once."""
+"""AGC AdamW: each weight's clipping its own though weights of a shape are clipped together, and Keras'
+AdamW's update (weight decay included) though the step's shared values are computed once and each weight is
+updated by TensorFlow's Adam kernel."""
 
 import keras
 import numpy as np
@@ -47,30 +48,43 @@ def test_adaptive_clip_of_weights_sharing_a_shape_is_each_ones_own():
     assert any(np.array_equal(np.asarray(c), g) for g, c in zip(grads[:-1], clipped[:-1]))  # some were not
 
 
-@pytest.mark.parametrize("graph", [False, True])
-def test_updates_equal_keras_adamw_with_a_schedule_and_weight_decay(graph):
-    """Without clipping, AGCAdamW is Keras' AdamW to the bit: the schedule's rate reaches both the Adam
-    update and the weight decay, step after step, and the optimizer's rate is the schedule's again after."""
+# betas whose complements 1 - beta are exact in float32: then TensorFlow's Adam kernel, which computes 1 - beta
+# in float32, and Keras, which rounds 1 - beta from Python's double, multiply by the same constants
+EXACT_BETAS = {"beta_1": 0.875, "beta_2": 1 - 2.0 ** -10}
+
+
+def _schedule_updates(cls, betas, graph, **kwargs):
+    """Four updates of three weights with a warm-up + cosine schedule and weight decay (not on the bias)."""
     schedule = lambda: keras.optimizers.schedules.CosineDecay(  # noqa: E731
         1e-6, decay_steps=8, warmup_target=0.1, warmup_steps=2, alpha=0.01)
     rng = np.random.RandomState(0)
     start = [rng.normal(size=s).astype(np.float32) for s in [(3, 4), (4,), (2, 2, 3, 1)]]
     grads = [[rng.normal(size=w.shape).astype(np.float32) for w in start] for _ in range(4)]
-    results = []
-    for cls, kwargs in ((keras.optimizers.AdamW, {}), (AGCAdamW, {"agc_clip": None})):
-        weights = [keras.Variable(w, name=n) for w, n in zip(start, ["kernel", "bias", "depthwise_kernel"])]
-        opt = cls(learning_rate=schedule(), weight_decay=0.05, **kwargs)
-        opt.exclude_from_weight_decay(var_names=["bias"])
-        opt.build(weights)
-        step = lambda g: opt.apply(g, weights)  # noqa: E731
-        step = tf.function(step) if graph else step
-        for g in grads:
-            step([tf.constant(x) for x in g])
-        assert float(opt.learning_rate) == pytest.approx(float(schedule()(4)))
-        results.append([w.numpy() for w in weights])
-    for a, b in zip(*results):
+    weights = [keras.Variable(w, name=n) for w, n in zip(start, ["kernel", "bias", "depthwise_kernel"])]
+    opt = cls(learning_rate=schedule(), weight_decay=0.05, **betas, **kwargs)
+    opt.exclude_from_weight_decay(var_names=["bias"])
+    opt.build(weights)
+    step = lambda g: opt.apply(g, weights)  # noqa: E731
+    step = tf.function(step) if graph else step
+    for g in grads:
+        step([tf.constant(x) for x in g])
+    assert float(opt.learning_rate) == pytest.approx(float(schedule()(4)))
+    assert not np.array_equal(weights[0].numpy(), start[0])
+    return [w.numpy() for w in weights]
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_updates_equal_keras_adamw_with_a_schedule_and_weight_decay(graph):
+    """Without clipping, AGCAdamW computes Keras' AdamW's expressions in the same order: the same bits where
+    1 - beta is exact in float32, and within float32 rounding of 1 - beta with the default betas. The
+    schedule's rate reaches both the Adam update and the weight decay, step after step, and the optimizer's
+    rate is the schedule's again after."""
+    for a, b in zip(_schedule_updates(keras.optimizers.AdamW, EXACT_BETAS, graph),
+                    _schedule_updates(AGCAdamW, EXACT_BETAS, graph, agc_clip=None)):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(results[0][0], start[0])
+    for a, b in zip(_schedule_updates(keras.optimizers.AdamW, {}, graph),
+                    _schedule_updates(AGCAdamW, {}, graph, agc_clip=None)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)  # updates of up to 0.1
 
 
 def test_learning_rate_is_still_settable():
@@ -84,7 +98,7 @@ def _fit(cls, strategy=None):
     keras.utils.set_random_seed(0)
     with strategy.scope() if strategy else tf.distribute.get_strategy().scope():
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
-        opt = cls(learning_rate=1e-2, weight_decay=0.1)
+        opt = cls(learning_rate=1e-2, weight_decay=0.1, **EXACT_BETAS)
         opt.exclude_from_weight_decay(var_names=["bias"])
         model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.RandomState(1).rand(64, 8).astype("float32")
@@ -94,15 +108,17 @@ def _fit(cls, strategy=None):
 
 @pytest.mark.parametrize("strategy", [None, "mirrored"])
 def test_fit_trains_keras_adamws_weights_with_or_without_a_strategy(strategy):
-    """In ``fit``: without a strategy (the shared values built once) and under one (Keras' own per-weight
-    path, each weight updated in its own cross-replica context), the weights are Keras' AdamW's to the bit."""
+    """In ``fit``: without a strategy (the shared values built once, TensorFlow's Adam kernel) and under one
+    (Keras' own per-weight path, each weight updated in its own cross-replica context), the weights are Keras'
+    AdamW's to the bit (betas whose 1 - beta is exact in float32)."""
     strategy = tf.distribute.MirroredStrategy(["CPU:0"]) if strategy else None
     for a, b in zip(_fit(keras.optimizers.AdamW, strategy), _fit(AGCAdamW, strategy)):
         np.testing.assert_array_equal(a, b)
 
 
 def test_a_traced_step_holds_far_fewer_ops_than_keras_adamws():
-    """A hundred weights' update, traced: the step's shared values built once, not once per weight."""
+    """A hundred weights' update, traced: the step's shared values built once, not once per weight, and each
+    weight's Adam update one kernel instead of a dozen ops."""
     shapes = [(3, 3, 64, 1), (64,), (1, 1, 64, 128), (128,)] * 25
     counts = []
     for cls in (keras.optimizers.AdamW, AGCAdamW):
@@ -113,4 +129,4 @@ def test_a_traced_step_holds_far_fewer_ops_than_keras_adamws():
         graph = tf.function(lambda g: opt.apply(g, weights)).get_concrete_function(
             [tf.TensorSpec(s, "float32") for s in shapes]).graph
         counts.append(len(graph.get_operations()))
-    assert counts[1] < 0.6 * counts[0], counts
+    assert counts[1] < 0.25 * counts[0], counts

@@ -30,7 +30,7 @@ def keras_training_setup(variant, batch, size, jit):
     from keras_evit.optimizers import AGCAdamW
 
     model = ke.build_model(variant, weights=None, input_shape=(size, size, 3), classifier_activation=None)
-    # the AdamW `keras-evit train` compiles (unclipped here: Keras' AdamW to the bit, in fewer graph ops)
+    # the AdamW `keras-evit train` compiles (unclipped here: Keras' AdamW updates, in far fewer graph ops)
     model.compile(AGCAdamW(learning_rate=LR, weight_decay=WEIGHT_DECAY),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
     build_state(model, np.zeros((1,), "int32"), np.zeros((1, 1000), "float32"))  # as training runs do
