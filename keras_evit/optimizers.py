@@ -45,8 +45,9 @@ class AGCAdamW(keras.optimizers.AdamW):
     """AdamW whose gradients are adaptively clipped per unit before the update (clip 0.02 in the paper).
 
     Without clipping its updates are Keras' AdamW's. On TensorFlow it builds each step's shared values
-    (learning rate, bias corrections, decay) once instead of once per weight, and updates each weight with
-    TensorFlow's Adam kernel (the kernel tf.keras 2's Adam ran): its part of M0's traced training step holds
+    (learning rate, bias corrections, decay) once instead of once per weight (per weight under a
+    distribution strategy, as Keras does), and updates each weight with TensorFlow's Adam kernel (the
+    kernel tf.keras 2's Adam ran): its part of M0's traced training step holds
     a sixth of the ops of Keras' AdamW, faster to trace and run, lighter in memory. The kernel computes
     Keras' expressions in Keras' order; it rounds 1 - beta in float32 where Keras rounds it from Python's
     double, so with the default betas the updates differ in the last bits (identical bits where 1 - beta
@@ -82,50 +83,61 @@ class AGCAdamW(keras.optimizers.AdamW):
         finally:
             self._step_learning_rate = None
 
+    def _kernel_updates(self):
+        """Whether each weight is updated by TensorFlow's Adam kernel (not for AMSGrad, which it lacks)."""
+        return keras.backend.backend() == "tensorflow" and not self.amsgrad
+
     def _hoisted(self, variables):
-        """Whether this step's shared values are computed once for all weights: on TensorFlow, outside a
-        distribution strategy (there Keras updates each weight in a cross-replica context of its own), for
-        weights of one dtype."""
-        if keras.backend.backend() != "tensorflow" or self.amsgrad:
+        """Whether this step's shared values are computed once for all weights: outside a distribution
+        strategy (there Keras updates each weight in a cross-replica context of its own), for weights of one
+        dtype."""
+        if not self._kernel_updates():
             return False
         import tensorflow as tf
 
         return not tf.distribute.has_strategy() and len({keras.backend.standardize_dtype(v.dtype)
                                                          for v in variables}) == 1
 
+    def _adam_scalars(self, learning_rate, dtype):
+        """The Adam kernel's scalar inputs, with Keras' own expressions."""
+        local_step = ops.cast(self.iterations + 1, dtype)
+        return (ops.cast(learning_rate, dtype),
+                ops.power(ops.cast(self.beta_1, dtype), local_step),
+                ops.power(ops.cast(self.beta_2, dtype), local_step),
+                *(ops.convert_to_tensor(c, dtype) for c in (self.beta_1, self.beta_2, self.epsilon)))
+
     def _apply_weight_decay(self, variables):
         if not self._hoisted(variables):  # else update_step decays each weight just before its update
             super()._apply_weight_decay(variables)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        """Computes the step's scalars once (Keras' AdamW builds them again for every weight), with Keras' own
-        expressions, as the inputs of each weight's Adam kernel."""
+        """Computes the step's scalars once (Keras' AdamW builds them again for every weight)."""
         if not self._hoisted(trainable_variables):
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
         dtype = trainable_variables[0].dtype
-        lr = ops.cast(learning_rate, dtype)
-        local_step = ops.cast(self.iterations + 1, dtype)
-        beta_1_power = ops.power(ops.cast(self.beta_1, dtype), local_step)
-        beta_2_power = ops.power(ops.cast(self.beta_2, dtype), local_step)
         decay = None if self.weight_decay is None else ops.cast(self.weight_decay, dtype)
-        constants = [ops.convert_to_tensor(c, dtype) for c in (self.beta_1, self.beta_2, self.epsilon)]
-        self._step_scalars = (lr, beta_1_power, beta_2_power, decay, *constants)
+        self._step_scalars = (self._adam_scalars(learning_rate, dtype), decay)
         try:
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
             self._step_scalars = None
 
     def update_step(self, gradient, variable, learning_rate):
-        if self._step_scalars is None:
+        if not self._kernel_updates():
             return super().update_step(gradient, variable, learning_rate)
         import tensorflow as tf
 
-        lr, beta_1_power, beta_2_power, decay, beta_1, beta_2, epsilon = self._step_scalars
-        if decay is not None and self._use_weight_decay(variable):  # Keras' decoupled decay, same expression
-            variable.assign(variable - variable * decay * lr)
+        if self._step_scalars is None:  # under a strategy: Keras has decayed the weight already
+            scalars = self._adam_scalars(learning_rate, variable.dtype)
+        else:
+            scalars, decay = self._step_scalars
+            if decay is not None and self._use_weight_decay(variable):  # Keras' decoupled decay, same expression
+                variable.assign(variable - variable * decay * scalars[0])
+        lr, beta_1_power, beta_2_power, beta_1, beta_2, epsilon = scalars
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
-        # one pass over the weight instead of a dozen graph ops, each with a weight-sized temporary
+        # one pass over the weight instead of a dozen graph ops, each with a weight-sized temporary (under a
+        # strategy, inside Keras' per-device update, the handles are that device's copies)
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power, beta2_power=beta_2_power,
             lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon,
