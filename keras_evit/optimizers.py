@@ -47,11 +47,11 @@ class AGCAdamW(keras.optimizers.AdamW):
     Without clipping its updates are Keras' AdamW's. On TensorFlow it builds each step's shared values
     (learning rate, bias corrections, decay) once instead of once per weight (per weight under a
     distribution strategy, as Keras does), and updates each weight with TensorFlow's Adam kernel (the
-    kernel tf.keras 2's Adam ran): its part of M0's traced training step holds
-    a sixth of the ops of Keras' AdamW, faster to trace and run, lighter in memory. The kernel computes
-    Keras' expressions in Keras' order; it rounds 1 - beta in float32 where Keras rounds it from Python's
-    double, so with the default betas the updates differ in the last bits (identical bits where 1 - beta
-    is exact in float32, e.g. beta_1=0.875)."""
+    kernel tf.keras 2's Adam ran): its part of M0's traced training step holds a fifth of the ops of Keras'
+    AdamW, faster to trace and run, lighter in memory. The kernel computes Keras' expressions in Keras'
+    order; it rounds 1 - beta in float32 where Keras rounds it from Python's double, so with the default
+    betas the updates differ in the last bits (identical bits where 1 - beta is exact in float32, e.g.
+    beta_1=0.875)."""
 
     def __init__(self, agc_clip=None, **kwargs):
         super().__init__(**kwargs)
