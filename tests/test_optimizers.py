@@ -98,7 +98,7 @@ def test_learning_rate_is_still_settable():
 
 
 def _fit(cls, strategy=None):
-    """A small classifier's weights after two epochs of ``fit`` with ``cls``, decay on kernels only."""
+    """A small classifier after two epochs of ``fit`` with ``cls``, decay on kernels only."""
     keras.utils.set_random_seed(0)
     with strategy.scope() if strategy else tf.distribute.get_strategy().scope():
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
@@ -107,7 +107,7 @@ def _fit(cls, strategy=None):
         model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.RandomState(1).rand(64, 8).astype("float32")
     model.fit(x, np.arange(64) % 3, batch_size=16, epochs=2, verbose=0)
-    return model.get_weights()
+    return model
 
 
 @pytest.mark.parametrize("strategy", [None, "mirrored"])
@@ -116,29 +116,22 @@ def test_fit_trains_keras_adamws_weights_with_or_without_a_strategy(strategy):
     (the scalars built per weight, each weight decayed and updated in its own cross-replica context), the
     weights are Keras' AdamW's to the bit (betas whose 1 - beta is exact in float32)."""
     strategy = tf.distribute.MirroredStrategy(["CPU:0"]) if strategy else None
-    for a, b in zip(_fit(keras.optimizers.AdamW, strategy), _fit(AGCAdamW, strategy)):
+    for a, b in zip(_fit(keras.optimizers.AdamW, strategy).get_weights(), _fit(AGCAdamW, strategy).get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
 TWO_DEVICES = """
+import sys
 import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from keras_evit.optimizers import AGCAdamW
+sys.path.insert(0, sys.argv[1])
+from test_optimizers import _fit
 
-def fit(cls):
-    keras.utils.set_random_seed(0)
-    with tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"]).scope():
-        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
-        opt = cls(learning_rate=1e-2, weight_decay=0.1, beta_1=0.875, beta_2=1 - 2.0 ** -10)
-        opt.exclude_from_weight_decay(var_names=["bias"])
-        model.compile(opt, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x = np.random.RandomState(1).rand(64, 8).astype("float32")
-    model.fit(x, np.arange(64) % 3, batch_size=16, epochs=2, verbose=0)
-    return model
-
-ours, theirs = fit(AGCAdamW), fit(keras.optimizers.AdamW)
+strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+ours, theirs = _fit(AGCAdamW, strategy), _fit(keras.optimizers.AdamW, strategy)
 for a, b in zip(ours.trainable_variables, theirs.trainable_variables):
     copies = [v.numpy() for v in a.value.values]
     assert len(copies) == 2 and all(np.array_equal(c, copies[0]) for c in copies), a.path
@@ -151,8 +144,8 @@ def test_two_device_copies_stay_equal_and_keras_adamws():
     """Under a strategy with two devices each device's copy of a weight, and of its Adam moments, is
     updated by its own kernel: the copies stay equal, and equal Keras' AdamW's (fresh process: the two
     logical devices must exist before TensorFlow starts)."""
-    proc = subprocess.run([sys.executable, "-c", TWO_DEVICES], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    proc = subprocess.run([sys.executable, "-c", TWO_DEVICES, os.path.dirname(__file__)], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 0 and "Keras' bits" in proc.stdout, proc.stderr[-3000:]
 
 
