@@ -35,11 +35,6 @@ def call_input(layer):
     return nodes[0].input_tensors[0]
 
 
-def rand_augment_ops(layer):
-    """The augmentation layers a ``keras.layers.RandAugment`` chooses among, in its order."""
-    return [getattr(layer, name) for name in layer._AUGMENT_LAYERS]
-
-
 def optimizer_trainable_variables(optimizer):
     """The variables a built optimizer updates, for ``apply(grads)`` called without them."""
     return optimizer._trainable_variables

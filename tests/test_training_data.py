@@ -61,6 +61,17 @@ def test_epoch_order_is_seeded_and_resumable():
     assert full[:22] != full[22:44]  # a new order each epoch
 
 
+def test_a_resumed_run_repeats_the_augmented_images():
+    """Each image's augmentation is drawn from (seed, epoch, position): a resume sees the very same pixels."""
+    source = load_source("digits")
+    recipe = get_recipe("digits", epochs=2, hflip=True, randaugment_magnitude=9, random_erasing=0.25)
+    full = [np.asarray(x) for x, _ in make_dataset(source, "train", 64, recipe, training=True).take(22 + 2)]
+    resumed = [np.asarray(x) for x, _ in make_dataset(source, "train", 64, recipe, training=True, start_epoch=1,
+                                                      skip_steps=1).take(1)]
+    np.testing.assert_array_equal(resumed[0], full[22 + 1])
+    assert not np.array_equal(full[0], full[22])
+
+
 @pytest.fixture
 def process_seed_zero():
     """The process-wide seed a user sets with `keras.utils.set_random_seed(0)`; unset afterwards."""

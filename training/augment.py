@@ -1,9 +1,16 @@
-"""Train and eval transforms (tf.data side), built from Keras preprocessing layers where they exist.
+"""Train and eval transforms (tf.data side).
 
 Both yield RGB 0..255 float32: the models normalize inside (``include_preprocessing=True``). Decoding
 and the eval transform call the very functions predict calls (PIL, in ``tf.numpy_function``), so a
-file gives the same pixels, and the same logits, through ``predict`` and through ``evaluate``.
+file gives the same pixels, and the same logits, through ``predict`` and through ``evaluate``. The
+per-image training augmentation is the reference's (timm's PIL transforms, ported draw for draw): one
+numpy function per image, several times faster than the same work as TensorFlow image ops. Mixup and
+CutMix, which act on whole batches, are Keras' layers.
 """
+
+import math
+
+import numpy as np
 
 from keras_evit.preprocessing import CROP_PCT, as_rgb_array, center_crop, decode_image, load_image
 
@@ -46,100 +53,150 @@ def eval_transform(size, crop_pct=CROP_PCT):
     return fn
 
 
-def chosen_ops_only(rand_augment):
-    """Keras' ``RandAugment`` as a function that runs only the augmentations it picks.
+def random_resized_crop(img, size, scale, ratio, rng):
+    """timm's ``RandomResizedCropAndInterpolation`` (bicubic) on a PIL image: same draws, same fallback."""
+    from PIL import Image
 
-    The layer applies every one of its 11 augmentations at each of its ``num_ops`` steps and keeps the
-    picked one with ``where`` (22 image transforms per image where 2 are used: ~80% of the input pipeline's
-    time). Here each step picks uniformly among the same layers, as the layer does, and ``tf.switch_case``
-    runs only that branch: the same distribution of outputs at a fraction of the cost.
+    width, height = img.size
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = rng.uniform(*scale) * area
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top, left = int(rng.integers(0, height - h, endpoint=True)), int(rng.integers(0, width - w, endpoint=True))
+            break
+    else:  # central crop at the nearest allowed aspect ratio
+        in_ratio = width / height
+        w, h = width, height
+        if in_ratio < min(ratio):
+            h = int(round(w / min(ratio)))
+        elif in_ratio > max(ratio):
+            w = int(round(h * max(ratio)))
+        top, left = (height - h) // 2, (width - w) // 2
+    return img.crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
+
+
+def random_erase(image, probability, rng):
+    """timm's ``RandomErasing(probability, mode="pixel")`` on a float RGB 0..255 array, in place.
+
+    timm erases after normalization with N(0, 1) noise per pixel and channel; in 0..255 that is
+    255 * (mean + std * N(0, 1)), which the model's own normalization maps back to N(0, 1).
     """
-    import tensorflow as tf
+    from keras_evit.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
-    from keras_evit.compat import rand_augment_ops
-
-    ops = rand_augment_ops(rand_augment)
-
-    def fn(image):
-        image = tf.cast(image, tf.float32)
-        for _ in range(rand_augment.num_ops):
-            index = tf.random.uniform((), 0, len(ops), dtype=tf.int32)
-            branches = [lambda op=op: tf.cast(op(image, training=True), tf.float32) for op in ops]
-            image = tf.ensure_shape(tf.switch_case(index, branches), image.shape)
+    if rng.random() > probability:
         return image
-    return fn
+    height, width = image.shape[:2]
+    for _ in range(10):
+        target_area = rng.uniform(0.02, 1 / 3) * height * width
+        aspect = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
+        h, w = int(round(math.sqrt(target_area * aspect))), int(round(math.sqrt(target_area / aspect)))
+        if w < width and h < height:
+            top, left = int(rng.integers(0, height - h, endpoint=True)), int(rng.integers(0, width - w, endpoint=True))
+            noise = rng.standard_normal((h, w, 3), dtype=np.float32)
+            image[top:top + h, left:left + w] = 255.0 * (np.asarray(IMAGENET_MEAN, np.float32)
+                                                         + np.asarray(IMAGENET_STD, np.float32) * noise)
+            break
+    return image
 
 
-def erase_with_probability(probability, seed=None):
-    """Random erasing (timm's ``reprob``) applied to exactly ``probability`` of the images.
+def train_image(record, recipe, rand_augment, rng):
+    """One training image (a file path or an RGB array) -> float32 (size, size, 3), 0..255 but where erased:
+    random-resized crop (bicubic), flip, RandAugment (None: off), random erasing, in PIL and numpy as timm does."""
+    from PIL import Image
 
-    Keras' ``RandomErasing(factor=p)`` draws each image's chance from U(0, p), so erases p/2 of them, and
-    builds the erased copy for every image before choosing. Here an always-on layer runs only for the
-    images chosen, with the paper's probability.
-    """
-    import keras
-    import tensorflow as tf
-
-    layer = keras.layers.RandomErasing(factor=(1.0, 1.0), value_range=(0, 255), seed=seed)
-
-    def fn(image):
-        return tf.cond(tf.random.uniform(()) < probability,
-                       lambda: tf.cast(layer(image, training=True), image.dtype), lambda: image)
-    return fn
+    image = decode_image(record) if isinstance(record, str) else as_rgb_array(record)
+    img = random_resized_crop(Image.fromarray(image), recipe.image_size, tuple(recipe.crop_scale), (3 / 4, 4 / 3), rng)
+    if recipe.hflip and rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    if rand_augment is not None:
+        img = rand_augment(img, rng)
+    image = np.array(img if img.mode == "RGB" else img.convert("RGB"), np.float32)
+    if recipe.random_erasing:
+        random_erase(image, recipe.random_erasing, rng)
+    return image
 
 
 def train_transform(recipe):
-    """Random-resized crop (bicubic), flip, RandAugment, normalize, random erasing."""
-    import keras
+    """(record, key) -> the augmented image, a float32 tensor. The randomness of an image is a function of
+    ``key`` (the run's seed, epoch and position are passed in), so a resumed run repeats it exactly."""
     import tensorflow as tf
 
-    size = recipe.image_size
+    from .rand_augment import RandAugment
+
     rand_augment = None
     if recipe.randaugment_magnitude:
-        rand_augment = chosen_ops_only(keras.layers.RandAugment(
-            value_range=(0, 255), num_ops=recipe.randaugment_ops, factor=recipe.randaugment_magnitude / 10.0,
-            interpolation="bilinear", seed=recipe.seed))
-    erasing = None
-    if recipe.random_erasing:
-        erasing = erase_with_probability(recipe.random_erasing, recipe.seed)
+        rand_augment = RandAugment(recipe.randaugment_magnitude, recipe.randaugment_ops,
+                                   magnitude_std=recipe.randaugment_mstd)
 
-    def fn(image):
-        begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
-            tf.shape(image), tf.zeros([0, 0, 4]), min_object_covered=0.0, aspect_ratio_range=(3 / 4, 4 / 3),
-            area_range=tuple(recipe.crop_scale), max_attempts=10, use_image_if_no_bounding_boxes=True)
-        crop = tf.slice(image, begin, crop_size)
-        crop = tf.ensure_shape(tf.image.resize(crop, (size, size), method="bicubic"), [size, size, 3])
-        if recipe.hflip:
-            crop = tf.image.random_flip_left_right(crop)
-        crop = tf.clip_by_value(crop, 0.0, 255.0)
-        if rand_augment is not None:
-            crop = rand_augment(crop)
-        if erasing is not None:
-            crop = erasing(crop)
-        return tf.ensure_shape(tf.cast(crop, tf.float32), [size, size, 3])
+    def augment(record, key):
+        rng = np.random.default_rng([int(k) % 2**64 for k in np.asarray(key).ravel()])
+        if isinstance(record, bytes) or np.asarray(record).dtype.kind in "SUO":
+            record = _path(record)
+        return train_image(record, recipe, rand_augment, rng)
+
+    size = recipe.image_size
+
+    def fn(record, key):
+        image = tf.numpy_function(augment, [record, key], tf.float32, stateful=False)
+        return tf.ensure_shape(image, [size, size, 3])
     return fn
 
 
 def mix_batch(recipe, num_classes):
-    """One-hot labels, then per batch Mixup or CutMix (switch probability as timm's Mixup)."""
-    import keras
+    """(images, labels, keys) of a batch -> (images, one-hot labels), mixed as timm's ``Mixup`` in its default
+    batch mode: one Beta-drawn weight per batch, each image paired with the batch's mirror image, CutMix
+    (one box for the batch, weight corrected to the box's area) with ``mix_switch_prob`` when both are on.
+    The draws are stateless, from the batch's first key, so a resumed run repeats them."""
     import tensorflow as tf
 
-    mixup = keras.layers.MixUp(alpha=recipe.mixup, seed=recipe.seed) if recipe.mixup else None
-    cutmix = keras.layers.CutMix(factor=recipe.cutmix, seed=recipe.seed) if recipe.cutmix else None
+    mixup, cutmix = float(recipe.mixup or 0.0), float(recipe.cutmix or 0.0)
 
-    def fn(images, labels):
+    def beta(alpha, seed):
+        a, b = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        x = tf.random.stateless_gamma((), a, alpha)
+        return x / (x + tf.random.stateless_gamma((), b, alpha))
+
+    def cut(images, flipped, lam, seed):
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+        ratio = tf.sqrt(1.0 - lam)
+        cut_h = tf.cast(tf.cast(height, tf.float32) * ratio, tf.int32)
+        cut_w = tf.cast(tf.cast(width, tf.float32) * ratio, tf.int32)
+        center = tf.random.stateless_uniform((2,), seed, 0, tf.int32.max, dtype=tf.int32) % tf.stack([height, width])
+        top = tf.clip_by_value(center[0] - cut_h // 2, 0, height)
+        bottom = tf.clip_by_value(center[0] + cut_h // 2, 0, height)
+        left = tf.clip_by_value(center[1] - cut_w // 2, 0, width)
+        right = tf.clip_by_value(center[1] + cut_w // 2, 0, width)
+        rows, cols = tf.range(height), tf.range(width)
+        inside = ((rows >= top) & (rows < bottom))[:, None, None] & ((cols >= left) & (cols < right))[None, :, None]
+        area = tf.cast((bottom - top) * (right - left), tf.float32) / tf.cast(height * width, tf.float32)
+        return tf.where(inside, flipped, images), 1.0 - area
+
+    def fn(images, labels, keys):
         onehot = tf.one_hot(labels, num_classes)
-        if mixup is None and cutmix is None:
+        if not (mixup or cutmix):
             return images, onehot
-        batch = {"images": images, "labels": onehot}
-        if mixup is not None and cutmix is not None:
-            use_cutmix = tf.random.uniform(()) < recipe.mix_switch_prob
-            out = tf.cond(use_cutmix, lambda: cutmix(batch, training=True), lambda: mixup(batch, training=True))
-        else:
-            out = (cutmix or mixup)(batch, training=True)
-        return out["images"], out["labels"]
+        seed = tf.random.experimental.stateless_fold_in(keys[0, :2], keys[0, 2])
+        switch_seed, lam_seed, box_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+        use_cutmix = tf.constant(cutmix > 0 and not mixup)
+        if mixup and cutmix:
+            use_cutmix = tf.random.stateless_uniform((), switch_seed) < recipe.mix_switch_prob
+        flipped = tf.reverse(images, [0])
+
+        def with_cutmix():
+            return cut(images, flipped, beta(cutmix or 1.0, lam_seed), box_seed)
+
+        def with_mixup():
+            lam = beta(mixup or 1.0, lam_seed)
+            return images * lam + flipped * (1.0 - lam), lam
+
+        images, lam = tf.cond(use_cutmix, with_cutmix, with_mixup)
+        return images, onehot * lam + tf.reverse(onehot, [0]) * (1.0 - lam)
     return fn
 
 
-__all__ = ["decode", "eval_transform", "mix_batch", "train_transform"]
+__all__ = ["decode", "eval_transform", "mix_batch", "random_erase", "random_resized_crop", "train_image",
+           "train_transform"]

@@ -255,12 +255,14 @@ def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, ski
             # (it compares the seed pair with (0, 0)); such a process gets the unseeded order
             if tf.compat.v1.get_default_graph().seed == 0:
                 tf.compat.v1.set_random_seed(None)
-            return records.shuffle(buffer, seed=e + recipe.seed, reshuffle_each_iteration=False).take(per_epoch)
+            shuffled = records.shuffle(buffer, seed=e + recipe.seed, reshuffle_each_iteration=False).take(per_epoch)
+            # each image's augmentation is drawn from (seed, epoch, position): a resumed run repeats it
+            seed = tf.constant(recipe.seed, tf.int64)
+            return shuffled.enumerate().map(lambda i, xy: (xy[0], xy[1], tf.stack([seed, e, i])))
 
         ds = tf.data.Dataset.range(start_epoch, recipe.epochs + 1).flat_map(epoch)
-        ds = ds.map(_decode, num_parallel_calls=autotune)
         transform = train_transform(recipe)
-        ds = ds.map(lambda x, y: (transform(x), y), num_parallel_calls=autotune)
+        ds = ds.map(lambda x, y, key: (transform(x, key), tf.cast(y, tf.int32), key), num_parallel_calls=autotune)
         ds = ds.batch(batch_size, drop_remainder=True)
         mixer = mix_batch(recipe, source.num_classes)
         ds = ds.map(mixer, num_parallel_calls=autotune)

@@ -23,10 +23,11 @@ class Recipe:
     mixup: float = 0.8                # Beta(alpha) for MixUp; 0 disables
     cutmix: float = 1.0               # Beta(alpha) for CutMix; 0 disables
     mix_switch_prob: float = 0.5      # chance of CutMix when both are on
-    # the reference's rand-m9-mstd0.5 at magnitude 9 of 10; Keras' RandAugment applies it without the
-    # reference's per-op magnitude noise (std 0.5)
+    # the reference's rand-m9-mstd0.5-inc1: 2 ops of timm's 15, each applied with probability 0.5 at
+    # magnitude N(9, 0.5) of 10
     randaugment_magnitude: float = 9
     randaugment_ops: int = 2
+    randaugment_mstd: float = 0.5
     random_erasing: float = 0.25
     crop_scale: tuple = (0.08, 1.0)   # random-resized-crop area range
     hflip: bool = True
