@@ -114,7 +114,7 @@ def train_image(record, recipe, rand_augment, rng):
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     if rand_augment is not None:
         img = rand_augment(img, rng)
-    image = np.array(img if img.mode == "RGB" else img.convert("RGB"), np.float32)
+    image = np.asarray(img if img.mode == "RGB" else img.convert("RGB")).astype(np.float32)
     if recipe.random_erasing:
         random_erase(image, recipe.random_erasing, rng)
     return image
