@@ -156,6 +156,22 @@ def _to_rgb(img):
 
 def decode_image(path):
     """RGB uint8 array of the file at ``path``; ValueError naming the file when it cannot be used."""
+    return _decode(path, _to_rgb)
+
+
+def decode_rgb(path):
+    """``decode_image``'s pixels as a PIL RGB image, for transforms that work in PIL (training's crop and
+    augmentation) without a round trip through numpy."""
+    return _decode(path, _to_rgb_image)
+
+
+def _to_rgb_image(img):
+    from PIL import Image
+
+    return img if img.mode == "RGB" else Image.fromarray(_to_rgb(img))
+
+
+def _decode(path, convert):
     import stat
 
     from PIL import Image, UnidentifiedImageError
@@ -176,7 +192,7 @@ def decode_image(path):
                                  "limit (a decompression bomb or a huge scan): downscale it first")
             check_aspect_ratio(width, height, f"image {path}")
             img.load()
-            return _to_rgb(img)
+            return convert(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"image not found: {path}") from None
     except Image.DecompressionBombError as exc:

@@ -208,3 +208,27 @@ def test_the_normalization_is_found_by_type_and_travels_in_the_file(tmp_path):
     assert has_preprocessing(legacy)
     x = np.random.RandomState(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(ImageNormalization()(x), ke.normalize_images(x), atol=1e-6)
+
+
+def test_training_decoder_gives_predicts_pixels_in_every_mode(tmp_path, sample_dir):
+    """``decode_rgb`` (training's PIL image) holds ``decode_image``'s pixels, and refuses what it refuses."""
+    from PIL import Image
+
+    from keras_evit.preprocessing import decode_image, decode_rgb
+
+    rng = np.random.default_rng(0)
+    files = [os.path.join(sample_dir, "n01440764_tench.JPEG")]
+    for mode, array in [("L", rng.integers(0, 255, (30, 40), np.uint8)),
+                        ("RGBA", rng.integers(0, 255, (30, 40, 4), np.uint8)),
+                        ("I;16", rng.integers(0, 65535, (30, 40), np.uint16))]:
+        files.append(str(tmp_path / f"{mode.replace(';', '')}.png"))
+        Image.fromarray(array).save(files[-1])
+    files.append(str(tmp_path / "cmyk.jpg"))
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), np.uint8)).convert("CMYK").save(files[-1])
+    for path in files:
+        img = decode_rgb(path)
+        assert img.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(img), decode_image(path), err_msg=path)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(ValueError, match="cannot read image .*broken.jpg"):
+        decode_rgb(str(tmp_path / "broken.jpg"))

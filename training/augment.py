@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from keras_evit.preprocessing import CROP_PCT, as_rgb_array, center_crop, decode_image, load_image
+from keras_evit.preprocessing import CROP_PCT, as_rgb_array, center_crop, decode_image, decode_rgb, load_image
 
 
 def _path(value):
@@ -108,8 +108,8 @@ def train_image(record, recipe, rand_augment, rng):
     random-resized crop (bicubic), flip, RandAugment (None: off), random erasing, in PIL and numpy as timm does."""
     from PIL import Image
 
-    image = decode_image(record) if isinstance(record, str) else as_rgb_array(record)
-    img = random_resized_crop(Image.fromarray(image), recipe.image_size, tuple(recipe.crop_scale), (3 / 4, 4 / 3), rng)
+    img = decode_rgb(record) if isinstance(record, str) else Image.fromarray(as_rgb_array(record))
+    img = random_resized_crop(img, recipe.image_size, tuple(recipe.crop_scale), (3 / 4, 4 / 3), rng)
     if recipe.hflip and rng.random() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     if rand_augment is not None:
