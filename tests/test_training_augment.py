@@ -165,6 +165,17 @@ def test_train_transform_is_a_function_of_the_key(tmp_path):
     assert all(not np.array_equal(first, other) for other in others)
 
 
+def test_an_image_array_that_is_not_rgb_is_a_clear_error():
+    from keras_evit.training.augment import train_image
+    from keras_evit.training.recipe import get_recipe
+
+    recipe, rng = get_recipe("imagenet", image_size=64), np.random.default_rng(0)
+    assert train_image(np.zeros((20, 30), np.uint8), recipe, None, rng).shape == (64, 64, 3)  # grey: RGB
+    for shape in [(20, 30, 4), (20, 30, 3, 2), (0, 30, 3)]:
+        with pytest.raises(ValueError, match=r"must be \(H, W\), \(H, W, 1\) or \(H, W, 3\).*convert"):
+            train_image(np.zeros(shape, np.uint8), recipe, None, rng)
+
+
 def _mixed(recipe, key):
     """4 constant images (values 0, 100, 200, 50), classes 0..3, mixed with ``key``."""
     from keras_evit.training.augment import mix_batch

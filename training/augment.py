@@ -108,7 +108,14 @@ def train_image(record, recipe, rand_augment, rng):
     random-resized crop (bicubic), flip, RandAugment (None: off), random erasing, in PIL and numpy as timm does."""
     from PIL import Image
 
-    img = decode_rgb(record) if isinstance(record, str) else Image.fromarray(as_rgb_array(record))
+    if isinstance(record, str):
+        img = decode_rgb(record)
+    else:
+        array = as_rgb_array(record)
+        if array.ndim != 3 or array.shape[-1] != 3 or min(array.shape[:2]) < 1:
+            raise ValueError(f"a training image must be (H, W), (H, W, 1) or (H, W, 3) pixels, got shape "
+                             f"{np.shape(record)}: convert the data set's images to RGB")
+        img = Image.fromarray(array)
     img = random_resized_crop(img, recipe.image_size, tuple(recipe.crop_scale), (3 / 4, 4 / 3), rng)
     if recipe.hflip and rng.random() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
