@@ -3,9 +3,10 @@
 Both yield RGB 0..255 float32: the models normalize inside (``include_preprocessing=True``). Decoding
 and the eval transform call the very functions predict calls (PIL, in ``tf.numpy_function``), so a
 file gives the same pixels, and the same logits, through ``predict`` and through ``evaluate``. The
-per-image training augmentation is the reference's (timm's PIL transforms, ported draw for draw): one
-numpy function per image, several times faster than the same work as TensorFlow image ops. Mixup and
-CutMix, which act on whole batches, are Keras' layers.
+per-image training augmentation is the reference's (timm's PIL transforms, ported draw for draw), run
+with the decode in one numpy function per image: PIL's uint8 operations take a fraction of the time of
+Keras' float image layers. Mixup and CutMix, which act on whole batches, are timm's batch mode in
+TensorFlow ops.
 """
 
 import math
