@@ -221,10 +221,15 @@ def _size_pair(image_size):
 
 
 def as_rgb_array(image):
-    """An image array (H, W), (H, W, 1) or (H, W, 3) as contiguous RGB uint8 (H, W, 3)."""
+    """An image array (H, W), (H, W, 1) or (H, W, 3) as contiguous RGB uint8 (H, W, 3); any other shape is
+    a ValueError naming it."""
     image = np.asarray(image)
-    if image.ndim == 2 or image.shape[-1] == 1:
-        image = np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=-1)
+    shape = image.shape
+    if image.ndim == 2 or (image.ndim == 3 and shape[-1] == 1):
+        image = np.repeat(image.reshape(shape[:2] + (1,)), 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"an image must be (H, W), (H, W, 1) or (H, W, 3) pixels, got shape {shape}: convert "
+                         "the images to RGB")
     return np.ascontiguousarray(image.astype(np.uint8))
 
 

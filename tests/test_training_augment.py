@@ -171,9 +171,11 @@ def test_an_image_array_that_is_not_rgb_is_a_clear_error():
 
     recipe, rng = get_recipe("imagenet", image_size=64), np.random.default_rng(0)
     assert train_image(np.zeros((20, 30), np.uint8), recipe, None, rng).shape == (64, 64, 3)  # grey: RGB
-    for shape in [(20, 30, 4), (20, 30, 3, 2), (0, 30, 3)]:
+    for shape in [(20, 30, 4), (20, 30, 3, 2), (30,)]:
         with pytest.raises(ValueError, match=r"must be \(H, W\), \(H, W, 1\) or \(H, W, 3\).*convert"):
             train_image(np.zeros(shape, np.uint8), recipe, None, rng)
+    with pytest.raises(ValueError, match="training image is 30x0 pixels: empty"):
+        train_image(np.zeros((0, 30, 3), np.uint8), recipe, None, rng)
 
 
 def _mixed(recipe, key):

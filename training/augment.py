@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from keras_evit.preprocessing import CROP_PCT, as_rgb_array, center_crop, decode_image, decode_rgb, load_image
+from keras_evit.preprocessing import (CROP_PCT, as_rgb_array, center_crop, check_aspect_ratio, decode_image, decode_rgb,
+                                      load_image)
 
 
 def _path(value):
@@ -110,12 +111,10 @@ def train_image(record, recipe, rand_augment, rng):
     from PIL import Image
 
     if isinstance(record, str):
-        img = decode_rgb(record)
+        img = decode_rgb(record)  # checks the file's size and aspect ratio
     else:
         array = as_rgb_array(record)
-        if array.ndim != 3 or array.shape[-1] != 3 or min(array.shape[:2]) < 1:
-            raise ValueError(f"a training image must be (H, W), (H, W, 1) or (H, W, 3) pixels, got shape "
-                             f"{np.shape(record)}: convert the data set's images to RGB")
+        check_aspect_ratio(array.shape[1], array.shape[0], "training image")
         img = Image.fromarray(array)
     img = random_resized_crop(img, recipe.image_size, tuple(recipe.crop_scale), (3 / 4, 4 / 3), rng)
     if recipe.hflip and rng.random() < 0.5:
@@ -142,14 +141,16 @@ def train_transform(recipe):
 
     def augment(record, key):
         rng = np.random.default_rng([int(k) % 2**64 for k in np.asarray(key).ravel()])
-        if isinstance(record, bytes) or np.asarray(record).dtype.kind in "SUO":
-            record = _path(record)
         return train_image(record, recipe, rand_augment, rng)
+
+    def from_path(path, key):
+        return augment(_path(path), key)
 
     size = recipe.image_size
 
     def fn(record, key):
-        image = tf.numpy_function(augment, [record, key], tf.float32, stateful=False)
+        image = tf.numpy_function(from_path if record.dtype == tf.string else augment, [record, key], tf.float32,
+                                  stateful=False)
         return tf.ensure_shape(image, [size, size, 3])
     return fn
 
@@ -189,19 +190,20 @@ def mix_batch(recipe, num_classes):
             return images, onehot
         seed = tf.random.experimental.stateless_fold_in(keys[0, :2], keys[0, 2])
         switch_seed, lam_seed, box_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-        use_cutmix = tf.constant(cutmix > 0 and not mixup)
-        if mixup and cutmix:
-            use_cutmix = tf.random.stateless_uniform((), switch_seed) < recipe.mix_switch_prob
         flipped = tf.reverse(images, [0])
 
         def with_cutmix():
-            return cut(images, flipped, beta(cutmix or 1.0, lam_seed), box_seed)
+            return cut(images, flipped, beta(cutmix, lam_seed), box_seed)
 
         def with_mixup():
-            lam = beta(mixup or 1.0, lam_seed)
+            lam = beta(mixup, lam_seed)
             return images * lam + flipped * (1.0 - lam), lam
 
-        images, lam = tf.cond(use_cutmix, with_cutmix, with_mixup)
+        if mixup and cutmix:
+            use_cutmix = tf.random.stateless_uniform((), switch_seed) < recipe.mix_switch_prob
+            images, lam = tf.cond(use_cutmix, with_cutmix, with_mixup)
+        else:
+            images, lam = with_cutmix() if cutmix else with_mixup()
         return images, onehot * lam + tf.reverse(onehot, [0]) * (1.0 - lam)
     return fn
 
