@@ -146,23 +146,28 @@ def test_random_erasing_as_timms_pixel_mode():
     assert abs(values.mean()) < 0.02 and abs(values.std() - 1.0) < 0.02
 
 
-def test_train_transform_is_a_function_of_the_key(tmp_path):
-    """The same key gives the same image (a resumed run repeats its augmentation); paths and arrays both work."""
+def test_train_transform_is_a_function_of_the_keys(tmp_path):
+    """The same keys give the same pair (a resumed run repeats its augmentation); paths and arrays both work."""
     from PIL import Image
 
     from keras_evit.training.augment import train_transform
     from keras_evit.training.recipe import get_recipe
 
-    path = str(tmp_path / "photo.png")
-    _photo(size=(90, 70)).save(path)
-    fn = tf.function(train_transform(get_recipe("imagenet", image_size=64)))
-    key = tf.constant([0, 3, 5], tf.int64)
-    first = fn(tf.constant(path), key)
-    assert first.shape == (64, 64, 3) and first.dtype == tf.float32
-    np.testing.assert_array_equal(first, fn(tf.constant(path), key))
-    np.testing.assert_array_equal(first, fn(tf.constant(np.asarray(Image.open(path))), key))
-    others = [fn(tf.constant(path), tf.constant([0, 3, i], tf.int64)) for i in range(6, 12)]
-    assert all(not np.array_equal(first, other) for other in others)
+    paths = [str(tmp_path / f"photo{i}.png") for i in range(2)]
+    for i, path in enumerate(paths):
+        _photo(seed=i, size=(90, 70)).save(path)
+    fn = tf.function(train_transform(get_recipe("imagenet", image_size=64), num_classes=3, batch_size=4))
+
+    def pair(records, position):  # positions `position` and its mirror 3 - position of batch 0
+        keys = [tf.constant([0, 3, p], tf.int64) for p in (position, 3 - position)]
+        return fn(*((tf.constant(r), tf.constant(label), k) for r, label, k in zip(records, (0, 2), keys)))
+
+    first, labels = pair(paths, 0)
+    assert first.shape == (2, 64, 64, 3) and first.dtype == tf.float32 and labels.shape == (2, 3)
+    np.testing.assert_allclose(np.asarray(labels).sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(first, pair(paths, 0)[0])
+    np.testing.assert_array_equal(first, pair([np.asarray(Image.open(p)) for p in paths], 0)[0])
+    assert not np.array_equal(first, pair(paths, 1)[0])
 
 
 def test_an_image_array_that_is_not_rgb_is_a_clear_error():
@@ -178,45 +183,89 @@ def test_an_image_array_that_is_not_rgb_is_a_clear_error():
         train_image(np.zeros((0, 30, 3), np.uint8), recipe, None, rng)
 
 
-def _mixed(recipe, key):
-    """4 constant images (values 0, 100, 200, 50), classes 0..3, mixed with ``key``."""
-    from keras_evit.training.augment import mix_batch
+def _constant_source(values, num_classes=None):
+    """A data source of constant grey-level images, image i of class i (or i % num_classes)."""
+    from keras_evit.training.data import Source
 
-    values = np.array([0.0, 100.0, 200.0, 50.0], np.float32)
-    images = tf.constant(np.broadcast_to(values[:, None, None, None], (4, 16, 20, 3)).copy())
-    keys = tf.constant([[0, 1, key]] * 4, tf.int64)
-    out, labels = mix_batch(recipe, 4)(images, tf.constant([0, 1, 2, 3]), keys)
-    return values, np.asarray(out), np.asarray(labels)
+    images = np.broadcast_to(np.asarray(values, np.uint8)[:, None, None, None], (len(values), 20, 20, 3)).copy()
+    labels = np.arange(len(values), dtype=np.int32) % (num_classes or len(values))
+    return Source("arrays", [str(i) for i in range(num_classes or len(values))],
+                  {"train": (images, labels), "validation": (images, labels)},
+                  {"train": len(values), "validation": len(values)})
 
 
-def test_mixup_and_cutmix_pair_each_image_with_the_batch_mirror():
-    """timm's batch mode: image i with image n-1-i, one weight per batch, the labels weighted as the pixels."""
+def _plain(**overrides):
+    """The ImageNet recipe at 64 px with only Mixup/CutMix left (a constant image stays constant)."""
     from keras_evit.training.recipe import get_recipe
 
-    recipe = get_recipe("imagenet")
+    return get_recipe("imagenet", image_size=64, randaugment_magnitude=0, random_erasing=0.0, epochs=3,
+                      **overrides)
+
+
+@pytest.mark.parametrize("batch", [8, 7])
+def test_mixup_and_cutmix_pair_each_image_with_the_batch_mirror(batch):
+    """timm's batch mode through the training input: image j with image n-1-j, one weight per batch, labels
+    weighted as the pixels; the middle image of an odd batch is its own mirror (left as it is)."""
+    from keras_evit.training.data import make_dataset
+
+    values = (np.arange(batch * 4) * 7 + 3) % 251  # image i: grey level values[i], class i
+    source = _constant_source(values)
     kinds = set()
-    for key in range(40):
-        values, out, labels = _mixed(recipe, key)
+    lams = []
+    for images, labels in make_dataset(source, "train", batch, _plain(), training=True).take(2 * 4):
+        images, labels = np.asarray(images), np.asarray(labels)
         np.testing.assert_allclose(labels.sum(-1), 1.0, rtol=1e-6)
-        lam = labels[0, 0]
-        np.testing.assert_allclose(labels[0, 3], 1.0 - lam, atol=1e-6)
-        if np.unique(out[0]).size > 1:  # CutMix: a box of the mirror image, weight = uncovered area
-            kinds.add("cutmix")
-            np.testing.assert_allclose(np.mean(out[0] == values[0]), lam, atol=1e-6)
-            assert set(np.unique(out[0])) <= {values[0], values[3]}
-        else:
-            kinds.add("mixup")
-            np.testing.assert_allclose(out[0], lam * values[0] + (1 - lam) * values[3], atol=1e-3)
-        np.testing.assert_array_equal(out, _mixed(recipe, key)[1])  # a function of the key
+        lam = labels.max(-1).min()  # the batch's weight (or 1 - it): the larger one (1 for the middle)
+        pairs = {}
+        for image, label in zip(images, labels):
+            classes = np.nonzero(label > 1e-6)[0]
+            if len(classes) == 1:  # unmixed: the middle of an odd batch, or lam == 1
+                np.testing.assert_array_equal(image, float(values[classes[0]]))
+                continue
+            p, q = classes
+            np.testing.assert_allclose(sorted(label[classes]), [1 - lam, lam], atol=1e-6)  # one weight per batch
+            pairs.setdefault((p, q), []).append(label[p])
+            if np.unique(image).size > 1:  # CutMix: a box of the mirror, weight = the area it leaves uncovered
+                kinds.add("cutmix")
+                np.testing.assert_allclose(np.mean(image == values[p]), label[p], atol=1e-6)
+            else:
+                kinds.add("mixup")
+                np.testing.assert_allclose(image, label[p] * values[p] + label[q] * values[q], atol=1e-3)
+        for weights in pairs.values():  # each pair mixed both ways: the weights swapped
+            assert len(weights) == 2
+            np.testing.assert_allclose(sum(weights), 1.0, atol=1e-6)
+        assert len(pairs) == batch // 2 or lam > 1 - 1e-6
+        lams.append(lam)
     assert kinds == {"cutmix", "mixup"}
-    lams = [_mixed(recipe, key)[2][1, 1] for key in range(40)]
-    assert 0.2 < np.mean(lams) < 0.8 and len(set(np.round(lams, 6))) > 30
+    assert len(set(np.round(lams, 6))) > 4
+
+
+def test_mix_params_are_timms_per_batch_draws():
+    from keras_evit.training.augment import mix_params
+
+    recipe = _plain()
+    draws = [mix_params(recipe, np.random.default_rng(i), 224, 224) for i in range(400)]
+    boxes = [box for _, box in draws if box is not None]
+    assert 0.4 < len(boxes) / len(draws) < 0.6  # CutMix with mix_switch_prob 0.5
+    for lam, box in draws:
+        assert 0.0 <= lam <= 1.0
+        if box is not None:
+            top, bottom, left, right = box
+            assert 0 <= top <= bottom <= 224 and 0 <= left <= right <= 224
+            assert math.isclose(lam, 1 - (bottom - top) * (right - left) / 224 ** 2)
+    mixup_lams = [lam for lam, box in draws if box is None]
+    assert 0.4 < np.mean(mixup_lams) < 0.6 and np.std(mixup_lams) > 0.25  # Beta(0.8, 0.8): mean 0.5, sd 0.32
+    assert mix_params(_plain(mixup=0.0, cutmix=0.0), np.random.default_rng(0), 8, 8) == (1.0, None)
+    assert all(box is None for _, box in (mix_params(_plain(cutmix=0.0), np.random.default_rng(i), 8, 8)
+                                          for i in range(20)))
 
 
 def test_no_mixing_gives_one_hot_labels():
-    from keras_evit.training.recipe import get_recipe
+    from keras_evit.training.data import make_dataset
 
-    values, out, labels = _mixed(get_recipe("imagenet", mixup=0.0, cutmix=0.0), 3)
-    np.testing.assert_array_equal(labels, np.eye(4))
-    np.testing.assert_array_equal(out[:, 0, 0, 0], values)
-    assert math.isclose(float(out.mean()), float(values.mean()))
+    values = np.arange(8) * 30
+    images, labels = next(iter(make_dataset(_constant_source(values), "train", 8, _plain(mixup=0.0, cutmix=0.0),
+                                            training=True)))
+    labels = np.asarray(labels)
+    assert set(labels.sum(0)) == {1.0} and set(labels.max(-1)) == {1.0}
+    np.testing.assert_array_equal(np.asarray(images)[:, 0, 0, 0], values[labels.argmax(-1)])

@@ -61,6 +61,15 @@ def test_epoch_order_is_seeded_and_resumable():
     assert full[:22] != full[22:44]  # a new order each epoch
 
 
+@pytest.mark.parametrize("batch", [16, 15])
+def test_training_batches_have_static_shapes(batch):
+    """Keras' fit reads the rank and size of each input from the dataset's element spec."""
+    recipe = get_recipe("digits")
+    images, labels = make_dataset(load_source("digits"), "train", batch, recipe, training=True).element_spec
+    size = recipe.image_size
+    assert (tuple(images.shape), tuple(labels.shape)) == ((batch, size, size, 3), (batch, 10))
+
+
 def test_a_resumed_run_repeats_the_augmented_images():
     """Each image's augmentation is drawn from (seed, epoch, position): a resume sees the very same pixels."""
     source = load_source("digits")
@@ -70,6 +79,41 @@ def test_a_resumed_run_repeats_the_augmented_images():
                                                       skip_steps=1).take(1)]
     np.testing.assert_array_equal(resumed[0], full[22 + 1])
     assert not np.array_equal(full[0], full[22])
+
+
+def test_a_resumed_run_skips_the_trained_batches_without_augmenting_them(monkeypatch):
+    import keras_evit.training.augment as augment
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return train_image(*args, **kwargs)
+
+    train_image = augment.train_image
+    monkeypatch.setattr(augment, "train_image", counted)
+    source = load_source("digits")
+    recipe = get_recipe("digits", epochs=2)
+    next(iter(make_dataset(source, "train", 16, recipe, training=True, skip_steps=60)))
+    assert 16 <= len(calls) < 16 * 20  # the batch, and what tf.data reads ahead: not the 960 skipped images
+
+
+def test_mirror_pairs_are_timms_batch_pairs():
+    """Position j of each batch with position n-1-j, each batch's pairs before the next batch's."""
+    import tensorflow as tf
+
+    from keras_evit.training.data import mirror_pairs
+
+    for batch in (4, 5, 1):
+        ds = tf.data.Dataset.range(3 * batch).map(lambda i: (i, i, tf.stack([0, 0, i])))
+        pairs = [(int(a[0]), int(b[0])) for a, b in mirror_pairs(ds, batch)]
+        expected = [(start + j, start + batch - 1 - j) for start in range(0, 3 * batch, batch)
+                    for j in range((batch + 1) // 2)]
+        assert sorted(pairs) == sorted(expected)
+        batches = [min(a, b) // batch for a, b in pairs]
+        assert batches == sorted(batches)
+        if batch % 2:  # the middle of an odd batch first (the pipeline drops its second copy)
+            assert all(a == b for a, b in pairs[::(batch + 1) // 2])
 
 
 @pytest.fixture
@@ -137,6 +181,26 @@ def test_tfds_source_with_mock_data():
         assert source.num_classes == 10
         x, y = next(iter(make_dataset(source, "train", 8, get_recipe("digits", image_size=64), training=True)))
         assert x.shape == (8, 64, 64, 3) and y.shape == (8, 10)
+
+
+def test_tfds_images_of_different_sizes_train():
+    """A tfds split yields images of many sizes (tf_flowers, imagenet2012): paired and mixed, never batched raw."""
+    import tensorflow as tf
+
+    from keras_evit.training.data import Source
+
+    class Builder:  # stands in for a tfds builder of photos of assorted sizes
+        def as_dataset(self, split, as_supervised, shuffle_files):
+            sizes = [(70 + 9 * i, 90 - 5 * i) for i in range(12)]
+            return tf.data.Dataset.from_generator(
+                lambda: ((np.full((h, w, 3), 20 * i, np.uint8), i % 3) for i, (h, w) in enumerate(sizes)),
+                output_signature=(tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([], tf.int64)))
+
+    source = Source("tfds", ["a", "b", "c"], {"train": ("tfds", Builder(), "train")}, {"train": 12})
+    batches = list(make_dataset(source, "train", 5, get_recipe("imagenet", image_size=64, epochs=1),
+                                training=True).take(3))
+    assert [tuple(x.shape) for x, _ in batches] == [(5, 64, 64, 3)] * 3
+    np.testing.assert_allclose(np.asarray(batches[0][1]).sum(-1), 1.0, rtol=1e-6)
 
 
 def test_one_class_folder_is_an_error(tmp_path):

@@ -4,9 +4,9 @@ Both yield RGB 0..255 float32: the models normalize inside (``include_preprocess
 and the eval transform call the very functions predict calls (PIL, in ``tf.numpy_function``), so a
 file gives the same pixels, and the same logits, through ``predict`` and through ``evaluate``. The
 per-image training augmentation is the reference's (timm's PIL transforms, ported draw for draw), run
-with the decode in one numpy function per image: PIL's uint8 operations take a fraction of the time of
-Keras' float image layers. Mixup and CutMix, which act on whole batches, are timm's batch mode in
-TensorFlow ops.
+with the decode in one numpy function: PIL's uint8 operations take a fraction of the time of Keras' float
+image layers. Mixup and CutMix are timm's batch mode, which mixes image i of a batch with image n-1-i: each
+such pair is augmented and mixed in one call, while its pixels are in the cache.
 """
 
 import math
@@ -105,9 +105,10 @@ def random_erase(image, probability, rng):
     return image
 
 
-def train_image(record, recipe, rand_augment, rng):
+def train_image(record, recipe, rand_augment, rng, out=None):
     """One training image (a file path or an RGB array) -> float32 (size, size, 3), 0..255 but where erased:
-    random-resized crop (bicubic), flip, RandAugment (None: off), random erasing, in PIL and numpy as timm does."""
+    random-resized crop (bicubic), flip, RandAugment (None: off), random erasing, in PIL and numpy as timm does.
+    ``out``: the float32 array to write it into (else a new one)."""
     from PIL import Image
 
     if isinstance(record, str):
@@ -121,15 +122,64 @@ def train_image(record, recipe, rand_augment, rng):
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     if rand_augment is not None:
         img = rand_augment(img, rng)
-    image = np.asarray(img if img.mode == "RGB" else img.convert("RGB")).astype(np.float32)
+    pixels = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    if out is None:
+        out = np.empty(pixels.shape, np.float32)
+    out[...] = pixels
     if recipe.random_erasing:
-        random_erase(image, recipe.random_erasing, rng)
-    return image
+        random_erase(out, recipe.random_erasing, rng)
+    return out
 
 
-def train_transform(recipe):
-    """(record, key) -> the augmented image, a float32 tensor. The randomness of an image is a function of
-    ``key`` (the run's seed, epoch and position are passed in), so a resumed run repeats it exactly."""
+def mix_params(recipe, rng, height, width):
+    """timm's ``Mixup._params_per_batch`` and CutMix box for one batch, drawn from ``rng``: (lam, box), box
+    (top, bottom, left, right) for CutMix (lam corrected to the box's area), None for Mixup. (1.0, None):
+    no mixing."""
+    mixup, cutmix = float(recipe.mixup or 0.0), float(recipe.cutmix or 0.0)
+    if not (mixup or cutmix):
+        return 1.0, None
+    use_cutmix = not mixup or (cutmix > 0 and rng.random() < recipe.mix_switch_prob)
+    lam = float(rng.beta(cutmix, cutmix) if use_cutmix else rng.beta(mixup, mixup))
+    if not use_cutmix:
+        return lam, None
+    ratio = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * ratio), int(width * ratio)
+    center_y, center_x = int(rng.integers(0, height)), int(rng.integers(0, width))
+    top, bottom = np.clip([center_y - cut_h // 2, center_y + cut_h // 2], 0, height)
+    left, right = np.clip([center_x - cut_w // 2, center_x + cut_w // 2], 0, width)
+    return 1.0 - float((bottom - top) * (right - left)) / (height * width), (top, bottom, left, right)
+
+
+def mix_pair(pair, lam, box):
+    """Mixup (box None) or CutMix, in place, of a (2, H, W, 3) float pair of images that are each other's mirror
+    in the batch, as timm's batch mode mixes image i with image n-1-i (same expressions, same order)."""
+    if box is not None:
+        top, bottom, left, right = box
+        patch = pair[0, top:bottom, left:right].copy()
+        pair[0, top:bottom, left:right] = pair[1, top:bottom, left:right]
+        pair[1, top:bottom, left:right] = patch
+    elif lam != 1.0:
+        lam = np.float32(lam)
+        first_rest = pair[0] * (np.float32(1.0) - lam)
+        pair[0] *= lam
+        pair[0] += pair[1] * (np.float32(1.0) - lam)
+        pair[1] *= lam
+        pair[1] += first_rest
+    return pair
+
+
+def _rng(key):
+    return np.random.default_rng([int(k) % 2**64 for k in np.asarray(key).ravel()])
+
+
+def train_transform(recipe, num_classes, batch_size):
+    """(image a, image b) of a batch, each a (record, label, key) triple, b the mirror of a (the same image for
+    the middle of an odd batch) -> (images (2, size, size, 3) float32, soft labels (2, classes)): each
+    augmented as ``train_image``, then the pair mixed with its batch's Mixup/CutMix draw (the middle image of
+    an odd batch, its own mirror, comes back twice, unmixed). Augmenting a pair in one call mixes each image
+    while it is in the cache, instead of three passes over the whole batch. An image's randomness is a
+    function of its key (the run's seed, epoch and position), and the batch's draw of the key of its first
+    position, so a resumed run repeats them exactly."""
     import tensorflow as tf
 
     from .rand_augment import RandAugment
@@ -138,75 +188,33 @@ def train_transform(recipe):
     if recipe.randaugment_magnitude:
         rand_augment = RandAugment(recipe.randaugment_magnitude, recipe.randaugment_ops,
                                    magnitude_std=recipe.randaugment_mstd)
-
-    def augment(record, key):
-        rng = np.random.default_rng([int(k) % 2**64 for k in np.asarray(key).ravel()])
-        return train_image(record, recipe, rand_augment, rng)
-
-    def from_path(path, key):
-        return augment(_path(path), key)
-
     size = recipe.image_size
 
-    def fn(record, key):
-        image = tf.numpy_function(from_path if record.dtype == tf.string else augment, [record, key], tf.float32,
-                                  stateful=False)
-        return tf.ensure_shape(image, [size, size, 3])
+    def make_pair(read):
+        def pair(record_a, record_b, key_a, key_b):
+            # the middle image of an odd batch is its own mirror: mixed with itself, it stays as it is
+            out = np.empty((2, size, size, 3), np.float32)
+            train_image(read(record_a), recipe, rand_augment, _rng(key_a), out=out[0])
+            if np.array_equal(key_a, key_b):
+                out[1] = out[0]
+                return out, np.float32(1.0)
+            train_image(read(record_b), recipe, rand_augment, _rng(key_b), out=out[1])
+            seed, epoch, position = (int(k) for k in key_a)
+            # the batch's draw: a stream of its own (4 entropy words), the same for every pair of the batch
+            lam, box = mix_params(recipe, _rng([seed, epoch, position - position % batch_size, 1]), size, size)
+            return mix_pair(out, lam, box), np.float32(lam)
+        return pair
+
+    def fn(first, second):
+        (record_a, label_a, key_a), (record_b, label_b, key_b) = first, second
+        pair = make_pair(_path if record_a.dtype == tf.string else np.asarray)  # chosen when traced
+        images, lam = tf.numpy_function(pair, [record_a, record_b, key_a, key_b], (tf.float32, tf.float32),
+                                        stateful=False)
+        images, lam = tf.ensure_shape(images, [2, size, size, 3]), tf.ensure_shape(lam, [])
+        one_a, one_b = tf.one_hot(label_a, num_classes), tf.one_hot(label_b, num_classes)
+        return images, tf.stack([one_a * lam + one_b * (1.0 - lam), one_b * lam + one_a * (1.0 - lam)])
     return fn
 
 
-def mix_batch(recipe, num_classes):
-    """(images, labels, keys) of a batch -> (images, one-hot labels), mixed as timm's ``Mixup`` in its default
-    batch mode: one Beta-drawn weight per batch, each image paired with the batch's mirror image, CutMix
-    (one box for the batch, weight corrected to the box's area) with ``mix_switch_prob`` when both are on.
-    The draws are stateless, from the batch's first key, so a resumed run repeats them."""
-    import tensorflow as tf
-
-    mixup, cutmix = float(recipe.mixup or 0.0), float(recipe.cutmix or 0.0)
-
-    def beta(alpha, seed):
-        a, b = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        x = tf.random.stateless_gamma((), a, alpha)
-        return x / (x + tf.random.stateless_gamma((), b, alpha))
-
-    def cut(images, flipped, lam, seed):
-        height, width = tf.shape(images)[1], tf.shape(images)[2]
-        ratio = tf.sqrt(1.0 - lam)
-        cut_h = tf.cast(tf.cast(height, tf.float32) * ratio, tf.int32)
-        cut_w = tf.cast(tf.cast(width, tf.float32) * ratio, tf.int32)
-        center = tf.random.stateless_uniform((2,), seed, 0, tf.int32.max, dtype=tf.int32) % tf.stack([height, width])
-        top = tf.clip_by_value(center[0] - cut_h // 2, 0, height)
-        bottom = tf.clip_by_value(center[0] + cut_h // 2, 0, height)
-        left = tf.clip_by_value(center[1] - cut_w // 2, 0, width)
-        right = tf.clip_by_value(center[1] + cut_w // 2, 0, width)
-        rows, cols = tf.range(height), tf.range(width)
-        inside = ((rows >= top) & (rows < bottom))[:, None, None] & ((cols >= left) & (cols < right))[None, :, None]
-        area = tf.cast((bottom - top) * (right - left), tf.float32) / tf.cast(height * width, tf.float32)
-        return tf.where(inside, flipped, images), 1.0 - area
-
-    def fn(images, labels, keys):
-        onehot = tf.one_hot(labels, num_classes)
-        if not (mixup or cutmix):
-            return images, onehot
-        seed = tf.random.experimental.stateless_fold_in(keys[0, :2], keys[0, 2])
-        switch_seed, lam_seed, box_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-        flipped = tf.reverse(images, [0])
-
-        def with_cutmix():
-            return cut(images, flipped, beta(cutmix, lam_seed), box_seed)
-
-        def with_mixup():
-            lam = beta(mixup, lam_seed)
-            return images * lam + flipped * (1.0 - lam), lam
-
-        if mixup and cutmix:
-            use_cutmix = tf.random.stateless_uniform((), switch_seed) < recipe.mix_switch_prob
-            images, lam = tf.cond(use_cutmix, with_cutmix, with_mixup)
-        else:
-            images, lam = with_cutmix() if cutmix else with_mixup()
-        return images, onehot * lam + tf.reverse(onehot, [0]) * (1.0 - lam)
-    return fn
-
-
-__all__ = ["decode", "eval_transform", "mix_batch", "random_erase", "random_resized_crop", "train_image",
-           "train_transform"]
+__all__ = ["decode", "eval_transform", "mix_pair", "mix_params", "random_erase", "random_resized_crop",
+           "train_image", "train_transform"]

@@ -238,7 +238,7 @@ def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, ski
 
     from keras_evit.preprocessing import normalize_images
 
-    from .augment import eval_transform, mix_batch, train_transform
+    from .augment import eval_transform, train_transform
 
     records, is_tfds = _records(source, split)
     autotune = tf.data.AUTOTUNE
@@ -258,16 +258,18 @@ def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, ski
             shuffled = records.shuffle(buffer, seed=e + recipe.seed, reshuffle_each_iteration=False).take(per_epoch)
             # each image's augmentation is drawn from (seed, epoch, position): a resumed run repeats it
             seed = tf.constant(recipe.seed, tf.int64)
-            return shuffled.enumerate().map(lambda i, xy: (xy[0], xy[1], tf.stack([seed, e, i])))
+            keyed = shuffled.enumerate().map(lambda i, xy: (xy[0], xy[1], tf.stack([seed, e, i])))
+            # a mid-epoch resume skips the records of the batches already trained, not their augmentation
+            keyed = keyed.skip(tf.where(e == start_epoch, tf.constant(skip_steps * batch_size, tf.int64), 0))
+            return mirror_pairs(keyed, batch_size)
 
         ds = tf.data.Dataset.range(start_epoch, recipe.epochs + 1).flat_map(epoch)
-        transform = train_transform(recipe)
-        ds = ds.map(lambda x, y, key: (transform(x, key), tf.cast(y, tf.int32), key), num_parallel_calls=autotune)
-        ds = ds.batch(batch_size, drop_remainder=True)
-        mixer = mix_batch(recipe, source.num_classes)
-        ds = ds.map(mixer, num_parallel_calls=autotune)
-        if skip_steps:
-            ds = ds.skip(skip_steps)
+        transform = train_transform(recipe, source.num_classes, batch_size)
+        # batches of pairs (mapped and batched in one step, as tf.data fuses them) -> batches of images; an odd
+        # batch's first pair is its middle image twice, and drops one
+        ds = ds.map(transform, num_parallel_calls=autotune).batch((batch_size + 1) // 2, drop_remainder=True)
+        ds = ds.map(lambda x, y: (_unpair(x)[batch_size % 2:], _unpair(y)[batch_size % 2:]),
+                    num_parallel_calls=autotune)
     else:
         transform = eval_transform(recipe.image_size)
         ds = records.map(lambda x, y: (transform(x), tf.one_hot(y, source.num_classes)), num_parallel_calls=autotune)
@@ -279,6 +281,35 @@ def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, ski
     if not training:
         ds = ds.with_options(without_autotuning())
     return ds.prefetch(autotune)
+
+
+def _unpair(pairs):
+    import tensorflow as tf
+
+    return tf.reshape(pairs, [-1] + pairs.shape[2:].as_list())  # static: Keras reads the batch's rank
+
+
+def mirror_pairs(ds, batch_size):
+    """(record, label, key) elements, in batches of ``batch_size`` -> (first, second) pairs of them: position j of
+    each batch with position batch_size - 1 - j, the images timm's batch-mode Mixup/CutMix mixes together (the
+    middle of an odd batch is paired with itself, and comes first). Each batch's pairs come out before the next
+    batch's."""
+    import tensorflow as tf
+
+    size = tf.constant(batch_size, tf.int64)
+
+    def pair_key(record, label, key):
+        j = key[2] % size
+        return key[2] - j + tf.minimum(j, size - 1 - j)
+
+    def window_size(pair):
+        j = pair % size
+        return tf.where(2 * j == size - 1, tf.constant(1, tf.int64), 2)
+
+    def pair_up(_, window):  # a window of 2 (first, second), or of 1: the image twice
+        return tf.data.Dataset.zip((window.take(1), window.skip(1).concatenate(window).take(1)))
+
+    return ds.group_by_window(pair_key, pair_up, window_size_func=window_size)
 
 
 def without_autotuning():
