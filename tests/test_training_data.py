@@ -61,13 +61,16 @@ def test_epoch_order_is_seeded_and_resumable():
     assert full[:22] != full[22:44]  # a new order each epoch
 
 
-@pytest.mark.parametrize("batch", [16, 15])
+@pytest.mark.parametrize("batch", [16, 15, 1])
 def test_training_batches_have_static_shapes(batch):
     """Keras' fit reads the rank and size of each input from the dataset's element spec."""
     recipe = get_recipe("digits")
-    images, labels = make_dataset(load_source("digits"), "train", batch, recipe, training=True).element_spec
+    ds = make_dataset(load_source("digits"), "train", batch, recipe, training=True)
+    images, labels = ds.element_spec
     size = recipe.image_size
     assert (tuple(images.shape), tuple(labels.shape)) == ((batch, size, size, 3), (batch, 10))
+    first, _ = next(iter(ds))
+    assert first.shape == (batch, size, size, 3)
 
 
 def test_a_resumed_run_repeats_the_augmented_images():
