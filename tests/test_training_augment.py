@@ -183,13 +183,13 @@ def test_an_image_array_that_is_not_rgb_is_a_clear_error():
         train_image(np.zeros((0, 30, 3), np.uint8), recipe, None, rng)
 
 
-def _constant_source(values, num_classes=None):
-    """A data source of constant grey-level images, image i of class i (or i % num_classes)."""
+def _constant_source(values):
+    """A data source of constant grey-level images, image i of class i."""
     from keras_evit.training.data import Source
 
     images = np.broadcast_to(np.asarray(values, np.uint8)[:, None, None, None], (len(values), 20, 20, 3)).copy()
-    labels = np.arange(len(values), dtype=np.int32) % (num_classes or len(values))
-    return Source("arrays", [str(i) for i in range(num_classes or len(values))],
+    labels = np.arange(len(values), dtype=np.int32)
+    return Source("arrays", [str(i) for i in range(len(values))],
                   {"train": (images, labels), "validation": (images, labels)},
                   {"train": len(values), "validation": len(values)})
 
@@ -258,6 +258,8 @@ def test_mix_params_are_timms_per_batch_draws():
     assert mix_params(_plain(mixup=0.0, cutmix=0.0), np.random.default_rng(0), 8, 8) == (1.0, None)
     assert all(box is None for _, box in (mix_params(_plain(cutmix=0.0), np.random.default_rng(i), 8, 8)
                                           for i in range(20)))
+    assert all(box is not None for _, box in (mix_params(_plain(mixup=0.0), np.random.default_rng(i), 8, 8)
+                                              for i in range(20)))
 
 
 def test_no_mixing_gives_one_hot_labels():
