@@ -170,6 +170,32 @@ def test_train_transform_is_a_function_of_the_keys(tmp_path):
     assert not np.array_equal(first, pair(paths, 1)[0])
 
 
+def test_the_numpy_functions_run_no_autograph_code(monkeypatch, tmp_path):
+    """A numpy function that AutoGraph rewrote runs its wrappers on every image, holding Python's lock."""
+    import inspect
+
+    import keras_evit.training.augment as augment
+    from keras_evit.training.data import _decode, make_dataset
+
+    callers = []
+
+    def spy(function):
+        def wrapped(*args, **kwargs):
+            callers.extend(f"{frame.filename}:{frame.function}" for frame in inspect.stack())
+            return function(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(augment, "train_image", spy(augment.train_image))
+    monkeypatch.setattr(augment, "decode_image", spy(augment.decode_image))
+    next(iter(make_dataset(_constant_source(np.arange(4) * 50), "train", 4, _plain(), training=True)))
+    path = str(tmp_path / "photo.png")
+    _photo().save(path)
+    next(iter(tf.data.Dataset.from_tensor_slices(([path], [0])).map(_decode)))
+    assert any("augment.py:" in name for name in callers)
+    rewritten = [name for name in callers if "__autograph_generated" in name or name.endswith(":converted_call")]
+    assert not rewritten, sorted(set(rewritten))
+
+
 def test_an_image_array_that_is_not_rgb_is_a_clear_error():
     from keras_evit.training.augment import train_image
     from keras_evit.training.recipe import get_recipe

@@ -23,12 +23,20 @@ def _path(value):
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def _decode_path(path):
+    return decode_image(_path(path))
+
+
 def decode(record):
-    """A file path (string tensor) or an image array -> RGB uint8 (H, W, 3), PIL-decoded as predict."""
+    """A file path (string tensor) or an image array -> RGB uint8 (H, W, 3), PIL-decoded as predict.
+
+    The numpy functions here and below are made outside the traced functions: a function defined or made
+    inside one is rewritten by AutoGraph, and then runs AutoGraph's wrappers on every call, holding
+    Python's lock."""
     import tensorflow as tf
 
     if record.dtype == tf.string:
-        image = tf.numpy_function(lambda p: decode_image(_path(p)), [record], tf.uint8, stateful=False)
+        image = tf.numpy_function(_decode_path, [record], tf.uint8, stateful=False)
     else:
         image = tf.numpy_function(as_rgb_array, [record], tf.uint8, stateful=False)
     image.set_shape([None, None, 3])
@@ -205,9 +213,11 @@ def train_transform(recipe, num_classes, batch_size):
             return mix_pair(out, lam, box), np.float32(lam)
         return pair
 
+    pair_of_paths, pair_of_arrays = make_pair(_path), make_pair(np.asarray)
+
     def fn(first, second):
         (record_a, label_a, key_a), (record_b, label_b, key_b) = first, second
-        pair = make_pair(_path if record_a.dtype == tf.string else np.asarray)  # chosen when traced
+        pair = pair_of_paths if record_a.dtype == tf.string else pair_of_arrays  # chosen when traced
         images, lam = tf.numpy_function(pair, [record_a, record_b, key_a, key_b], (tf.float32, tf.float32),
                                         stateful=False)
         images, lam = tf.ensure_shape(images, [2, size, size, 3]), tf.ensure_shape(lam, [])
