@@ -2,7 +2,7 @@
 PY ?= python3
 PIP = $(PY) -m pip -q --disable-pip-version-check
 
-.PHONY: install install-test install-arm64 install-perf demo test test-fast
+.PHONY: install install-test install-arm64 install-perf accelerator-wheels demo test test-fast
 
 install:
 	$(PIP) install -e .
@@ -28,6 +28,13 @@ install-arm64:
 # Linux perf, which samples where an exported file's time goes by XNNPACK kernel (keras_evit.benchmarks.kernel_profile)
 install-perf:
 	command -v perf >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf)
+
+# Keras and what it needs beyond a GPU machine's JAX, PyTorch and timm (Python 3.12 wheels, into the ignored
+# .whl/), for keras_evit.benchmarks.accelerator there (docs/benchmarks.md, "On an accelerator")
+accelerator-wheels:
+	$(PIP) download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl keras==3.15.1 namex==0.1.0 optree==0.20.0
 
 demo: install
 	keras-evit demo
