@@ -10,7 +10,7 @@ _WHERE = {
     "AtomicCheckpoint": "checkpoint", "TrainingDiverged": "checkpoint", "checkpoint_states": "checkpoint",
     "read_state": "checkpoint", "load_source": "data", "make_dataset": "data", "build_classifier": "classifier",
     "make_strategy": "distributed", "train": "loop", "build_before_fit": "loop", "PRESETS": "recipe",
-    "Recipe": "recipe", "get_recipe": "recipe",
+    "Recipe": "recipe", "get_recipe": "recipe", "ReleaseFreedMemory": "release_memory",
 }
 __all__ = sorted(_WHERE)
 

@@ -138,7 +138,9 @@ def _resume(train_model, ckpt_dir, steps, log):
 def _callbacks(output, recipe, chief):
     import keras
 
-    callbacks = [keras.callbacks.CSVLogger(os.path.join(output, METRICS_CSV), append=True)]
+    from .release_memory import ReleaseFreedMemory
+
+    callbacks = [keras.callbacks.CSVLogger(os.path.join(output, METRICS_CSV), append=True), ReleaseFreedMemory()]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output, "logs"), update_freq="epoch"))
     if recipe.ema_decay:

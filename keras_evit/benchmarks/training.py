@@ -44,12 +44,15 @@ def keras_training_setup(variant, batch, size, jit):
 
 def _keras_rate(spec, jit):
     size, batch, steps = spec["image_size"], spec["batch_size"], spec["steps"]
+    from keras_evit.training.release_memory import ReleaseFreedMemory
+
     model, data = keras_training_setup(spec["variant"], batch, size, jit)
-    model.fit(data, steps_per_epoch=spec["warmup"], epochs=1, verbose=0)  # trace, compile, warm up
+    callbacks = [ReleaseFreedMemory()]  # as `keras-evit train` runs: it acts while the first step is built
+    model.fit(data, steps_per_epoch=spec["warmup"], epochs=1, verbose=0, callbacks=callbacks)  # trace, warm up
     rates = []
     for _ in range(spec["repeats"]):
         started = time.perf_counter()
-        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=callbacks)
         rates.append(steps * batch / (time.perf_counter() - started))
     return rates
 
