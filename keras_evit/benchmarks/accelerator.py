@@ -16,11 +16,11 @@ it runs on the CPU (small batches: a check of the script, not the protocol's num
 """
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
+
+from .child import main as child_main
+from .child import run_child
 
 FRAMEWORKS = ("keras-jax", "timm")
 REFERENCE = "timm"
@@ -143,17 +143,9 @@ def measure_child(spec):
 
 def _child(spec, timeout):
     # JAX takes 75% of the device's memory up front unless told not to: its peak would say nothing
-    env = dict(os.environ, KERAS_BACKEND="jax", XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    try:
-        proc = subprocess.run([sys.executable, "-m", "keras_evit.benchmarks.accelerator", "--child", json.dumps(spec)],
-                              capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**spec, "error": f"timed out after {timeout} s"}
-    found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not found:
-        tail = proc.stderr.strip().splitlines()
-        return {**spec, "error": tail[-1][:300] if tail else f"rc {proc.returncode}"}
-    return found[0]
+    row = run_child("keras_evit.benchmarks.accelerator", spec,
+                    {"KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}, timeout, ["--child"])
+    return {**spec, **row} if "error" in row else row
 
 
 def run(variants, tasks, frameworks, batch_sizes, image_size, dtype, min_time, warmup, timeout, log=print):
@@ -214,7 +206,6 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=int, default=600, help="seconds one row may take (default: 600)")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
-    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for flag, value, allowed in (("--tasks", args.tasks, TASKS), ("--frameworks", args.frameworks, FRAMEWORKS)):
         unknown = {v.strip() for v in value.split(",") if v.strip()} - set(allowed)
@@ -232,9 +223,6 @@ def main(argv=None):
     from keras_evit.utils import check_outputs, write_reports
 
     args = parse_args(argv)
-    if args.child:
-        print(json.dumps(measure_child(json.loads(args.child))), flush=True)
-        return 0
     check_outputs({"--json": args.json, "--plot": args.plot})
     variants = [get_variant(v.strip())[0] for v in args.model.split(",") if v.strip()]
     tasks = [t for t in TASKS if t in args.tasks.split(",")]
@@ -253,4 +241,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:] == ["--child"]:
+        child_main(measure_child)
+    else:
+        sys.exit(main())

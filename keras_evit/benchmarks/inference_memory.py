@@ -5,10 +5,8 @@ allocated), runs a few batches, and reports its peak resident memory (``VmHWM``)
 the imports: what the model, its arena and its activations cost in that runtime.
 """
 
-import json
-import os
-import subprocess
-import sys
+from .child import main as child_main
+from .child import run_child
 
 RUNS = 5  # batches run after the runner is built: arenas and caches reach their size on the first one
 
@@ -57,15 +55,9 @@ def measure_memory(variant, runtimes, files, batch_sizes, image_size, threads, l
             spec = {"variant": variant, "runtime": runtime, "files": files, "batch_size": bs,
                     "image_size": image_size, "threads": threads}
             log(f"memory: {variant} {runtime} batch {bs}")
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-            proc = subprocess.run([sys.executable, "-m", "keras_evit.benchmarks.inference_memory"],
-                                  input=json.dumps(spec), capture_output=True, text=True, env=env)
-            found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-            if proc.returncode != 0 or not found:
-                row = {"model": variant, "runtime": runtime, "threads": threads, "batch_size": bs,
-                       "error": proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else "no output"}
-            else:
-                row = found[0]
+            row = run_child("keras_evit.benchmarks.inference_memory", spec, {"TF_CPP_MIN_LOG_LEVEL": "3"})
+            if "error" in row:
+                row = {"model": variant, "runtime": runtime, "threads": threads, "batch_size": bs, **row}
             rows.append(row)
     return rows
 
@@ -104,4 +96,4 @@ def plot_memory(rows, path):
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure_child(json.loads(sys.stdin.read()))), flush=True)
+    child_main(measure_child)

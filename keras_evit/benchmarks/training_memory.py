@@ -8,12 +8,13 @@ kept for the backward pass, workspace), and the framework's own allocator peak w
 (TensorFlow's CPU allocator does; PyTorch's CPU allocator keeps no statistics).
 """
 
-import json
 import os
-import subprocess
 import sys
 
 from keras_evit.utils import peak_resident_mb, resident_mb
+
+from .child import main as child_main
+from .child import run_child
 
 RUNTIMES = ("keras", "keras-xla", "timm")
 REFERENCE = "timm"
@@ -100,17 +101,13 @@ def measure_child(spec):
 
 
 def _child(spec):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
     if spec["threads"]:
         env.update(OMP_NUM_THREADS=str(spec["threads"]), TF_NUM_INTRAOP_THREADS=str(spec["threads"]))
-    proc = subprocess.run([sys.executable, "-m", "keras_evit.benchmarks.training_memory"], input=json.dumps(spec),
-                          capture_output=True, text=True, env=env)
-    found = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not found:
-        tail = proc.stderr.strip().splitlines()
-        return {"model": spec["variant"], "runtime": spec["runtime"], "batch_size": spec["batch_size"],
-                "error": tail[-1][:300] if tail else f"rc {proc.returncode}"}
-    return found[0]
+    row = run_child("keras_evit.benchmarks.training_memory", spec, env)
+    if "error" in row:
+        return {"model": spec["variant"], "runtime": spec["runtime"], "batch_size": spec["batch_size"], **row}
+    return row
 
 
 def run(variants, runtimes, batch_sizes, image_size, steps, threads, log=print):
@@ -186,4 +183,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure_child(json.loads(sys.stdin.read()))), flush=True)
+    child_main(measure_child)
