@@ -10,7 +10,7 @@ def _malloc_trim():
     """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl, Windows)."""
     try:
         return getattr(ctypes.CDLL(None), "malloc_trim", None)
-    except OSError:
+    except (OSError, TypeError):  # no C library to open by that name (Windows takes no None)
         return None
 
 
