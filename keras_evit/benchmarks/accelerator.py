@@ -6,10 +6,10 @@ precision: Keras with the ``mixed_bfloat16`` (or ``mixed_float16``) policy, timm
 ``torch.autocast`` to the same half type (and ``GradScaler`` for float16, as timm's ``--amp`` trains).
 Keras runs the calls its users make: ``predict_on_batch`` and ``train_on_batch`` (the jitted step ``fit``
 runs); timm runs its model the way timm's own training and benchmark scripts do. Both bring inference's
-logits back to the host. Inputs are random and
-already on the device, so the numbers are the models' and not the host's. Each (framework, variant, task)
-runs in a process of its own (JAX and PyTorch each keep their own device memory pool); each row gives
-images/s (median of timed calls after warm-up) and the framework's peak device memory.
+logits back to the host. Inputs are random and already on the device, so the numbers are the models' and
+not the host's. Each (framework, variant, task) runs in a process of its own (JAX and PyTorch each keep
+their own device memory pool); each row gives images/s (median of timed calls after warm-up) and the
+framework's peak device memory.
 
 Needs only Keras, JAX, PyTorch and timm: it runs where TensorFlow is not installed. Without an accelerator
 it runs on the CPU (small batches: a check of the script, not the protocol's numbers).
