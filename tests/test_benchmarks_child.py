@@ -2,11 +2,17 @@
 
 import os
 
+from keras_evit.benchmarks import child
 from keras_evit.benchmarks.child import run_child
 
+# the child loads child.py by its path: importing the keras_evit package would import TensorFlow, seconds
+# per child that this test does not need
 CHILD = """
-import sys
-from keras_evit.benchmarks.child import main
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("child", CHILD_PY)
+child = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(child)
+main = child.main
 
 def measure(spec):
     if spec["do"] == "fail":
@@ -23,7 +29,7 @@ main(measure)
 
 
 def _env(tmp_path):
-    (tmp_path / "fake_child.py").write_text(CHILD)
+    (tmp_path / "fake_child.py").write_text(f"CHILD_PY = {child.__file__!r}\n" + CHILD)
     return {"PYTHONPATH": os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
