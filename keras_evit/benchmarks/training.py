@@ -6,9 +6,7 @@ down in one process), on random data already in memory; the best of ``--repeats`
 Prints a table, saves JSON and a PNG.
 """
 
-import json
 import os
-import subprocess
 import sys
 import time
 
@@ -16,6 +14,9 @@ import numpy as np
 
 from keras_evit.training.data import without_autotuning
 from keras_evit.training.loop import build_state
+
+from .child import main as child_main
+from .child import run_child
 
 RUNTIMES = ("keras", "keras-xla", "timm", "timm-compile")
 LR, WEIGHT_DECAY = 1e-3, 0.05  # AdamW, cross-entropy: the same for every runtime
@@ -106,16 +107,13 @@ def measure(spec):
 
 
 def _child(spec):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
     if spec["threads"]:
         env.update(OMP_NUM_THREADS=str(spec["threads"]), TF_NUM_INTRAOP_THREADS=str(spec["threads"]))
-    proc = subprocess.run([sys.executable, "-m", "keras_evit.benchmarks.training", "--child"], input=json.dumps(spec),
-                          capture_output=True, text=True, env=env, timeout=3600)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RATES ")]
-    if proc.returncode != 0 or not lines:
-        return {"error": proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else f"rc {proc.returncode}"}
-    rates = json.loads(lines[-1][len("RATES "):])
-    return {"img_per_s": max(rates), "repeats": rates}
+    row = run_child("keras_evit.benchmarks.training", spec, env, timeout=3600, args=["--child"])
+    if "error" in row:
+        return row
+    return {"img_per_s": max(row["rates"]), "repeats": row["rates"]}
 
 
 def run(variants, runtimes, batch_size, image_size, steps, warmup, repeats, threads, log=print):
@@ -176,4 +174,4 @@ def main(args):
 
 
 if __name__ == "__main__" and "--child" in sys.argv:
-    print("RATES " + json.dumps(measure(json.loads(sys.stdin.read()))), flush=True)
+    child_main(lambda spec: {"rates": measure(spec)})
