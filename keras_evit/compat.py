@@ -103,3 +103,28 @@ def profiler_xspace():
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     return xplane_pb2.XSpace()
+
+
+def model_from_config_without_allocating(config):
+    """(model, its variables) from a ``.keras`` config.json dict, deserialized as ``keras.models.load_model``
+    does (no compile config, shared objects shared, safe mode) but with every variable left unallocated:
+    Keras' deferred initialization, whose shapes and dtypes are known before any memory is taken. Those
+    variables are then taken off Keras' list of variables to initialize later (private state), so nothing
+    ever allocates them. ``config`` is left as it was (Keras' deserialization edits the dicts it reads)."""
+    import copy
+
+    import keras
+    from keras.src.backend.common import global_state
+    from keras.src.saving.serialization_lib import ObjectSharingScope
+
+    key = "uninitialized_variables"
+    before = list(global_state.get_global_attribute(key) or [])
+    created = []
+    try:
+        with keras.StatelessScope(initialize_variables=False), ObjectSharingScope():
+            model = keras.saving.deserialize_keras_object({**copy.deepcopy(config), "compile_config": None},
+                                                          safe_mode=True)
+    finally:
+        created = [v for v in global_state.get_global_attribute(key) or [] if not any(v is b for b in before)]
+        global_state.set_global_attribute(key, before)
+    return model, created

@@ -5,6 +5,7 @@ version before changing the pins in setup.py.
 """
 
 import importlib.metadata
+import json
 
 import keras
 import pytest
@@ -141,3 +142,21 @@ def test_scalar_safe_reduce_takes_rank0_values_with_an_axis():
     assert float(patched.reduce("MEAN", scalar, axis=0)) == 2.0
     vector = strategy.run(lambda: tf.constant([2.0, 4.0]))
     assert float(patched.reduce("MEAN", vector, axis=0)) == 3.0  # other values as before
+
+
+def test_model_from_config_without_allocating_leaves_nothing_to_initialize():
+    """The model is built with its variables' shapes known and none allocated, and Keras' list of variables to
+    initialize later is left as it was: a later stateless scope allocates nothing of it."""
+    from keras.src.backend.common import global_state
+
+    model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=10)
+    config = json.loads(model.to_json())
+    config["config"]["layers"][-2]["config"]["units"] = 50_000_000  # the head: 38 GB were it allocated
+    before = list(global_state.get_global_attribute("uninitialized_variables") or [])
+    built, variables = compat.model_from_config_without_allocating(config)
+    assert len(variables) == len(model.weights) and built.get_layer("head").linear.kernel.shape == (192, 50_000_000)
+    assert all(v._value is None for v in variables)  # nothing allocated
+    assert (global_state.get_global_attribute("uninitialized_variables") or []) == before
+    with keras.StatelessScope():  # its exit initializes Keras' pending variables: none of these
+        pass
+    assert all(v._value is None for v in variables)

@@ -302,3 +302,29 @@ def test_resume_falls_back_past_a_truncated_checkpoint(tmp_path):
         (tmp_path / name).write_bytes(b"")
     with pytest.raises(ValueError, match="no checkpoint in .* loads"):
         _resume(model, str(tmp_path), 100, logs.append)
+
+
+def test_resume_refuses_a_checkpoint_declaring_more_than_the_run_holds(tmp_path):
+    """A newest checkpoint whose dataset declares 400 MB of empty gzip chunks (a few KB on disk) is refused
+    from its metadata, before Keras reads it, and the run resumes from the previous one."""
+    import h5py
+
+    from keras_evit.training.loop import _resume
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(), "mse")
+    model.optimizer.build(model.trainable_variables)
+    saver = AtomicCheckpoint(str(tmp_path), 0)
+    saver.set_model(model)
+    for step in (5, 10):
+        model.optimizer.iterations.assign(step)
+        saver.save(0, step)
+    with h5py.File(tmp_path / "ckpt-00000010.weights.h5", "a") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        del f[names[0]]
+        f.create_dataset(names[0], shape=(100_000_000,), dtype="float32", chunks=(1 << 20,), compression="gzip")
+    assert os.path.getsize(tmp_path / "ckpt-00000010.weights.h5") < 100_000
+    logs = []
+    assert _resume(model, str(tmp_path), 100, logs.append) == (0, 5)
+    assert any("ckpt-00000010" in line and "more than this model's weights could take" in line for line in logs), logs

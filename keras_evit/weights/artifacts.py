@@ -104,35 +104,30 @@ def class_names_for(model, model_path=None):
 
 
 # registered names of keras_evit.hub's models: a .keras naming one needs that module (and keras-hub) imported
-HUB_CLASSES = (b'"keras_evit>EfficientViTBackbone"', b'"keras_evit>EfficientViTImageClassifier"')
-MAX_PEEKED_CONFIG = 64 << 20
+HUB_CLASSES = ("keras_evit>EfficientViTBackbone", "keras_evit>EfficientViTImageClassifier")
 
 
-def _names_hub_classes(path):
-    """True when the ``.keras`` zip's config.json names a keras_evit.hub model (read only if it is small)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if archive.getinfo("config.json").file_size > MAX_PEEKED_CONFIG:
-                return False
-            config = archive.read("config.json")
-    except (OSError, KeyError, zipfile.BadZipFile, RuntimeError, ValueError):
-        return False  # Keras reports what is wrong with the file
-    return any(name in config for name in HUB_CLASSES)
+def _names_hub_classes(config):
+    """True when a .keras config names a keras_evit.hub model (anywhere, a user's model wrapping one too)."""
+    text = json.dumps(config)
+    return any(json.dumps(name) in text for name in HUB_CLASSES)
 
 
 def load_keras_file(path):
-    """A whole model saved by Keras (``model.keras``), with a clear error for a bad file."""
+    """A whole model saved by Keras (``model.keras``), with a clear error for a bad file. What the archive
+    declares is checked first (``keras_archive``): a crafted file is refused before Keras allocates anything."""
     import keras
 
     from .. import layers, optimizers  # noqa: F401  (registers every class a keras_evit .keras names)
+    from .keras_archive import check_archive, read_config
 
-    if _names_hub_classes(path):
+    config = read_config(path)
+    if _names_hub_classes(config):
         try:
             from .. import hub  # noqa: F401  (registers the keras-hub backbone and classifier)
         except ImportError as exc:
             raise ValueError(f"{path} is a keras-hub EfficientViT model: {exc}") from None
+    check_archive(path, config)
     try:
         model = keras.models.load_model(path, compile=False)
     except (OSError, ValueError, TypeError, KeyError, EOFError) as exc:

@@ -1,0 +1,99 @@
+"""What a ``.keras`` archive declares, checked before Keras builds or reads any of it.
+
+Keras builds the model its config.json describes, allocating every variable, and then reads each weight
+from the archive's ``model.weights.h5`` whole: a few MB of crafted file (a head of 500,000 classes in the
+config, a dataset declaring GBs of empty gzip chunks in the weights) made it allocate gigabytes before it
+found the mismatch. Here the model is built from the config with its variables unallocated, and the
+archive must hold those weights: its weights file at least their size, its datasets at most a few times it.
+"""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+
+from .keras_h5 import check_declared_sizes
+
+CONFIG_MEMBER = "config.json"
+WEIGHTS_MEMBER = "model.weights.h5"
+MAX_CONFIG_BYTES = 4 << 20  # a keras_evit model's config, wrapped in a user's model: tens of KB
+MAX_WEIGHT_BYTES = 1 << 30  # M5 with a 1000-class head: 50 MB
+MAX_INFLATION = 64  # Keras stores its archive's members uncompressed
+DATASETS_PER_WEIGHT = 8  # the weights, a saved optimizer's slots, float64 copies: all within 8x
+
+
+def _member(archive, name, path):
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        return None
+    if info.compress_size and info.file_size > MAX_INFLATION * info.compress_size:
+        raise ValueError(f"{path}: its {name} inflates {info.file_size // info.compress_size}x (a zip bomb?): "
+                         "refused. Re-save the model with Keras (model.save).")
+    return info
+
+
+def read_config(path):
+    """The archive's config.json, refused (ValueError) when missing, over ``MAX_CONFIG_BYTES`` or not JSON."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = _member(archive, CONFIG_MEMBER, path)
+            if info is None:
+                raise ValueError(f"{path} has no {CONFIG_MEMBER}: not a Keras model archive")
+            if info.file_size > MAX_CONFIG_BYTES:
+                raise ValueError(f"{path}: its {CONFIG_MEMBER} is {info.file_size:,} bytes, more than any "
+                                 f"EfficientViT model's ({MAX_CONFIG_BYTES:,}): refused")
+            with archive.open(info) as f:
+                text = f.read(MAX_CONFIG_BYTES + 1)
+    except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, NotImplementedError) as exc:
+        raise ValueError(f"{path} is not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
+    try:
+        config = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: its {CONFIG_MEMBER} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: its {CONFIG_MEMBER} holds no model config")
+    return config
+
+
+def declared_weight_bytes(config, path):
+    """Bytes of the variables of the model ``config`` describes, from a build that allocates none of them."""
+    from ..compat import model_from_config_without_allocating
+
+    try:
+        _, variables = model_from_config_without_allocating(config)
+    except Exception as exc:  # Keras raises many types for a config it cannot build
+        raise ValueError(f"{path}: its {CONFIG_MEMBER} does not describe a model Keras can build "
+                         f"({type(exc).__name__}: {str(exc)[:300]})") from None
+    return sum(int(np.prod(v.shape, dtype=np.float64)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def check_archive(path, config):
+    """Refuses (ValueError) an archive whose config declares more weights than its weights file holds or than
+    ``MAX_WEIGHT_BYTES``, or whose weights file declares far more than the model's weights."""
+    needed = declared_weight_bytes(config, path)
+    fix = "The file is crafted or corrupt: re-save the model with Keras (model.save) or download it again."
+    if needed > MAX_WEIGHT_BYTES:
+        raise ValueError(f"{path}: its {CONFIG_MEMBER} declares {needed:,} bytes of weights, more than "
+                         f"{MAX_WEIGHT_BYTES:,} (an EfficientViT-M5 holds 50 MB): refused. {fix}")
+    if needed == 0:
+        return
+    budget = DATASETS_PER_WEIGHT * needed + (1 << 20)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = _member(archive, WEIGHTS_MEMBER, path)
+            if info is None or not needed <= info.file_size <= budget:
+                holds = "no weights file" if info is None else f"a weights file of {info.file_size:,} bytes"
+                raise ValueError(f"{path}: its {CONFIG_MEMBER} declares {needed:,} bytes of weights, but the "
+                                 f"archive holds {holds}: refused. {fix}")
+            # read whole (at most a few times the model's weights): HDF5 seeks back and forth, which a zip
+            # member answers by reading it again from its start
+            with archive.open(info) as member:
+                weights = io.BytesIO(member.read(info.file_size + 1))
+    except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, NotImplementedError) as exc:
+        raise ValueError(f"{path} is not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
+    try:
+        check_declared_sizes(weights, budget, f"{path} (its {WEIGHTS_MEMBER})")
+    except ValueError as exc:
+        raise ValueError(f"{exc}. {fix}") from None
