@@ -304,3 +304,32 @@ def test_a_crafted_preset_config_is_refused_before_building(tmp_path, change):
         json.dump(config, f)
     with pytest.raises(ValueError, match=f"{next(iter(change))}=.*not a valid EfficientViT-M config|heads need"):
         EfficientViTBackbone.from_preset(folder)
+
+
+@pytest.mark.parametrize("weights_file", ["model.weights.h5", "task.weights.h5"])
+def test_a_preset_whose_weights_declare_more_than_its_model_is_refused_before_reading(tmp_path, weights_file):
+    """A preset folder's weights file whose dataset declares 400 MB of empty gzip chunks (a few KB on disk) is
+    refused from its metadata, against the model its config describes; keras-hub read it whole before (a
+    1.6 GB declaration cost 6.2 GB). The same folder, intact, loads with its outputs."""
+    import h5py
+
+    backbone = EfficientViTBackbone(**{**M0, "image_shape": (64, 64, 3)})
+    preprocessor = EfficientViTImageClassifierPreprocessor(image_converter=EfficientViTImageConverter(
+        image_size=(64, 64)))
+    clf = EfficientViTImageClassifier(backbone, num_classes=3, preprocessor=preprocessor)
+    folder = str(tmp_path / "preset")
+    clf.save_to_preset(folder)
+    images = np.random.RandomState(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    loaded = EfficientViTImageClassifier.from_preset(folder)
+    assert np.abs(loaded.predict(images, verbose=0) - clf.predict(images, verbose=0)).max() <= 1e-6
+    with h5py.File(os.path.join(folder, weights_file), "a") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        del f[names[-1]]
+        f.create_dataset(names[-1], shape=(100_000_000,), dtype="float32", chunks=(1 << 20,), compression="gzip")
+    assert os.path.getsize(os.path.join(folder, weights_file)) < 20 << 20
+    for load in (EfficientViTImageClassifier.from_preset, EfficientViTBackbone.from_preset):
+        if load is EfficientViTBackbone.from_preset and weights_file == "task.weights.h5":
+            continue  # a backbone reads only model.weights.h5
+        with pytest.raises(ValueError, match=f"{weights_file}: its datasets declare .* more than this model's"):
+            load(folder)

@@ -57,14 +57,15 @@ def read_config(path):
     return config
 
 
-def declared_weight_bytes(config, path):
-    """Bytes of the variables of the model ``config`` describes, from a build that allocates none of them."""
+def declared_weight_bytes(config, source):
+    """Bytes of the variables of the model ``config`` describes, from a build that allocates none of them;
+    ``source`` names the config in errors."""
     from ..compat import model_from_config_without_allocating
 
     try:
         _, variables = model_from_config_without_allocating(config)
     except Exception as exc:  # Keras raises many types for a config it cannot build
-        raise ValueError(f"{path}: its {CONFIG_MEMBER} does not describe a model Keras can build "
+        raise ValueError(f"{source} does not describe a model Keras can build "
                          f"({type(exc).__name__}: {str(exc)[:300]})") from None
     return sum(int(np.prod(v.shape, dtype=np.float64)) * np.dtype(v.dtype).itemsize for v in variables)
 
@@ -72,7 +73,7 @@ def declared_weight_bytes(config, path):
 def check_archive(path, config):
     """Refuses (ValueError) an archive whose config declares more weights than its weights file holds or than
     ``MAX_WEIGHT_BYTES``, or whose weights file declares far more than the model's weights."""
-    needed = declared_weight_bytes(config, path)
+    needed = declared_weight_bytes(config, f"{path}: its {CONFIG_MEMBER}")
     fix = "The file is crafted or corrupt: re-save the model with Keras (model.save) or download it again."
     if needed > MAX_WEIGHT_BYTES:
         raise ValueError(f"{path}: its {CONFIG_MEMBER} declares {needed:,} bytes of weights, more than "
