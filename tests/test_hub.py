@@ -328,6 +328,10 @@ def test_a_preset_whose_weights_declare_more_than_its_model_is_refused_before_re
         del f[names[-1]]
         f.create_dataset(names[-1], shape=(100_000_000,), dtype="float32", chunks=(1 << 20,), compression="gzip")
     assert os.path.getsize(os.path.join(folder, weights_file)) < 20 << 20
+    keras_file = str(tmp_path / "clf.keras")  # the same classifier as a .keras file: checked, then loaded
+    clf.save(keras_file)
+    from keras_evit.weights.artifacts import load_keras_file
+    assert np.abs(load_keras_file(keras_file).predict(images, verbose=0) - clf.predict(images, verbose=0)).max() <= 1e-6
     for load in (EfficientViTImageClassifier.from_preset, EfficientViTBackbone.from_preset):
         if load is EfficientViTBackbone.from_preset and weights_file == "task.weights.h5":
             continue  # a backbone reads only model.weights.h5

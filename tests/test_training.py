@@ -328,3 +328,32 @@ def test_resume_refuses_a_checkpoint_declaring_more_than_the_run_holds(tmp_path)
     logs = []
     assert _resume(model, str(tmp_path), 100, logs.append) == (0, 5)
     assert any("ckpt-00000010" in line and "more than this model's weights could take" in line for line in logs), logs
+
+
+def test_checkpoint_states_skip_what_a_run_never_writes(tmp_path):
+    """A FIFO or an oversized file named like a checkpoint's state is skipped (reading a FIFO blocked the
+    resume forever); a killed save's temporary files are removed, but no other file in the folder."""
+    import threading
+
+    from keras_evit.training.checkpoint import checkpoint_states
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(), "mse")
+    model.optimizer.build(model.trainable_variables)
+    saver = AtomicCheckpoint(str(tmp_path), 0)
+    saver.set_model(model)
+    model.optimizer.iterations.assign(5)
+    saver.save(0, 5)
+    os.mkfifo(tmp_path / "ckpt-00000099.json")
+    (tmp_path / "ckpt-00000098.json").write_text(" " * (2 << 20) + '{"epoch": 0, "step": 98, "global_step": 98, '
+                                                 '"weights": "ckpt-00000005.weights.h5"}')
+    (tmp_path / ".ckpt-00000012.json.abc_123.tmp.json").write_text("{")  # a killed save's leftover
+    (tmp_path / ".notes.tmp.txt").write_text("the user's")
+    found = []
+    reader = threading.Thread(target=lambda: found.append(checkpoint_states(str(tmp_path))), daemon=True)
+    reader.start()
+    reader.join(60)
+    assert found, "checkpoint_states blocked"
+    assert [s["global_step"] for s in found[0]] == [5]
+    assert sorted(os.listdir(tmp_path)) == [".notes.tmp.txt", "ckpt-00000005.json", "ckpt-00000005.weights.h5",
+                                            "ckpt-00000098.json", "ckpt-00000099.json", "state.json"]

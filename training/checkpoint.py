@@ -3,12 +3,17 @@
 import json
 import math
 import os
+import re
+import stat
 
 import keras
 
 from keras_evit.utils import atomic_output, save_keras
 
 STATE_FILE = "state.json"
+MAX_STATE_BYTES = 1 << 20  # a checkpoint's state is a few numbers
+# what keras_evit.utils.atomic_output leaves of a checkpoint file whose save was killed: only these are removed
+ORPHAN = re.compile(r"\.(ckpt-\d+\.(weights\.h5|json)|state\.json)\.\w+\.tmp(\.weights\.h5|\.json)?")
 
 
 class TrainingDiverged(RuntimeError):
@@ -17,6 +22,9 @@ class TrainingDiverged(RuntimeError):
 
 def _read_json(path):
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_STATE_BYTES:
+            return None  # a FIFO would block the resume forever; a huge file is not one we wrote
         with open(path, encoding="utf-8") as f:
             state = json.load(f)
         if not isinstance(state, dict) or not {"epoch", "step", "global_step", "weights"} <= set(state):
@@ -36,8 +44,9 @@ def checkpoint_states(directory):
     if not os.path.isdir(directory):
         return []
     for name in os.listdir(directory):
-        if name.startswith(".") and ".tmp" in name:
-            os.remove(os.path.join(directory, name))
+        path = os.path.join(directory, name)
+        if ORPHAN.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
     states = [_read_json(os.path.join(directory, n)) for n in os.listdir(directory)
               if n.startswith("ckpt-") and n.endswith(".json")]
     latest = _read_json(os.path.join(directory, STATE_FILE))  # runs from before the sidecar files

@@ -102,8 +102,6 @@ def check_preset_weights(folder):
                 config = json.load(f)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise ValueError(f"{config_path} is not a readable preset config ({exc})") from None
-        if config_name == "task.json" and isinstance(config.get("config"), dict):
-            config["config"]["compile"] = False  # a keras-hub task compiles itself when made: an optimizer variable
         needed = declared_weight_bytes(config, config_path)
         if needed > MAX_WEIGHT_BYTES:
             raise ValueError(f"{config_path} declares {needed:,} bytes of weights, more than {MAX_WEIGHT_BYTES:,} "

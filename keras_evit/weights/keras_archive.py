@@ -7,8 +7,10 @@ found the mismatch. Here the model is built from the config with its variables u
 archive must hold those weights: its weights file at least their size, its datasets at most a few times it.
 """
 
+import copy
 import io
 import json
+import sys
 import zipfile
 
 import numpy as np
@@ -57,13 +59,39 @@ def read_config(path):
     return config
 
 
+def _tasks_not_compiling(config):
+    """A copy of ``config`` in which every keras-hub task is made with ``compile=False``: a task compiles itself
+    when made, and the optimizer that makes is a variable no stateless build may create."""
+    task = getattr(sys.modules.get("keras_hub.models"), "Task", None)  # none can be built without keras-hub
+    config = copy.deepcopy(config)
+    if task is None:
+        return config
+
+    def walk(node):
+        if isinstance(node, dict):
+            name = node.get("registered_name")
+            cls = keras.saving.get_registered_object(name) if isinstance(name, str) else None
+            if isinstance(cls, type) and issubclass(cls, task) and isinstance(node.get("config"), dict):
+                node["config"]["compile"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    import keras
+
+    walk(config)
+    return config
+
+
 def declared_weight_bytes(config, source):
     """Bytes of the variables of the model ``config`` describes, from a build that allocates none of them;
     ``source`` names the config in errors."""
     from ..compat import model_from_config_without_allocating
 
     try:
-        _, variables = model_from_config_without_allocating(config)
+        _, variables = model_from_config_without_allocating(_tasks_not_compiling(config))
     except Exception as exc:  # Keras raises many types for a config it cannot build
         raise ValueError(f"{source} does not describe a model Keras can build "
                          f"({type(exc).__name__}: {str(exc)[:300]})") from None
