@@ -23,6 +23,8 @@ MAX_DECODE_PIXELS = 100_000_000
 # the eval transform resizes the short side to ~1.14x the model's input, so a 65000x1 strip would become
 # billions of pixels: images longer than this many times their width (or the reverse) are refused
 MAX_ASPECT_RATIO = 100
+# a progressive JPEG has about 10 scans; a file with hundreds repeats passes over the image for minutes
+MAX_JPEG_SCANS = 256
 PREPROCESSING_LAYER = "preprocessing"
 
 
@@ -191,6 +193,8 @@ def _decode(path, convert):
                 raise ValueError(f"image {path} is {width}x{height} pixels, over the {MAX_DECODE_PIXELS:,}-pixel "
                                  "limit (a decompression bomb or a huge scan): downscale it first")
             check_aspect_ratio(width, height, f"image {path}")
+            if img.format == "JPEG":
+                check_jpeg_scans(path)
             img.load()
             return convert(img)
     except FileNotFoundError:
@@ -204,6 +208,51 @@ def _decode(path, convert):
         raise
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"cannot read image {path}: {exc}. Use a JPEG/PNG/BMP/WebP/GIF file.") from exc
+
+
+def _jpeg_decodes_every_scan(f):
+    """True when libjpeg will decode each scan of this JPEG (progressive, or a first scan without every
+    component); False for a single interleaved baseline scan, after which libjpeg stops. Walks the marker
+    segments up to the first scan (a few small reads); an unreadable header counts as True."""
+    progressive, components = False, None
+    f.seek(2)
+    for _ in range(4096):
+        head = f.read(4)
+        while head[:1] == b"\xff" and head[1:2] == b"\xff":  # fill bytes before a marker
+            head = head[1:] + f.read(1)
+        if len(head) < 4 or head[0] != 0xFF:
+            return True
+        marker, length = head[1], int.from_bytes(head[2:4], "big")
+        if marker == 0xDA:
+            scan_components = f.read(1)
+            return progressive or components is None or scan_components[:1] != bytes([components])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
+            progressive = marker in (0xC2, 0xC6, 0xCA, 0xCE)
+            frame = f.read(6)
+            components = frame[5] if len(frame) == 6 else None
+            f.seek(length - 8, 1)
+        else:
+            f.seek(length - 2, 1)
+    return True
+
+
+def check_jpeg_scans(path):
+    """Refuses a JPEG file with more than MAX_JPEG_SCANS scans where libjpeg decodes each of them: each is a
+    pass over the whole image, so a few hundred KB of repeated empty scans took minutes to decode. Cameras
+    and encoders write 1 (baseline) to about 10 (progressive). Counts start-of-scan markers (an embedded
+    thumbnail's included), reading 1 MB at a time; a baseline file with one scan is not read past its header."""
+    scans, tail = 0, b""
+    with open(path, "rb") as f:
+        if not _jpeg_decodes_every_scan(f):
+            return
+        f.seek(0)
+        while scans <= MAX_JPEG_SCANS and (chunk := f.read(1 << 20)):
+            block = tail + chunk
+            scans += block.count(b"\xff\xda")
+            tail = block[-1:]  # a marker split between two reads is counted once, in the second
+    if scans > MAX_JPEG_SCANS:
+        raise ValueError(f"image {path} is a JPEG of more than {MAX_JPEG_SCANS} scans, each a pass over the whole "
+                         "image (a crafted file): re-encode it (e.g. save it again as a baseline JPEG)")
 
 
 def check_aspect_ratio(width, height, what="image"):

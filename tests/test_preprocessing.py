@@ -123,6 +123,52 @@ def test_decompression_bomb_is_a_clear_per_image_error(tmp_path):
         ke.load_image(str(big))
 
 
+def _jpeg_with_repeated_scan(repeats, progressive=True, side=512):
+    """A JPEG whose second scan (progressive: a tiny refinement of one component) is repeated ``repeats``
+    times after the last: libjpeg warns of a bogus progression and decodes each again, a pass over the image."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buf, "JPEG", quality=10, progressive=progressive)
+    data, scans, i = buf.getvalue(), [], 2
+    while data[i + 1] != 0xD9:
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if data[i + 1] != 0xDA:
+            i += 2 + length
+            continue
+        end = i + 2 + length  # the scan's entropy-coded data runs to the next marker that is not a stuffed 0xFF
+        while not (data[end] == 0xFF and data[end + 1] not in (0x00, *range(0xD0, 0xD8))):
+            end += 1
+        scans.append((i, end))
+        i = end
+    start, end = scans[min(1, len(scans) - 1)]
+    return data[:scans[-1][1]] + data[start:end] * repeats + data[scans[-1][1]:], len(scans)
+
+
+def test_a_jpeg_of_hundreds_of_scans_is_refused_before_decoding(tmp_path):
+    """Each scan libjpeg decodes is a pass over the whole image: 1,000 repeated empty scans (12 KB) of a
+    2048 px image took 0.34 s, so a few MB of them at 10,000 px take many minutes. Over 256 scans is refused;
+    an ordinary progressive file (10 scans) and one with 240 more decode. A baseline file's extra scans are
+    never decoded (libjpeg stops after its one scan), so its header alone is read."""
+    data, scans = _jpeg_with_repeated_scan(0)
+    assert scans == 10
+    for repeats, refused in ((0, False), (240, False), (300, True)):
+        path = tmp_path / f"scans{repeats}.jpg"
+        path.write_bytes(_jpeg_with_repeated_scan(repeats)[0])
+        if refused:
+            with pytest.raises(ValueError, match="scans300.jpg is a JPEG of more than 256 scans"):
+                ke.load_image(str(path))
+        else:
+            assert ke.load_image(str(path)).shape == (224, 224, 3)
+    baseline = tmp_path / "baseline.jpg"
+    baseline.write_bytes(_jpeg_with_repeated_scan(300, progressive=False)[0])
+    with pytest.raises(ValueError, match="cannot read image .*baseline.jpg"):  # libjpeg's own error, at once
+        ke.load_image(str(baseline))
+
+
 def test_truncated_jpeg_is_refused(tmp_path, sample_dir):
     data = open(os.path.join(sample_dir, "n01440764_tench.JPEG"), "rb").read()
     cut = tmp_path / "cut.jpg"
