@@ -16,6 +16,9 @@ import numpy as np
 from .configs import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported: public names)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+# the formats PIL may decode (its JPEG reader opens cameras' multi-picture files too, as "MPO"); never the
+# others, whatever a file's name: PIL hands EPS files to Ghostscript, and parses dozens of rarer formats
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF")
 # the largest image side the models are built for, and the largest file we decode (pixels): bigger
 # files are refused per image with a clear message instead of exhausting memory
 MAX_IMAGE_SIZE = 4096
@@ -187,13 +190,13 @@ def _decode(path, convert):
     if not stat.S_ISREG(mode):  # a FIFO, device or socket would block or never end: never opened
         raise ValueError(f"{path} is not a regular file (a pipe, device or socket): skipped")
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=IMAGE_FORMATS) as img:
             width, height = img.size
             if width * height > MAX_DECODE_PIXELS:
                 raise ValueError(f"image {path} is {width}x{height} pixels, over the {MAX_DECODE_PIXELS:,}-pixel "
                                  "limit (a decompression bomb or a huge scan): downscale it first")
             check_aspect_ratio(width, height, f"image {path}")
-            if img.format == "JPEG":
+            if img.format in ("JPEG", "MPO"):
                 check_jpeg_scans(path)
             img.load()
             return convert(img)

@@ -169,6 +169,28 @@ def test_a_jpeg_of_hundreds_of_scans_is_refused_before_decoding(tmp_path):
         ke.load_image(str(baseline))
 
 
+def test_only_the_supported_formats_are_decoded(tmp_path):
+    """An EPS file named like a JPEG is never handed to Ghostscript (as PIL would), nor any other format
+    outside JPEG/MPO/PNG/BMP/WebP/GIF/TIFF; those all decode."""
+    from PIL import Image
+
+    eps = tmp_path / "photo.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    assert Image.open(eps).format == "EPS"  # what PIL alone would decode
+    with pytest.raises(ValueError, match="cannot read image .*photo.jpg"):
+        ke.load_image(str(eps))
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    for fmt, suffix in (("JPEG", "jpg"), ("PNG", "png"), ("BMP", "bmp"), ("WEBP", "webp"), ("GIF", "gif"),
+                        ("TIFF", "tif"), ("PPM", "ppm")):
+        path = tmp_path / f"image.{suffix}"
+        Image.fromarray(pixels).save(path, fmt)
+        if fmt == "PPM":
+            with pytest.raises(ValueError, match="cannot read image"):
+                ke.load_image(str(path))
+        else:
+            assert ke.load_image(str(path)).shape == (224, 224, 3)
+
+
 def test_truncated_jpeg_is_refused(tmp_path, sample_dir):
     data = open(os.path.join(sample_dir, "n01440764_tench.JPEG"), "rb").read()
     cut = tmp_path / "cut.jpg"
