@@ -226,6 +226,11 @@ def _jpeg_decodes_every_scan(f):
         if len(head) < 4 or head[0] != 0xFF:
             return True
         marker, length = head[1], int.from_bytes(head[2:4], "big")
+        if marker in (0xD8, 0xD9):  # a second start, or an end before any scan: left to the full count
+            return True
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length, skipped as libjpeg skips them
+            f.seek(-2, 1)
+            continue
         if marker == 0xDA:
             scan_components = f.read(1)
             return progressive or components is None or scan_components[:1] != bytes([components])

@@ -169,6 +169,28 @@ def test_a_jpeg_of_hundreds_of_scans_is_refused_before_decoding(tmp_path):
         ke.load_image(str(baseline))
 
 
+def test_the_jpeg_header_walk_tells_which_files_libjpeg_decodes_scan_by_scan():
+    """Baseline files (one interleaved scan) are read no further than their header, as libjpeg decodes no later
+    scan of theirs; progressive files are counted; markers without a length are stepped over as libjpeg does."""
+    import io
+
+    from PIL import Image
+
+    from keras_evit.preprocessing import _jpeg_decodes_every_scan
+
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    files = {}
+    for progressive in (False, True):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "JPEG", progressive=progressive)
+        files[progressive] = buf.getvalue()
+    assert not _jpeg_decodes_every_scan(io.BytesIO(files[False]))
+    assert _jpeg_decodes_every_scan(io.BytesIO(files[True]))
+    assert not _jpeg_decodes_every_scan(io.BytesIO(files[False][:2] + b"\xff\x01\xff\xff" + files[False][2:]))
+    assert _jpeg_decodes_every_scan(io.BytesIO(files[False][:2] + b"\xff\xd8" + files[False][2:]))
+    assert _jpeg_decodes_every_scan(io.BytesIO(files[False][:40]))  # cut before its scan: counted
+
+
 def test_only_the_supported_formats_are_decoded(tmp_path):
     """An EPS file named like a JPEG is never handed to Ghostscript (as PIL would), nor any other format
     outside JPEG/MPO/PNG/BMP/WebP/GIF/TIFF; those all decode."""
