@@ -169,7 +169,7 @@ def test_pickle_floods_are_refused_before_any_unpickler_runs(kind, prefer_torch)
     assert _printed(out, "GROWN_MB") < 100, out[-500:]
 
 
-@pytest.mark.parametrize("bad", ["declared_gb", "int_weights", "many_groups"])
+@pytest.mark.parametrize("bad", ["declared_gb", "int_weights", "many_groups", "external_file", "external_link"])
 def test_weights_h5_declarations_are_checked_before_reading(bad):
     """A small .weights.h5 whose dataset declares 1.6 GB of unallocated gzip chunks (or holds int64 weights,
     or tens of thousands of empty groups) is refused from its metadata, quickly and with memory bounded."""
@@ -187,6 +187,13 @@ def test_weights_h5_declarations_are_checked_before_reading(bad):
             del f[name]
             if {bad!r} == "declared_gb":
                 f.create_dataset(name, shape=(400_000_000,), dtype="float32", chunks=(1 << 20,), compression="gzip")
+            elif {bad!r} == "external_file":  # its values read from another file (any file, a FIFO or a device)
+                np.zeros(1000, np.float32).tofile(path + ".raw")
+                f.create_dataset(name, shape=(1000,), dtype="float32", external=[(path + ".raw", 0, 4000)])
+            elif {bad!r} == "external_link":
+                with h5py.File(path + ".other.h5", "w") as other:
+                    other.create_dataset("x", data=np.zeros(1000, np.float32))
+                f[name] = h5py.ExternalLink(path + ".other.h5", "/x")
             elif {bad!r} == "many_groups":
                 f.create_dataset(name, data=np.zeros(1, np.float32))
                 for i in range(25_000):
@@ -197,7 +204,8 @@ def test_weights_h5_declarations_are_checked_before_reading(bad):
     out = run_measured_load(setup, "ke.EfficientViTM0(weights=path)")
     assert "REFUSED" in out and "m0.weights.h5" in out, out[-2000:]
     assert {"declared_gb": "more than this model's weights could take", "int_weights": "holds int64 values",
-            "many_groups": "more than 20,000 groups and datasets"}[bad] in out
+            "many_groups": "more than 20,000 groups and datasets", "external_file": "from outside the file",
+            "external_link": "is an HDF5 ExternalLink"}[bad] in out
     assert _printed(out, "FILE_KB") < (40 if bad == "many_groups" else 20) * 1024  # 25,000 empty groups: ~20 MB
     assert _printed(out, "GROWN_MB") < 300, out[-500:]
 

@@ -91,23 +91,35 @@ MAX_OBJECTS = 20_000  # groups and datasets: an M5 file holds ~900 datasets in a
 def check_declared_sizes(path, max_bytes, source=None):
     """Refuses a ``.weights.h5`` whose datasets declare more than ``max_bytes`` in all, or hold anything but
     floats (a few small integer states aside), from the file's metadata alone: a small file can declare GBs
-    of unallocated chunks, which a reader would then allocate and fill."""
+    of unallocated chunks, which a reader would then allocate and fill. Also refused: what takes values from
+    outside the file (links to other files or paths, datasets stored in other files or mapped from them),
+    which Keras never writes and a reader would follow to any file on the disk, a FIFO or a device included."""
     import h5py
 
     source = source or path
-    found, objects = [], [0]
+    links, found = [], []
 
-    def visit(name, obj):
-        objects[0] += 1  # empty groups too: walking them is what a hostile file would make a reader do
-        if objects[0] > MAX_OBJECTS:
-            raise ValueError(f"{source}: more than {MAX_OBJECTS:,} groups and datasets, not an EfficientViT "
-                             "weights file")
-        if isinstance(obj, h5py.Dataset):
-            found.append((name, obj.shape, obj.dtype))
+    def visit(name, link):  # h5py turns an exception raised here into a SystemError: collect, check after
+        links.append((name, link))
+        return True if len(links) > MAX_OBJECTS else None  # a value stops the walk
 
     try:
         with h5py.File(path, "r") as f:
-            f.visititems(visit)
+            f.visititems_links(visit)
+            # empty groups count too: walking them is what a hostile file would make a reader do
+            if len(links) > MAX_OBJECTS:
+                raise ValueError(f"{source}: more than {MAX_OBJECTS:,} groups and datasets, not an EfficientViT "
+                                 "weights file")
+            for name, link in links:
+                if not isinstance(link, h5py.HardLink):
+                    raise ValueError(f"{source}: {name} is an HDF5 {type(link).__name__} (a link to another file or "
+                                     "path), which Keras never writes: refused")
+                obj = f[name]
+                if isinstance(obj, h5py.Dataset):
+                    if obj.external or obj.is_virtual:
+                        raise ValueError(f"{source}: dataset {name} takes its values from outside the file, which "
+                                         "Keras never writes: refused")
+                    found.append((name, obj.shape, obj.dtype))
     except ValueError:
         raise
     except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError ... for a corrupt file
