@@ -1,6 +1,7 @@
 """A .keras archive is checked before Keras builds or reads it: crafted files are refused with the file named
 and memory bounded (in a child process, so that a crash or an OOM fails the test instead of the suite); real
-archives, ours and users' (their own head, a saved optimizer, a keras-hub model), still load."""
+archives, ours and users' (their own head, a saved optimizer, mixed precision), still load (a keras-hub
+classifier's: tests/test_hub.py)."""
 
 import json
 import os
