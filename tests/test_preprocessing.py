@@ -191,11 +191,15 @@ def test_the_jpeg_header_walk_tells_which_files_libjpeg_decodes_scan_by_scan():
     assert _jpeg_decodes_every_scan(io.BytesIO(files[False][:40]))  # cut before its scan: counted
 
 
-def test_only_the_supported_formats_are_decoded(tmp_path):
+def test_only_the_supported_formats_are_decoded(tmp_path, monkeypatch):
     """An EPS file named like a JPEG is never handed to Ghostscript (as PIL would), nor any other format
     outside JPEG/MPO/PNG/BMP/WebP/GIF/TIFF; those all decode."""
-    from PIL import Image
+    from PIL import EpsImagePlugin, Image
 
+    def ghostscript(*args, **kwargs):
+        raise AssertionError("PIL ran Ghostscript on a file named photo.jpg")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
     eps = tmp_path / "photo.jpg"
     eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
     assert Image.open(eps).format == "EPS"  # what PIL alone would decode
