@@ -19,6 +19,14 @@ def test_labels_from_text_or_json(tmp_path):
         read_labels_file(str(text), 3)
 
 
+def test_a_class_list_nested_past_pythons_limit_is_refused_by_name(tmp_path):
+    """JSON nested 100,000 deep (200 KB) makes Python's parser raise RecursionError: a clear error, not a traceback."""
+    deep = tmp_path / "classes.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="cannot read class names from .*classes.json"):
+        read_labels_file(str(deep), 2)
+
+
 def test_a_fifo_or_folder_as_labels_is_refused_not_read(tmp_path):
     fifo = tmp_path / "labels.txt"
     os.mkfifo(fifo)

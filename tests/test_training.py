@@ -331,8 +331,9 @@ def test_resume_refuses_a_checkpoint_declaring_more_than_the_run_holds(tmp_path)
 
 
 def test_checkpoint_states_skip_what_a_run_never_writes(tmp_path):
-    """A FIFO or an oversized file named like a checkpoint's state is skipped (reading a FIFO blocked the
-    resume forever); a killed save's temporary files are removed, but no other file in the folder."""
+    """A FIFO, an oversized file or one nested past Python's limit, named like a checkpoint's state, is skipped
+    (reading a FIFO blocked the resume forever); a killed save's temporary files are removed, but no other file
+    in the folder."""
     import threading
 
     from keras_evit.training.checkpoint import checkpoint_states
@@ -347,6 +348,7 @@ def test_checkpoint_states_skip_what_a_run_never_writes(tmp_path):
     os.mkfifo(tmp_path / "ckpt-00000099.json")
     (tmp_path / "ckpt-00000098.json").write_text(" " * (2 << 20) + '{"epoch": 0, "step": 98, "global_step": 98, '
                                                  '"weights": "ckpt-00000005.weights.h5"}')
+    (tmp_path / "ckpt-00000097.json").write_text("[" * 100_000 + "]" * 100_000)  # past Python's nesting limit
     (tmp_path / ".ckpt-00000012.json.abc_123.tmp.json").write_text("{")  # a killed save's leftover
     (tmp_path / ".notes.tmp.txt").write_text("the user's")
     found = []
@@ -356,4 +358,5 @@ def test_checkpoint_states_skip_what_a_run_never_writes(tmp_path):
     assert found, "checkpoint_states blocked"
     assert [s["global_step"] for s in found[0]] == [5]
     assert sorted(os.listdir(tmp_path)) == [".notes.tmp.txt", "ckpt-00000005.json", "ckpt-00000005.weights.h5",
-                                            "ckpt-00000098.json", "ckpt-00000099.json", "state.json"]
+                                            "ckpt-00000097.json", "ckpt-00000098.json", "ckpt-00000099.json",
+                                            "state.json"]

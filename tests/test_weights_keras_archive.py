@@ -67,6 +67,8 @@ CASES = {  # name -> (how the archive is made from an honest M0 one, what the re
     "no weights file": (lambda src, dst: _strip(src, dst, "model.weights.h5"), "holds no weights file"),
     "no config": (lambda src, dst: _strip(src, dst, "config.json"), "has no config.json"),
     "config not JSON": (lambda src, dst: _replace(src, dst, "config.json", b"{\"class_name\": "), "not valid JSON"),
+    "config nested 100,000 deep": (lambda src, dst: _replace(src, dst, "config.json", b"[" * 100_000 + b"]" * 100_000),
+                                   "not valid JSON (RecursionError"),
     "config of 8 MB": (lambda src, dst: _replace(src, dst, "config.json", b" " * (8 << 20) + b"{}"),
                        "more than any EfficientViT model's"),
     "config naming an unknown layer": (lambda src, dst: _rewrite(src, dst, config=_unknown_class),

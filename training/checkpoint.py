@@ -33,7 +33,7 @@ def _read_json(path):
         if not isinstance(name, str) or os.path.basename(name) != name or not name.startswith("ckpt-"):
             return None  # never follow a path out of the checkpoint folder
         return state
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested past Python's limit
         return None
 
 

@@ -50,7 +50,7 @@ def _intact(folder):
         with open(os.path.join(folder, MARKER)) as f:
             recorded = json.load(f)["sha256"]
         return recorded == {name: sha256_of(os.path.join(folder, name)) for name in _weight_files(folder)}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return False
 
 
@@ -100,8 +100,8 @@ def check_preset_weights(folder):
         try:
             with open(config_path, encoding="utf-8") as f:
                 config = json.load(f)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ValueError(f"{config_path} is not a readable preset config ({exc})") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested past Python's limit
+            raise ValueError(f"{config_path} is not a readable preset config ({type(exc).__name__}: {exc})") from None
         needed = declared_weight_bytes(config, config_path)
         if needed > MAX_WEIGHT_BYTES:
             raise ValueError(f"{config_path} declares {needed:,} bytes of weights, more than {MAX_WEIGHT_BYTES:,} "

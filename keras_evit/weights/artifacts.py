@@ -56,7 +56,7 @@ def read_class_names(path, num_classes=None):
     try:
         with open(path, encoding="utf-8") as f:
             names = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"cannot read class names from {path}: {exc}. It should be a JSON list of "
                          "names, one per output; fix or delete it") from exc
     if not isinstance(names, list):

@@ -52,8 +52,8 @@ def read_config(path):
         raise ValueError(f"{path} is not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
     try:
         config = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{path}: its {CONFIG_MEMBER} is not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: nested past Python's limit
+        raise ValueError(f"{path}: its {CONFIG_MEMBER} is not valid JSON ({type(exc).__name__}: {exc})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: its {CONFIG_MEMBER} holds no model config")
     return config
