@@ -119,7 +119,6 @@ def model_from_config_without_allocating(config):
 
     key = "uninitialized_variables"
     before = list(global_state.get_global_attribute(key) or [])
-    created = []
     try:
         with keras.StatelessScope(initialize_variables=False), ObjectSharingScope():
             model = keras.saving.deserialize_keras_object({**copy.deepcopy(config), "compile_config": None},

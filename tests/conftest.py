@@ -114,6 +114,19 @@ def sample_dir():
     return IMAGENET_SAMPLE
 
 
+def declare_empty_gzip_dataset(h5_path, pick, shape, chunks=(1 << 20,)):
+    """Replaces the dataset ``pick(names)`` chooses among an HDF5 file's datasets by a float32 one declaring
+    ``shape`` in empty gzip chunks: a few KB on disk that a reader reading it whole allocates in full."""
+    import h5py
+
+    with h5py.File(h5_path, "a") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        name = pick(names)
+        del f[name]
+        f.create_dataset(name, shape=shape, dtype="float32", chunks=chunks, compression="gzip")
+
+
 def random_images(n, height, width=None, seed=0):
     """Normalized-scale inputs, for models built with include_preprocessing=False."""
     return np.random.RandomState(seed).randn(n, height, width or height, 3).astype("float32")

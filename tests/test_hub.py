@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import outputs, randomize, require
+from conftest import declare_empty_gzip_dataset, outputs, randomize, require
 
 keras_hub = require("keras_hub")
 require("grain")  # keras-hub's test helpers import it
@@ -311,8 +311,6 @@ def test_a_preset_whose_weights_declare_more_than_its_model_is_refused_before_re
     """A preset folder's weights file whose dataset declares 400 MB of empty gzip chunks (a few KB on disk) is
     refused from its metadata, against the model its config describes; keras-hub read it whole before (a
     1.6 GB declaration cost 6.2 GB). The same folder, intact, loads with its outputs."""
-    import h5py
-
     backbone = EfficientViTBackbone(**{**M0, "image_shape": (64, 64, 3)})
     preprocessor = EfficientViTImageClassifierPreprocessor(image_converter=EfficientViTImageConverter(
         image_size=(64, 64)))
@@ -322,11 +320,7 @@ def test_a_preset_whose_weights_declare_more_than_its_model_is_refused_before_re
     images = np.random.RandomState(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
     loaded = EfficientViTImageClassifier.from_preset(folder)
     assert np.abs(loaded.predict(images, verbose=0) - clf.predict(images, verbose=0)).max() <= 1e-6
-    with h5py.File(os.path.join(folder, weights_file), "a") as f:
-        names = []
-        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        del f[names[-1]]
-        f.create_dataset(names[-1], shape=(100_000_000,), dtype="float32", chunks=(1 << 20,), compression="gzip")
+    declare_empty_gzip_dataset(os.path.join(folder, weights_file), lambda names: names[-1], (100_000_000,))
     assert os.path.getsize(os.path.join(folder, weights_file)) < 20 << 20
     keras_file = str(tmp_path / "clf.keras")  # the same classifier as a .keras file: checked, then loaded
     clf.save(keras_file)

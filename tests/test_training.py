@@ -16,7 +16,7 @@ from keras_evit.cli import main
 from keras_evit.training import TrainingDiverged
 from keras_evit.training.checkpoint import AtomicCheckpoint
 
-from conftest import HYMENOPTERA, missing, outputs
+from conftest import HYMENOPTERA, declare_empty_gzip_dataset, missing, outputs
 
 TINY = ["--model", "m0", "--image-size", "64", "--checkpoint-every", "2"]
 
@@ -307,8 +307,6 @@ def test_resume_falls_back_past_a_truncated_checkpoint(tmp_path):
 def test_resume_refuses_a_checkpoint_declaring_more_than_the_run_holds(tmp_path):
     """A newest checkpoint whose dataset declares 400 MB of empty gzip chunks (a few KB on disk) is refused
     from its metadata, before Keras reads it, and the run resumes from the previous one."""
-    import h5py
-
     from keras_evit.training.loop import _resume
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -319,11 +317,7 @@ def test_resume_refuses_a_checkpoint_declaring_more_than_the_run_holds(tmp_path)
     for step in (5, 10):
         model.optimizer.iterations.assign(step)
         saver.save(0, step)
-    with h5py.File(tmp_path / "ckpt-00000010.weights.h5", "a") as f:
-        names = []
-        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        del f[names[0]]
-        f.create_dataset(names[0], shape=(100_000_000,), dtype="float32", chunks=(1 << 20,), compression="gzip")
+    declare_empty_gzip_dataset(tmp_path / "ckpt-00000010.weights.h5", lambda names: names[0], (100_000_000,))
     assert os.path.getsize(tmp_path / "ckpt-00000010.weights.h5") < 100_000
     logs = []
     assert _resume(model, str(tmp_path), 100, logs.append) == (0, 5)

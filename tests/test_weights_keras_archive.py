@@ -13,6 +13,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from conftest import declare_empty_gzip_dataset
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -47,14 +49,8 @@ def _head_units(units):
 
 def _gzip_bomb(h5):
     """The head's kernel replaced by a dataset declaring 3.8 GB of empty gzip chunks (a few KB on disk)."""
-    import h5py
-
-    with h5py.File(h5, "a") as f:
-        names = []
-        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        name = next(n for n in names if n.endswith("linear/vars/0"))
-        del f[name]
-        f.create_dataset(name, shape=(192, 5_000_000), dtype="float32", chunks=(192, 10_000), compression="gzip")
+    declare_empty_gzip_dataset(h5, lambda names: next(n for n in names if n.endswith("linear/vars/0")),
+                               (192, 5_000_000), chunks=(192, 10_000))
 
 
 CASES = {  # name -> (how the archive is made from an honest M0 one, what the refusal says)

@@ -117,15 +117,12 @@ def _resume(train_model, ckpt_dir, steps, log):
     candidates = checkpoint_states(ckpt_dir)
     if not candidates:
         return 0, 0
-    import numpy as np
-
-    from keras_evit.weights.keras_h5 import check_declared_sizes
+    from keras_evit.weights.keras_h5 import check_declared_sizes, variable_bytes
 
     train_model.optimizer.build(train_model.trainable_variables)
     # what a checkpoint may declare: the model's and the optimizer's variables (float64 at most), so that a
     # damaged or crafted file is refused from its metadata instead of read
-    held = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
-               for v in list(train_model.weights) + list(train_model.optimizer.variables))
+    held = variable_bytes(list(train_model.weights) + list(train_model.optimizer.variables))
     for i, state in enumerate(candidates):
         path = os.path.join(ckpt_dir, state["weights"])
         try:

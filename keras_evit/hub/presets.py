@@ -84,33 +84,27 @@ def check_preset_weights(folder):
     """Refuses (ValueError) a preset folder on disk whose weights files declare more than the models its
     config files describe: keras-hub reads every dataset whole before it compares shapes, so a few KB of
     crafted weights file made it allocate GBs. Each model is built from its config with no variable
-    allocated (``keras_evit.weights.keras_archive``); a remote handle or a missing file is left to keras-hub."""
-    from ..weights.keras_archive import DATASETS_PER_WEIGHT, MAX_CONFIG_BYTES, MAX_WEIGHT_BYTES, declared_weight_bytes
-    from ..weights.keras_h5 import check_declared_sizes
+    allocated (``keras_evit.weights.keras_archive``). The built-in presets (verified by their SHA-256), a
+    remote handle and a missing file are left to keras-hub."""
+    from ..weights.keras_archive import check_config_size, check_weights_file, parse_config, weights_budget
 
+    if isinstance(folder, str) and folder in PRESETS:
+        return
     if not (isinstance(folder, (str, os.PathLike)) and os.path.isdir(folder)):
         return
+    fix = "The preset is crafted or corrupt: save it again (save_to_preset) or download it again."
     for config_name, weights_name in PRESET_WEIGHTS:
         config_path, weights_path = os.path.join(folder, config_name), os.path.join(folder, weights_name)
         if not (os.path.isfile(config_path) and os.path.isfile(weights_path)):
             continue
-        if os.path.getsize(config_path) > MAX_CONFIG_BYTES:
-            raise ValueError(f"{config_path} is {os.path.getsize(config_path):,} bytes, more than any EfficientViT "
-                             f"model's ({MAX_CONFIG_BYTES:,}): refused")
+        check_config_size(os.path.getsize(config_path), config_path)
         try:
-            with open(config_path, encoding="utf-8") as f:
-                config = json.load(f)
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested past Python's limit
-            raise ValueError(f"{config_path} is not a readable preset config ({type(exc).__name__}: {exc})") from None
-        needed = declared_weight_bytes(config, config_path)
-        if needed > MAX_WEIGHT_BYTES:
-            raise ValueError(f"{config_path} declares {needed:,} bytes of weights, more than {MAX_WEIGHT_BYTES:,} "
-                             "(an EfficientViT-M5 holds 50 MB): refused")
-        try:
-            check_declared_sizes(weights_path, DATASETS_PER_WEIGHT * needed + (1 << 20))
-        except ValueError as exc:
-            raise ValueError(f"{exc}. The preset is crafted or corrupt: save it again (save_to_preset) or "
-                             "download it again.") from None
+            with open(config_path, "rb") as f:
+                text = f.read()
+        except OSError as exc:
+            raise ValueError(f"{config_path} is not a readable preset config ({exc})") from None
+        _, budget = weights_budget(parse_config(text, config_path), config_path, fix)
+        check_weights_file(weights_path, budget, weights_path, fix)
 
 
 def resolve_preset(preset):

@@ -13,9 +13,7 @@ import json
 import sys
 import zipfile
 
-import numpy as np
-
-from .keras_h5 import check_declared_sizes
+from .keras_h5 import check_declared_sizes, variable_bytes
 
 CONFIG_MEMBER = "config.json"
 WEIGHTS_MEMBER = "model.weights.h5"
@@ -36,36 +34,48 @@ def _member(archive, name, path):
     return info
 
 
+def check_config_size(size, source):
+    """Refuses a config file of ``size`` bytes over ``MAX_CONFIG_BYTES`` (before it is read)."""
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{source} is {size:,} bytes, more than any EfficientViT model's ({MAX_CONFIG_BYTES:,}): "
+                         "refused")
+
+
+def parse_config(text, source):
+    """A config file's text -> its dict, refused (ValueError naming ``source``) when not JSON, nested past
+    Python's limit (json raises RecursionError) or not an object."""
+    try:
+        config = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{source} is not valid JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{source} holds no model config")
+    return config
+
+
 def read_config(path):
     """The archive's config.json, refused (ValueError) when missing, over ``MAX_CONFIG_BYTES`` or not JSON."""
+    source = f"{path}: its {CONFIG_MEMBER}"
     try:
         with zipfile.ZipFile(path) as archive:
             info = _member(archive, CONFIG_MEMBER, path)
             if info is None:
                 raise ValueError(f"{path} has no {CONFIG_MEMBER}: not a Keras model archive")
-            if info.file_size > MAX_CONFIG_BYTES:
-                raise ValueError(f"{path}: its {CONFIG_MEMBER} is {info.file_size:,} bytes, more than any "
-                                 f"EfficientViT model's ({MAX_CONFIG_BYTES:,}): refused")
+            check_config_size(info.file_size, source)
             with archive.open(info) as f:
                 text = f.read(MAX_CONFIG_BYTES + 1)
     except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, NotImplementedError) as exc:
         raise ValueError(f"{path} is not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
-    try:
-        config = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: nested past Python's limit
-        raise ValueError(f"{path}: its {CONFIG_MEMBER} is not valid JSON ({type(exc).__name__}: {exc})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: its {CONFIG_MEMBER} holds no model config")
-    return config
+    return parse_config(text, source)
 
 
 def _tasks_not_compiling(config):
-    """A copy of ``config`` in which every keras-hub task is made with ``compile=False``: a task compiles itself
-    when made, and the optimizer that makes is a variable no stateless build may create."""
+    """``config``, or a copy of it in which every keras-hub task is made with ``compile=False``: a task compiles
+    itself when made, and the optimizer that makes is a variable no stateless build may create."""
     task = getattr(sys.modules.get("keras_hub.models"), "Task", None)  # none can be built without keras-hub
-    config = copy.deepcopy(config)
     if task is None:
         return config
+    import keras
 
     def walk(node):
         if isinstance(node, dict):
@@ -79,8 +89,7 @@ def _tasks_not_compiling(config):
             for value in node:
                 walk(value)
 
-    import keras
-
+    config = copy.deepcopy(config)
     walk(config)
     return config
 
@@ -95,20 +104,35 @@ def declared_weight_bytes(config, source):
     except Exception as exc:  # Keras raises many types for a config it cannot build
         raise ValueError(f"{source} does not describe a model Keras can build "
                          f"({type(exc).__name__}: {str(exc)[:300]})") from None
-    return sum(int(np.prod(v.shape, dtype=np.float64)) * np.dtype(v.dtype).itemsize for v in variables)
+    return variable_bytes(variables)
+
+
+def weights_budget(config, source, fix):
+    """(bytes of the weights of the model ``config`` describes, the most its weights file may declare),
+    refused (ValueError) over ``MAX_WEIGHT_BYTES``."""
+    needed = declared_weight_bytes(config, source)
+    if needed > MAX_WEIGHT_BYTES:
+        raise ValueError(f"{source} declares {needed:,} bytes of weights, more than {MAX_WEIGHT_BYTES:,} (an "
+                         f"EfficientViT-M5 holds 50 MB): refused. {fix}")
+    return needed, DATASETS_PER_WEIGHT * needed + (1 << 20)
+
+
+def check_weights_file(weights, budget, source, fix):
+    """``check_declared_sizes`` of a weights file (a path or a file object) against ``budget``, its refusal
+    followed by ``fix``."""
+    try:
+        check_declared_sizes(weights, budget, source)
+    except ValueError as exc:
+        raise ValueError(f"{exc}. {fix}") from None
 
 
 def check_archive(path, config):
     """Refuses (ValueError) an archive whose config declares more weights than its weights file holds or than
     ``MAX_WEIGHT_BYTES``, or whose weights file declares far more than the model's weights."""
-    needed = declared_weight_bytes(config, f"{path}: its {CONFIG_MEMBER}")
     fix = "The file is crafted or corrupt: re-save the model with Keras (model.save) or download it again."
-    if needed > MAX_WEIGHT_BYTES:
-        raise ValueError(f"{path}: its {CONFIG_MEMBER} declares {needed:,} bytes of weights, more than "
-                         f"{MAX_WEIGHT_BYTES:,} (an EfficientViT-M5 holds 50 MB): refused. {fix}")
+    needed, budget = weights_budget(config, f"{path}: its {CONFIG_MEMBER}", fix)
     if needed == 0:
         return
-    budget = DATASETS_PER_WEIGHT * needed + (1 << 20)
     try:
         with zipfile.ZipFile(path) as archive:
             info = _member(archive, WEIGHTS_MEMBER, path)
@@ -122,7 +146,4 @@ def check_archive(path, config):
                 weights = io.BytesIO(member.read(info.file_size + 1))
     except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, NotImplementedError) as exc:
         raise ValueError(f"{path} is not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
-    try:
-        check_declared_sizes(weights, budget, f"{path} (its {WEIGHTS_MEMBER})")
-    except ValueError as exc:
-        raise ValueError(f"{exc}. {fix}") from None
+    check_weights_file(weights, budget, f"{path} (its {WEIGHTS_MEMBER})", fix)

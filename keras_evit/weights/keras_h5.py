@@ -85,6 +85,12 @@ def guess_keras_weights_variant(path):
     return None
 
 
+def variable_bytes(variables):
+    """Bytes the values of ``variables`` (Keras variables, allocated or not) take: what a weights file for them
+    holds, for bounding what it may declare."""
+    return sum(int(np.prod(v.shape, dtype=np.float64)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
 MAX_OBJECTS = 20_000  # groups and datasets: an M5 file holds ~900 datasets in about as many groups
 
 
