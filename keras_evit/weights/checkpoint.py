@@ -14,6 +14,8 @@ import zipfile
 
 import numpy as np
 
+from .zip_directory import open_zip
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable, corrupt, or does not match the model."""
@@ -231,7 +233,7 @@ def _check_npy_headers(archive, path):
 
 
 def _read_torch_zip(path):
-    with zipfile.ZipFile(path) as archive:
+    with open_zip(path, CheckpointError) as archive:
         _check_archive(archive, path)
         data, prefix = _read_pickle(archive, path)
         payload = io.BytesIO(data)
@@ -245,7 +247,7 @@ def _read_torch_zip(path):
 
 
 def _read_with_torch(path):
-    with zipfile.ZipFile(path) as archive:  # the same limits as our own reader, before torch is even imported
+    with open_zip(path, CheckpointError) as archive:  # the same limits as our own reader, before torch is even imported
         _check_archive(archive, path)
         _read_pickle(archive, path)
     import torch
@@ -288,7 +290,7 @@ def read_checkpoint(path, prefer_torch=True):
 
             return load_file(path)  # safetensors checks every offset against the file itself
         if lower.endswith(".npz"):
-            with zipfile.ZipFile(path) as archive:
+            with open_zip(path, CheckpointError) as archive:
                 _check_archive(archive, path)
                 _check_npy_headers(archive, path)
             with np.load(path, allow_pickle=False) as data:

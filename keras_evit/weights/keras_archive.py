@@ -14,6 +14,7 @@ import sys
 import zipfile
 
 from .keras_h5 import check_declared_sizes, variable_bytes
+from .zip_directory import open_zip
 
 CONFIG_MEMBER = "config.json"
 WEIGHTS_MEMBER = "model.weights.h5"
@@ -57,7 +58,7 @@ def read_config(path):
     """The archive's config.json, refused (ValueError) when missing, over ``MAX_CONFIG_BYTES`` or not JSON."""
     source = f"{path}: its {CONFIG_MEMBER}"
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path) as archive:
             info = _member(archive, CONFIG_MEMBER, path)
             if info is None:
                 raise ValueError(f"{path} has no {CONFIG_MEMBER}: not a Keras model archive")
@@ -134,7 +135,7 @@ def check_archive(path, config):
     if needed == 0:
         return
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path) as archive:
             info = _member(archive, WEIGHTS_MEMBER, path)
             if info is None or not needed <= info.file_size <= budget:
                 holds = "no weights file" if info is None else f"a weights file of {info.file_size:,} bytes"
