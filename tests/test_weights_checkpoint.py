@@ -125,6 +125,24 @@ def test_storage_member_that_inflates_is_not_read_whole(tmp_path):
     assert _printed(out, "GROWN_MB") < 200
 
 
+def test_safetensors_header_listing_far_more_tensors_than_a_state_dict_is_refused_before_reading(tmp_path):
+    """200,000 empty tensors (a 13 MB header; safetensors itself takes headers up to 100 MB and numpy made an
+    array of each: 170 MB) are refused from the header's length."""
+    setup = f"""
+        import json
+        from keras_evit.weights.checkpoint import CheckpointError, read_checkpoint
+        header = json.dumps({{f"t{{i}}": {{"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}}
+                             for i in range(200_000)}}).encode()
+        header += b" " * (-len(header) % 8)
+        path = {str(tmp_path / "many.safetensors")!r}
+        with open(path, "wb") as f:
+            f.write(len(header).to_bytes(8, "little") + header)
+    """
+    out = run_measured_load(setup, "read_checkpoint(path)")
+    assert "REFUSED" in out and "many.safetensors: its safetensors header is" in out, out[-2000:]
+    assert _printed(out, "GROWN_MB") < 30, out[-2000:]
+
+
 def test_non_finite_weights_are_refused_with_the_tensor_named(tmp_path):
     import keras_evit as ke
     from keras_evit.weights import CheckpointError, state_dict_from_model

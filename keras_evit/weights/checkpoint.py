@@ -38,6 +38,9 @@ MAX_PICKLE_BYTES = 16 << 20
 MAX_PICKLE_OPS = 500_000
 _MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
 MAX_INFLATION = 1024  # torch stores members uncompressed; a member inflating more than this is a bomb
+# M5's safetensors header (827 tensors) is 92 KB; safetensors itself allows 100 MB, and a header listing a
+# million empty tensors (67 MB) cost 934 MB and 5 s of numpy arrays
+MAX_SAFETENSORS_HEADER = 4 << 20
 
 
 class _Inert:
@@ -180,6 +183,15 @@ def _check_archive(archive, path):
                                   f"{info.file_size} bytes (a zip bomb?): refused")
 
 
+def _check_safetensors_header(path):
+    """Refuses a header (the JSON list of tensors) longer than any EfficientViT state dict's, before it is read."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+    if length > MAX_SAFETENSORS_HEADER:
+        raise CheckpointError(f"{path}: its safetensors header is {length:,} bytes, more than any EfficientViT "
+                              f"state dict's ({MAX_SAFETENSORS_HEADER:,}; crafted or corrupt?): refused")
+
+
 def _check_pickle(data, path):
     """Walks the pickle's opcodes without building anything: bounded count, memo ids a pickler could write."""
     import pickletools
@@ -286,6 +298,7 @@ def read_checkpoint(path, prefer_torch=True):
                               f"({MAX_CHECKPOINT_BYTES >> 20} MiB): refused")
     try:
         if lower.endswith(".safetensors"):
+            _check_safetensors_header(path)
             from safetensors.numpy import load_file
 
             return load_file(path)  # safetensors checks every offset against the file itself
