@@ -67,6 +67,31 @@ def test_users_weights_files_are_far_below_the_limit(tmp_path):
         assert 0 < directory_bytes(path) == _entries_bytes(path) < MAX_DIRECTORY_BYTES // 50, path
 
 
+def test_a_pipe_is_refused_not_opened(tmp_path):
+    """A FIFO named like a model would block a reader forever: every zip reader refuses it unopened."""
+    import threading
+
+    from keras_evit.weights.artifacts import load_keras_file
+    from keras_evit.weights.checkpoint import CheckpointError, read_checkpoint
+
+    for name, load, error in [("m.keras", load_keras_file, ValueError), ("w.npz", read_checkpoint, CheckpointError),
+                              ("w.pth", read_checkpoint, CheckpointError)]:
+        os.mkfifo(tmp_path / name)
+        raised = []
+
+        def attempt(load=load, path=str(tmp_path / name)):
+            try:
+                load(path)
+            except Exception as exc:  # noqa: BLE001  (any outcome but blocking is checked below)
+                raised.append(exc)
+
+        reader = threading.Thread(target=attempt, daemon=True)
+        reader.start()
+        reader.join(60)
+        assert raised, f"{name}: the reader blocked on a pipe"
+        assert isinstance(raised[0], error) and "not a regular file" in str(raised[0]), (name, raised[0])
+
+
 def test_not_a_zip_is_left_to_zipfile(tmp_path):
     path = tmp_path / "not.zip"
     path.write_bytes(b"PK\x05\x06 too short")

@@ -291,6 +291,8 @@ def read_checkpoint(path, prefer_torch=True):
     """{key: array} (possibly nested under 'model') from .safetensors, .pth/.pt/.bin or .npz."""
     path = os.fspath(path)
     if not os.path.isfile(path):
+        if os.path.exists(path):  # a folder, or a FIFO or device a read would block on
+            raise CheckpointError(f"{path} is not a regular file (a folder, pipe, device or socket): refused")
         raise FileNotFoundError(f"weights file not found: {path}")
     lower = path.lower()
     if os.path.getsize(path) > MAX_CHECKPOINT_BYTES:

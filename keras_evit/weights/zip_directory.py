@@ -7,6 +7,7 @@ entries in 131 KB), so a directory larger than ``MAX_DIRECTORY_BYTES`` is refuse
 """
 
 import os
+import stat
 import struct
 import zipfile
 
@@ -55,8 +56,11 @@ def directory_bytes(path):
 
 
 def open_zip(path, error=ValueError, max_directory_bytes=MAX_DIRECTORY_BYTES):
-    """``zipfile.ZipFile(path)``, refused first (``error``, a ValueError) when its central directory is over
-    ``max_directory_bytes``. Not a zip: ``zipfile.BadZipFile``, as from zipfile itself."""
+    """``zipfile.ZipFile(path)``, refused first (``error``, a ValueError) when it is not a regular file (a FIFO
+    or device would block or never end) or its central directory is over ``max_directory_bytes``. Missing:
+    FileNotFoundError; not a zip: ``zipfile.BadZipFile``, as from zipfile itself."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise error(f"{path} is not a regular file (a pipe, device or socket): refused")
     declared = directory_bytes(path)
     if declared is not None and declared > max_directory_bytes:
         raise error(f"{path}: its zip directory declares {declared:,} bytes of entries, more than any "
