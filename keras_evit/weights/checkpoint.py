@@ -259,7 +259,7 @@ def _read_torch_zip(path):
 
 
 def _read_with_torch(path):
-    with open_zip(path, CheckpointError) as archive:  # the same limits as our own reader, before torch is even imported
+    with open_zip(path, CheckpointError) as archive:  # our own reader's limits, before torch is imported
         _check_archive(archive, path)
         _read_pickle(archive, path)
     import torch

@@ -64,5 +64,5 @@ def open_zip(path, error=ValueError, max_directory_bytes=MAX_DIRECTORY_BYTES):
     declared = directory_bytes(path)
     if declared is not None and declared > max_directory_bytes:
         raise error(f"{path}: its zip directory declares {declared:,} bytes of entries, more than any "
-                         f"model's weights need ({max_directory_bytes:,}; crafted or corrupt?): refused")
+                    f"model's weights need ({max_directory_bytes:,}; crafted or corrupt?): refused")
     return zipfile.ZipFile(path)
