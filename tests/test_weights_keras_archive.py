@@ -187,3 +187,23 @@ def test_users_archives_load_as_saved(tmp_path):
     mixed.save(path)
     loaded = load_keras_file(path)
     assert [w.shape for w in loaded.weights] == [w.shape for w in mixed.weights]
+
+
+def test_an_archive_carrying_python_code_is_refused_and_its_code_never_runs(tmp_path):
+    """A Lambda layer's function is Python bytecode in config.json: the check builds the model in Keras' safe
+    mode, as ``load_model`` does, so the code is refused by name and never called."""
+    import keras
+
+    from keras_evit.weights.artifacts import load_keras_file
+
+    marker = tmp_path / "ran"
+    inputs = keras.Input((4,))
+    touch = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")  # noqa: S307
+    model = keras.Model(inputs, keras.layers.Lambda(touch)(keras.layers.Dense(2)(inputs)))
+    path = str(tmp_path / "code.keras")
+    model.save(path)
+    assert marker.exists()  # building the model called it
+    marker.unlink()
+    with pytest.raises(ValueError, match="code.keras: its config.json .* Python lambda"):
+        load_keras_file(path)
+    assert not marker.exists()
