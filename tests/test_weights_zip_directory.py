@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_evit.weights.zip_directory import MAX_DIRECTORY_BYTES, directory_bytes, open_zip
+from keras_evit.weights.zip_directory import MAX_DIRECTORY_BYTES, directory_declared, open_zip
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -39,12 +39,28 @@ def _write_zip(path, entries, comment=b"", compression=zipfile.ZIP_STORED):
 def test_the_size_found_is_the_directory_zipfile_reads(tmp_path, entries, comment, compression):
     path = str(tmp_path / "a.zip")
     _write_zip(path, entries, comment, compression)
-    size = directory_bytes(path)
-    assert size == _entries_bytes(path)
+    assert directory_declared(path) == (entries, _entries_bytes(path))
+    size = _entries_bytes(path)
     with open_zip(path, max_directory_bytes=size) as archive:
         assert len(archive.infolist()) == entries
-    with pytest.raises(ValueError, match=f"a.zip: its zip directory declares {size:,} bytes"):
+    with pytest.raises(ValueError, match=f"a.zip: its zip directory declares {entries:,} entries in {size:,} bytes"):
         open_zip(path, max_directory_bytes=size - 1)
+
+
+def test_an_entry_count_beyond_the_directory_is_refused(tmp_path):
+    """A zip64 end record may declare a billion entries over a small directory; PyTorch's reader sizes its
+    tables by that count. Refused by the count, though the directory's bytes are within the limit."""
+    path = str(tmp_path / "a.zip")
+    with zipfile.ZipFile(path, "w") as archive:  # over 65,535 entries: a zip64 end record
+        for i in range(66_000):
+            archive.writestr(str(i), b"")
+    data = bytearray(open(path, "rb").read())
+    record = data.rfind(b"PK\x06\x06")
+    data[record + 24:record + 40] = (10**9).to_bytes(8, "little") * 2  # entries on this disk, in all
+    open(path, "wb").write(bytes(data))
+    assert directory_declared(path) == (10**9, _entries_bytes(path)) and _entries_bytes(path) < MAX_DIRECTORY_BYTES
+    with pytest.raises(ValueError, match="declares 1,000,000,000 entries in"):
+        open_zip(path)
 
 
 def test_users_weights_files_are_far_below_the_limit(tmp_path):
@@ -64,7 +80,10 @@ def test_users_weights_files_are_far_below_the_limit(tmp_path):
         torch.save({f"w{i}": torch.zeros(3) for i in range(500)}, tmp_path / "w.pth")
         paths.append(str(tmp_path / "w.pth"))
     for path in paths:
-        assert 0 < directory_bytes(path) == _entries_bytes(path) < MAX_DIRECTORY_BYTES // 50, path
+        entries, size = directory_declared(path)
+        assert 0 < size == _entries_bytes(path) < MAX_DIRECTORY_BYTES // 50, path
+        with open_zip(path) as archive:
+            assert entries == len(archive.infolist()), path
 
 
 def test_a_pipe_is_refused_not_opened(tmp_path):
@@ -95,7 +114,7 @@ def test_a_pipe_is_refused_not_opened(tmp_path):
 def test_not_a_zip_is_left_to_zipfile(tmp_path):
     path = tmp_path / "not.zip"
     path.write_bytes(b"PK\x05\x06 too short")
-    assert directory_bytes(str(path)) is None
+    assert directory_declared(str(path)) is None
     with pytest.raises(zipfile.BadZipFile):
         open_zip(str(path))
 

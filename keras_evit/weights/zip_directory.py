@@ -3,7 +3,8 @@
 ``zipfile.ZipFile`` reads the whole central directory and makes a Python object for every entry it lists,
 however many the file declares: a 26 MB file of 300,000 empty entries took 167 MB and 1.6 s to open. Weights
 need a few thousand entries at most (a PyTorch checkpoint has one per tensor: M5 with its AdamW state, 2,099
-entries in 131 KB), so a directory larger than ``MAX_DIRECTORY_BYTES`` is refused before it is read.
+entries in 131 KB), so a directory larger than ``MAX_DIRECTORY_BYTES``, or declaring more entries than fit in
+that, is refused before it is read.
 """
 
 import os
@@ -17,30 +18,33 @@ _END = struct.Struct("<4s4H2LH")  # end of central directory record (22 bytes)
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")  # 20 bytes, just before the end record
 _ZIP64_END = struct.Struct("<4sQ2H2L4Q")  # 56 bytes
 _MAX_COMMENT = 1 << 16
+ENTRY_BYTES = 46  # a central-directory entry's fixed part: an entry takes at least this
 
 
-def _zip64_sizes(f, locator_at):
-    """Directory sizes a zip64 end record declares, at both places a reader may look for it."""
+def _zip64_declared(f, locator_at):
+    """(entries, directory bytes) that a zip64 end record declares, at both places a reader may look for it."""
     if locator_at < 0:
         return []
     f.seek(locator_at)
     signature, _, record_at, _ = _ZIP64_LOCATOR.unpack(f.read(_ZIP64_LOCATOR.size))
     if signature != b"PK\x06\x07":
         return []
-    sizes = []
+    found = []
     for at in {locator_at - _ZIP64_END.size, record_at}:  # where Python's zipfile looks, where the locator points
         if 0 <= at:
             f.seek(at)
             record = f.read(_ZIP64_END.size)
             if len(record) == _ZIP64_END.size and record[:4] == b"PK\x06\x06":
-                sizes.append(_ZIP64_END.unpack(record)[8])
-    return sizes
+                fields = _ZIP64_END.unpack(record)
+                found.append((max(fields[6], fields[7]), fields[8]))
+    return found
 
 
-def directory_bytes(path):
-    """The size of the central directory the archive declares, as ``zipfile`` finds it (an end record at the
-    end of the file or after a comment, updated by a zip64 record), or None when there is no end record.
-    Where a crafted file could be read two ways, the larger size."""
+def directory_declared(path):
+    """(entries, bytes) of the central directory the archive declares, as ``zipfile`` finds it (an end record
+    at the end of the file or after a comment, updated by a zip64 record), or None when there is no end
+    record. Where a crafted file could be read two ways, the larger of each. (PyTorch's reader sizes its
+    tables by the entry count, Python's zipfile reads the bytes.)"""
     with open(path, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         start = max(size - _END.size - _MAX_COMMENT, 0)
@@ -51,18 +55,21 @@ def directory_bytes(path):
             at = tail.rfind(b"PK\x05\x06")
             if at < 0 or at + _END.size > len(tail):
                 return None
-        declared = _END.unpack(tail[at:at + _END.size])[5]
-        return max([declared, *_zip64_sizes(f, start + at - _ZIP64_LOCATOR.size)])
+        fields = _END.unpack(tail[at:at + _END.size])
+        declared = [(max(fields[3], fields[4]), fields[5]), *_zip64_declared(f, start + at - _ZIP64_LOCATOR.size)]
+    return max(entries for entries, _ in declared), max(size for _, size in declared)
 
 
 def open_zip(path, error=ValueError, max_directory_bytes=MAX_DIRECTORY_BYTES):
     """``zipfile.ZipFile(path)``, refused first (``error``, a ValueError) when it is not a regular file (a FIFO
-    or device would block or never end) or its central directory is over ``max_directory_bytes``. Missing:
-    FileNotFoundError; not a zip: ``zipfile.BadZipFile``, as from zipfile itself."""
+    or device would block or never end) or its central directory is over ``max_directory_bytes`` (or lists
+    more entries than would fit in that). Missing: FileNotFoundError; not a zip: ``zipfile.BadZipFile``, as
+    from zipfile itself."""
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise error(f"{path} is not a regular file (a pipe, device or socket): refused")
-    declared = directory_bytes(path)
-    if declared is not None and declared > max_directory_bytes:
-        raise error(f"{path}: its zip directory declares {declared:,} bytes of entries, more than any "
-                    f"model's weights need ({max_directory_bytes:,}; crafted or corrupt?): refused")
+    entries, size = directory_declared(path) or (0, 0)
+    if size > max_directory_bytes or entries > max_directory_bytes // ENTRY_BYTES:
+        raise error(f"{path}: its zip directory declares {entries:,} entries in {size:,} bytes, more "
+                    f"than any model's weights need (at most {max_directory_bytes:,} bytes; crafted or corrupt?): "
+                    "refused")
     return zipfile.ZipFile(path)
