@@ -54,10 +54,10 @@ def test_an_entry_count_beyond_the_directory_is_refused(tmp_path):
     with zipfile.ZipFile(path, "w") as archive:  # over 65,535 entries: a zip64 end record
         for i in range(66_000):
             archive.writestr(str(i), b"")
-    data = bytearray(open(path, "rb").read())
+    data = bytearray((tmp_path / "a.zip").read_bytes())
     record = data.rfind(b"PK\x06\x06")
     data[record + 24:record + 40] = (10**9).to_bytes(8, "little") * 2  # entries on this disk, in all
-    open(path, "wb").write(bytes(data))
+    (tmp_path / "a.zip").write_bytes(bytes(data))
     assert directory_declared(path) == (10**9, _entries_bytes(path)) and _entries_bytes(path) < MAX_DIRECTORY_BYTES
     with pytest.raises(ValueError, match="declares 1,000,000,000 entries in"):
         open_zip(path)
