@@ -4,6 +4,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import tempfile
 
 import numpy as np
@@ -99,6 +100,19 @@ def check_outputs(outputs, inputs=(), folders=()):
         real = os.path.realpath(path)
         if real in seen:
             raise ValueError(f"{seen[real]} {path!r} is also an input: it would be overwritten; write elsewhere")
+
+
+def check_own_file(path, fd=None):
+    """Refuses (ValueError) a ``path`` that exists but is not a file of its own: through a symbolic or hard
+    link, what is written to it would land in another file; a pipe or device would block or never end.
+    ``fd``: the file as opened (with ``O_NOFOLLOW``), checked instead of the path."""
+    try:
+        info = os.lstat(path) if fd is None else os.fstat(fd)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        raise ValueError(f"{path} is not a file of its own (a link, folder, pipe or device): it is written to, so it "
+                         "is left alone. Delete it, or use another folder")
 
 
 def ensure_free_space(path, nbytes):

@@ -38,3 +38,25 @@ def test_a_second_run_into_a_live_folder_is_refused_and_the_lock_dies_with_its_p
     with run_dir_lock(str(run)):  # killed: the kernel released its lock
         assert time.time() < deadline
     assert sorted(os.listdir(run)) == [".lock"]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo", "folder"])
+@pytest.mark.parametrize("name", [".lock", "metrics.csv"])
+def test_a_run_folder_file_that_is_not_its_own_is_left_alone(tmp_path, capsys, name, kind):
+    """The lock truncates its file and the metrics logger appends to its own: through a link either would
+    write into another file (here a user's notes), a pipe would block. `train` refuses before any work."""
+    pytest.importorskip("fcntl")
+    run = tmp_path / "run"
+    run.mkdir()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the user's")
+    make = {"symlink": lambda p: p.symlink_to(notes), "hardlink": lambda p: os.link(notes, p),
+            "fifo": os.mkfifo, "folder": os.mkdir}[kind]
+    make(run / name)
+    from keras_evit.cli import main
+
+    started = time.time()
+    assert main(["train", "--data", "digits", "--model", "m0", "--output", str(run), "--epochs", "1"]) == 2
+    assert f"{run / name} is not a file of its own" in capsys.readouterr().err
+    assert time.time() - started < 60  # refused before the data or the model are touched
+    assert notes.read_text() == "the user's"

@@ -191,7 +191,9 @@ def _train(variant, data, output, recipe, strategy, weights, data_dir, freeze_ba
     import tensorflow as tf
 
     from keras_evit.preprocessing import has_preprocessing
+    from keras_evit.utils import check_own_file
 
+    check_own_file(os.path.join(output, METRICS_CSV))  # appended to each epoch: before any work
     strat = make_strategy(strategy)
     chief = is_chief()
     source = load_source(data, data_dir, seed=recipe.seed)

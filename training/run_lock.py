@@ -8,6 +8,8 @@ however it ends, so a killed run never leaves a stale lock behind.
 import contextlib
 import os
 
+from keras_evit.utils import check_own_file
+
 LOCK_NAME = ".lock"
 
 
@@ -20,8 +22,11 @@ def run_dir_lock(run_dir):
         yield
         return
     os.makedirs(run_dir, exist_ok=True)
-    fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    path = os.path.join(run_dir, LOCK_NAME)
+    check_own_file(path)  # the lock truncates the file it opens
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)  # no link made since
     try:
+        check_own_file(path, fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
