@@ -24,7 +24,23 @@ def test_a_class_list_nested_past_pythons_limit_is_refused_by_name(tmp_path):
     deep = tmp_path / "classes.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match="cannot read class names from .*classes.json"):
-        read_labels_file(str(deep), 2)
+        read_labels_file(str(deep), 1000)  # 1,000 names may take 200 KB: the parser is reached
+
+
+@pytest.mark.parametrize("name", ["classes.json", "labels.txt"])
+def test_a_class_list_longer_than_the_models_names_could_be_is_refused_unread(tmp_path, name):
+    """2.5 million short names (14 MB, under the 16 MB cap for any list) for a 2-class model: parsed, they
+    took 201 MB. The file may hold at most 1 KB per output (ImageNet's 1,000 names take 13 KB)."""
+    path = tmp_path / name
+    names = ["ab"] * 2_500_000
+    path.write_text(json.dumps(names) if name.endswith(".json") else "\n".join(names))
+    with pytest.raises(ValueError, match=f"{name} is too large for .* for 2 outputs .* at most 6,144\\)"):
+        read_labels_file(str(path), 2)
+    from keras_evit.preprocessing import imagenet_class_names
+
+    path.write_text(json.dumps(imagenet_class_names()) if name.endswith(".json")
+                    else "\n".join(imagenet_class_names()))
+    assert read_labels_file(str(path), 1000) == imagenet_class_names()
 
 
 def test_a_fifo_or_folder_as_labels_is_refused_not_read(tmp_path):

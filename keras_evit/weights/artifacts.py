@@ -12,6 +12,7 @@ RUN_MODEL = "model.keras"
 RUN_CLASSES = "classes.json"
 # a classes file is a list of names; refuse absurd ones instead of reading them whole
 MAX_CLASSES_BYTES = 16 << 20
+MAX_NAME_BYTES = 1024  # one name, JSON-escaped or as a line: ImageNet's longest is 30 characters
 
 
 def weights_arg(value):
@@ -49,14 +50,30 @@ def check_class_names(names, where):
     return names
 
 
-def read_class_names(path, num_classes=None):
-    """The list of class names in a run's ``classes.json``; ValueError naming the file if malformed."""
-    if os.path.getsize(path) > MAX_CLASSES_BYTES:
-        raise ValueError(f"{path} is too large for a class-name list ({os.path.getsize(path):,} bytes)")
+def _read_names_text(path, num_classes, what):
+    """The text of a class-name file, refused (ValueError) when it is not a regular file or is longer than
+    ``num_classes`` names could be (``MAX_NAME_BYTES`` each): parsed, 14 MB of short names took 201 MB."""
+    if not os.path.isfile(path):  # missing, a folder, or a FIFO/device that a read would block on
+        raise ValueError(f"{path} is not a regular file: pass a JSON list or a text file of class names")
+    budget = MAX_CLASSES_BYTES if num_classes is None else min(MAX_CLASSES_BYTES,
+                                                               num_classes * MAX_NAME_BYTES + 4096)
+    size = os.path.getsize(path)
+    if size > budget:
+        outputs = "" if num_classes is None else f" for {num_classes} outputs"
+        raise ValueError(f"{path} is too large for {what}{outputs} ({size:,} bytes, at most {budget:,})")
     try:
         with open(path, encoding="utf-8") as f:
-            names = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            return f.read(budget + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {what} from {path}: {exc}") from exc
+
+
+def read_class_names(path, num_classes=None):
+    """The list of class names in a run's ``classes.json``; ValueError naming the file if malformed."""
+    text = _read_names_text(path, num_classes, "a class-name list")
+    try:
+        names = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"cannot read class names from {path}: {exc}. It should be a JSON list of "
                          "names, one per output; fix or delete it") from exc
     if not isinstance(names, list):
@@ -70,17 +87,11 @@ def read_class_names(path, num_classes=None):
 def read_labels_file(path, num_classes):
     """Class names for a model's ``num_classes`` outputs from ``--labels FILE``: a JSON list (a run's
     ``classes.json``) or a text file with one name per line (a TFLite labels file)."""
-    if not os.path.isfile(path):  # missing, a folder, or a FIFO/device that a read would block on
+    if not os.path.isfile(path):
         raise ValueError(f"--labels {path} is not a regular file: pass a JSON list or a text file of class names")
     if path.endswith(".json"):
         return read_class_names(path, num_classes)
-    if os.path.getsize(path) > MAX_CLASSES_BYTES:
-        raise ValueError(f"{path} is too large for a labels file ({os.path.getsize(path):,} bytes)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            names = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read labels from {path}: {exc}") from exc
+    names = _read_names_text(path, num_classes, "a labels file").splitlines()
     while names and not names[-1].strip():
         names.pop()
     check_class_names(names, path)
