@@ -307,6 +307,44 @@ def test_a_crafted_preset_config_is_refused_before_building(tmp_path, change):
         EfficientViTBackbone.from_preset(folder)
 
 
+@pytest.mark.parametrize("name", ["config.json", "task.json"])
+def test_a_preset_json_file_keras_hub_would_block_on_or_choke_on_is_refused_by_name(tmp_path, name):
+    """keras-hub parses a preset's config.json and task.json whole, with or without weights: a pipe blocked
+    it forever, JSON nested past Python's limit raised RecursionError, and a 38 MB config.json cost 1.6 GB.
+    Each is refused by name, also when no weights are loaded; the intact folder loads."""
+    import threading
+
+    backbone = EfficientViTBackbone(**{**M0, "image_shape": (64, 64, 3)})
+    preprocessor = EfficientViTImageClassifierPreprocessor(image_converter=EfficientViTImageConverter(
+        image_size=(64, 64)))
+    intact = str(tmp_path / "preset")
+    EfficientViTImageClassifier(backbone, num_classes=3, preprocessor=preprocessor).save_to_preset(intact)
+    cases = {"pipe": (os.mkfifo, "is not a regular file"),
+             "nested": (lambda p: open(p, "w").write("[" * 100_000 + "]" * 100_000), "is not valid JSON"),
+             "huge": (lambda p: open(p, "w").write(" " * (5 << 20) + "{}"), "more than any EfficientViT model's")}
+    for case, (make, message) in cases.items():
+        folder = str(tmp_path / case)
+        shutil.copytree(intact, folder)
+        os.remove(os.path.join(folder, name))
+        make(os.path.join(folder, name))
+        for load_weights in (True, False):
+            raised = []
+
+            def attempt(folder=folder, load_weights=load_weights):
+                try:
+                    EfficientViTImageClassifier.from_preset(folder, load_weights=load_weights)
+                except Exception as exc:  # noqa: BLE001  (what was raised is checked below)
+                    raised.append(exc)
+
+            reader = threading.Thread(target=attempt, daemon=True)
+            reader.start()
+            reader.join(120)
+            assert raised, f"{case}: from_preset blocked or loaded"
+            assert isinstance(raised[0], ValueError) and name in str(raised[0]), (case, raised[0])
+            assert message in str(raised[0]), (case, raised[0])
+    assert EfficientViTImageClassifier.from_preset(intact).num_classes == 3
+
+
 def test_a_preset_whose_weights_declare_more_than_its_model_is_refused_before_reading(tmp_path):
     """A preset folder's weights file (the backbone's or the task's) whose dataset declares 400 MB of empty
     gzip chunks (a few KB on disk) is refused from its metadata, against the model its config describes;

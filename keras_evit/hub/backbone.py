@@ -5,7 +5,7 @@ import keras_hub
 
 from ..models.architecture import build_stages, resolve_input_shape
 from ..configs import DEFAULT_SIZE
-from .presets import PresetsProperty, check_preset_weights, resolve_preset
+from .presets import PresetsProperty, check_preset, resolve_preset
 
 
 # a preset's config.json is read from disk: sizes beyond the family's (M5: 384 wide, depth 4, 4 heads,
@@ -78,8 +78,7 @@ class EfficientViTBackbone(keras_hub.models.Backbone):
         official release (downloaded once, then cached as a preset folder). ``image_shape`` other than the
         preset's resizes the attention-bias tables (bicubic, with a warning), as the builders do."""
         image_shape = kwargs.pop("image_shape", None)
-        if load_weights:
-            check_preset_weights(preset)
+        check_preset(preset, load_weights)
         backbone = super().from_preset(resolve_preset(preset), load_weights=load_weights, **kwargs)
         return at_image_shape(backbone, image_shape)
 

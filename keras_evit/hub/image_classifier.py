@@ -8,7 +8,7 @@ from ..configs import CROP_PCT, DEFAULT_SIZE
 from ..layers import NormLinear
 from ..layers.preprocessing import IMAGENET_OFFSET, IMAGENET_SCALE
 from .backbone import EfficientViTBackbone, at_image_shape
-from .presets import PresetsProperty, check_preset_weights, resolve_preset
+from .presets import PresetsProperty, check_preset, resolve_preset
 
 
 @keras.saving.register_keras_serializable(package="keras_evit")
@@ -147,8 +147,7 @@ class EfficientViTImageClassifier(keras_hub.models.ImageClassifier):
         official release (downloaded once, then cached as a preset folder). ``image_shape`` other than the
         preset's gives a classifier at that size: bias tables resized, the image converter's size set."""
         image_shape = kwargs.pop("image_shape", None)
-        if load_weights:
-            check_preset_weights(preset)
+        check_preset(preset, load_weights)
         task = super().from_preset(resolve_preset(preset), load_weights=load_weights, **kwargs)
         backbone = at_image_shape(task.backbone, image_shape)
         if backbone is task.backbone:

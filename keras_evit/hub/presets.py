@@ -46,8 +46,11 @@ def _weight_files(folder):
 
 def _intact(folder):
     """True when ``folder`` is a preset this module finished writing and its weights are unchanged."""
+    marker = os.path.join(folder, MARKER)
     try:
-        with open(os.path.join(folder, MARKER)) as f:
+        if not os.path.isfile(marker) or os.path.getsize(marker) > 1 << 20:  # ours: a few hundred bytes
+            return False
+        with open(marker) as f:
             recorded = json.load(f)["sha256"]
         return recorded == {name: sha256_of(os.path.join(folder, name)) for name in _weight_files(folder)}
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
@@ -80,12 +83,16 @@ def _write_preset(name, folder):
 PRESET_WEIGHTS = (("config.json", "model.weights.h5"), ("task.json", "task.weights.h5"))
 
 
-def check_preset_weights(folder):
-    """Refuses (ValueError) a preset folder on disk whose weights files declare more than the models its
-    config files describe: keras-hub reads every dataset whole before it compares shapes, so a few KB of
+def check_preset(folder, load_weights=True):
+    """Refuses (ValueError) a preset folder on disk before keras-hub reads it.
+
+    keras-hub parses the JSON files it reads whole (a 38 MB config.json cost 1.6 GB, a pipe blocked it, deep
+    nesting raised RecursionError): each JSON file must be a regular file of at most ``MAX_CONFIG_BYTES``
+    holding a JSON object. With ``load_weights``, its weights files must not declare more than the models
+    its config files describe: keras-hub reads every dataset whole before it compares shapes, so a few KB of
     crafted weights file made it allocate GBs. Each model is built from its config with no variable
     allocated (``keras_evit.weights.keras_archive``). The built-in presets (verified by their SHA-256), a
-    remote handle and a missing file are left to keras-hub."""
+    remote handle and a missing folder are left to keras-hub."""
     from ..weights.keras_archive import check_config_size, check_weights_file, parse_config, weights_budget
 
     if isinstance(folder, str) and folder in PRESETS:
@@ -93,18 +100,26 @@ def check_preset_weights(folder):
     if not (isinstance(folder, (str, os.PathLike)) and os.path.isdir(folder)):
         return
     fix = "The preset is crafted or corrupt: save it again (save_to_preset) or download it again."
+    configs = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not name.endswith(".json"):
+            continue
+        if not os.path.isfile(path):
+            raise ValueError(f"{path} is not a regular file (a folder, pipe or device): refused. {fix}")
+        check_config_size(os.path.getsize(path), path)
+        try:
+            with open(path, "rb") as f:
+                configs[name] = parse_config(f.read(), path)
+        except OSError as exc:
+            raise ValueError(f"{path} is not a readable preset file ({exc})") from None
+    if not load_weights:
+        return
     for config_name, weights_name in PRESET_WEIGHTS:
         config_path, weights_path = os.path.join(folder, config_name), os.path.join(folder, weights_name)
-        if not (os.path.isfile(config_path) and os.path.isfile(weights_path)):
-            continue
-        check_config_size(os.path.getsize(config_path), config_path)
-        try:
-            with open(config_path, "rb") as f:
-                text = f.read()
-        except OSError as exc:
-            raise ValueError(f"{config_path} is not a readable preset config ({exc})") from None
-        _, budget = weights_budget(parse_config(text, config_path), config_path, fix)
-        check_weights_file(weights_path, budget, weights_path, fix)
+        if config_name in configs and os.path.isfile(weights_path):
+            _, budget = weights_budget(configs[config_name], config_path, fix)
+            check_weights_file(weights_path, budget, weights_path, fix)
 
 
 def resolve_preset(preset):
