@@ -203,6 +203,31 @@ def test_corrupt_cache_is_replaced_or_named(ref, server, tmp_path):
         ke.EfficientViTM0(weights="imagenet")
 
 
+def test_a_cache_record_that_is_a_pipe_is_replaced_not_read(ref, server, tmp_path):
+    """The cache's SHA-256 record replaced by a pipe blocked the next load on reading it; now the cache
+    entry counts as unverified: removed and fetched again."""
+    import threading
+
+    _, body = _official_bytes(ref, "m0", tmp_path)
+    server.files["/v1.0/efficientvit_m0.pth"] = body
+    ke.EfficientViTM0(weights="imagenet")
+    record = tmp_path / "cache" / "efficientvit_m0_imagenet.safetensors.sha256"
+    record.unlink()
+    os.mkfifo(record)
+    done = []
+
+    def load():
+        with pytest.warns(UserWarning, match="do not match their recorded SHA-256"):
+            ke.EfficientViTM0(weights="imagenet")
+        done.append(True)
+
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(120)
+    assert done, "the load blocked on the pipe"
+    assert record.is_file() and len(server.requests) == 2
+
+
 def test_stale_partial_downloads_are_cleaned(server, tmp_path):
     """Only this project's own temporary names go; a user's files in the same folder are never touched."""
     cache = tmp_path / "cache"

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 
 from ..configs import VARIANTS
+from ..weights.checkpoint import MAX_CHECKPOINT_BYTES
 from ..weights.download import cache_dir, sha256_of
 
 # count_params() of each backbone (BatchNorm statistics included), as keras-hub reports it
@@ -52,7 +53,10 @@ def _intact(folder):
             return False
         with open(marker) as f:
             recorded = json.load(f)["sha256"]
-        return recorded == {name: sha256_of(os.path.join(folder, name)) for name in _weight_files(folder)}
+        weights = [os.path.join(folder, name) for name in _weight_files(folder)]
+        if not all(os.path.isfile(w) and os.path.getsize(w) <= MAX_CHECKPOINT_BYTES for w in weights):
+            return False  # not hashed: a pipe would block, a huge file would take minutes
+        return recorded == {os.path.basename(w): sha256_of(w) for w in weights}
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return False
 

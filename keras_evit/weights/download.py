@@ -76,9 +76,14 @@ def write_hash(path):
 
 
 def hash_matches(path):
-    """True when ``path`` and its recorded SHA-256 agree; False for a missing or mismatching record."""
+    """True when ``path`` and its recorded SHA-256 agree; False for a missing or mismatching record, and
+    without reading either when the record is not a regular file (a pipe would block) or ``path`` is larger
+    than any checkpoint (hashing it would take minutes)."""
+    record = path + ".sha256"
+    if not (os.path.isfile(record) and os.path.isfile(path)) or os.path.getsize(path) > MAX_CHECKPOINT_BYTES:
+        return False
     try:
-        with open(path + ".sha256") as f:
+        with open(record) as f:
             recorded = f.read(100).strip()
     except OSError:
         return False
