@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -343,14 +344,19 @@ def test_checkpoint_states_skip_what_a_run_never_writes(tmp_path):
     (tmp_path / "ckpt-00000098.json").write_text(" " * (2 << 20) + '{"epoch": 0, "step": 98, "global_step": 98, '
                                                  '"weights": "ckpt-00000005.weights.h5"}')
     (tmp_path / "ckpt-00000097.json").write_text("[" * 100_000 + "]" * 100_000)  # past Python's nesting limit
+    for n, step in ((96, '"96"'), (95, "-1"), (94, "1.5"), (93, "true")):  # a resume compares and counts with it
+        shutil.copy(tmp_path / "ckpt-00000005.weights.h5", tmp_path / f"ckpt-000000{n}.weights.h5")
+        (tmp_path / f"ckpt-000000{n}.json").write_text(f'{{"epoch": 0, "step": 1, "global_step": {step}, '
+                                                       f'"weights": "ckpt-000000{n}.weights.h5"}}')
     (tmp_path / ".ckpt-00000012.json.abc_123.tmp.json").write_text("{")  # a killed save's leftover
     (tmp_path / ".notes.tmp.txt").write_text("the user's")
     found = []
     reader = threading.Thread(target=lambda: found.append(checkpoint_states(str(tmp_path))), daemon=True)
     reader.start()
     reader.join(60)
-    assert found, "checkpoint_states blocked"
+    assert found, "checkpoint_states blocked or raised (see the thread's traceback above)"
     assert [s["global_step"] for s in found[0]] == [5]
-    assert sorted(os.listdir(tmp_path)) == [".notes.tmp.txt", "ckpt-00000005.json", "ckpt-00000005.weights.h5",
-                                            "ckpt-00000097.json", "ckpt-00000098.json", "ckpt-00000099.json",
-                                            "state.json"]
+    assert sorted(os.listdir(tmp_path)) == sorted([".notes.tmp.txt", "ckpt-00000005.json", "ckpt-00000005.weights.h5",
+                                                   *[f"ckpt-000000{n}.json" for n in range(93, 100)],
+                                                   *[f"ckpt-000000{n}.weights.h5" for n in range(93, 97)],
+                                                   "state.json"])

@@ -29,6 +29,8 @@ def _read_json(path):
             state = json.load(f)
         if not isinstance(state, dict) or not {"epoch", "step", "global_step", "weights"} <= set(state):
             return None
+        if not all(type(state[key]) is int and state[key] >= 0 for key in ("epoch", "step", "global_step")):
+            return None  # a resume compares and counts with them
         name = state["weights"]
         if not isinstance(name, str) or os.path.basename(name) != name or not name.startswith("ckpt-"):
             return None  # never follow a path out of the checkpoint folder
