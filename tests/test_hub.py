@@ -307,6 +307,14 @@ def test_a_crafted_preset_config_is_refused_before_building(tmp_path, change):
         EfficientViTBackbone.from_preset(folder)
 
 
+def _small_classifier():
+    """A 3-class M0 classifier at 64 px with its preprocessor: what the crafted-preset tests save and edit."""
+    backbone = EfficientViTBackbone(**{**M0, "image_shape": (64, 64, 3)})
+    preprocessor = EfficientViTImageClassifierPreprocessor(image_converter=EfficientViTImageConverter(
+        image_size=(64, 64)))
+    return EfficientViTImageClassifier(backbone, num_classes=3, preprocessor=preprocessor)
+
+
 @pytest.mark.parametrize("name", ["config.json", "task.json"])
 def test_a_preset_json_file_keras_hub_would_block_on_or_choke_on_is_refused_by_name(tmp_path, name):
     """keras-hub parses a preset's config.json and task.json whole, with or without weights: a pipe blocked
@@ -314,11 +322,8 @@ def test_a_preset_json_file_keras_hub_would_block_on_or_choke_on_is_refused_by_n
     Each is refused by name, also when no weights are loaded; the intact folder loads."""
     import threading
 
-    backbone = EfficientViTBackbone(**{**M0, "image_shape": (64, 64, 3)})
-    preprocessor = EfficientViTImageClassifierPreprocessor(image_converter=EfficientViTImageConverter(
-        image_size=(64, 64)))
     intact = str(tmp_path / "preset")
-    EfficientViTImageClassifier(backbone, num_classes=3, preprocessor=preprocessor).save_to_preset(intact)
+    _small_classifier().save_to_preset(intact)
     cases = {"pipe": (os.mkfifo, "is not a regular file"),
              "nested": (lambda p: open(p, "w").write("[" * 100_000 + "]" * 100_000), "is not valid JSON"),
              "huge": (lambda p: open(p, "w").write(" " * (5 << 20) + "{}"), "more than any EfficientViT model's")}
@@ -350,10 +355,7 @@ def test_a_preset_whose_weights_declare_more_than_its_model_is_refused_before_re
     gzip chunks (a few KB on disk) is refused from its metadata, against the model its config describes;
     keras-hub read it whole before (a 1.6 GB declaration cost 6.2 GB). The same folder, intact, loads with
     its outputs."""
-    backbone = EfficientViTBackbone(**{**M0, "image_shape": (64, 64, 3)})
-    preprocessor = EfficientViTImageClassifierPreprocessor(image_converter=EfficientViTImageConverter(
-        image_size=(64, 64)))
-    clf = EfficientViTImageClassifier(backbone, num_classes=3, preprocessor=preprocessor)
+    clf = _small_classifier()
     intact = str(tmp_path / "preset")
     clf.save_to_preset(intact)
     images = np.random.RandomState(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
