@@ -182,6 +182,11 @@ def test_unsupported_and_missing_paths(tmp_path):
         read_checkpoint(str(other))
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         ke.EfficientViTM0(weights=str(tmp_path / "nope.pth"))
+    os.mkfifo(tmp_path / "pipe.npz")  # a pipe would block the reader: refused, and not called missing
+    (tmp_path / "folder.weights.h5").mkdir()
+    for name in ("pipe.npz", "folder.weights.h5"):
+        with pytest.raises(CheckpointError, match=f"{name}' is not a regular file"):
+            ke.EfficientViTM0(weights=str(tmp_path / name))
 
 
 def test_keras_weights_of_another_variant_are_named(tmp_path):

@@ -106,6 +106,9 @@ def load_weights(model, weights, variant, new_head=False):
         path, source = imagenet_weights(variant), f"cached ImageNet weights {cached_weights_path(variant)}"
     else:
         path, source = os.fspath(weights), os.fspath(weights)
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise CheckpointError(f"weights {path!r} is not a regular file (a folder, pipe, device or socket): "
+                                  "refused. Pass a path to a .weights.h5, .safetensors, .pth or .npz file.")
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"weights file not found: {path!r}. Pass None/'imagenet' (--weights none|imagenet on the "
