@@ -176,41 +176,48 @@ def _to_rgb_image(img):
     return img if img.mode == "RGB" else Image.fromarray(_to_rgb(img))
 
 
-def _decode(path, convert):
+def _open_regular(path):
+    """``path`` opened for reading, refused (ValueError) unless it is a regular file. Opened without blocking
+    and checked on the open descriptor, so a pipe put in the file's place between a check and an open
+    cannot block the reader."""
     import stat
 
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        mode = os.stat(path).st_mode
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise FileNotFoundError(f"image not found: {path}") from None
     except OSError as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
-    if not stat.S_ISREG(mode):  # a FIFO, device or socket would block or never end: never opened
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, device or socket would block or never end: not read
+        os.close(fd)
         raise ValueError(f"{path} is not a regular file (a pipe, device or socket): skipped")
-    try:
-        with Image.open(path, formats=IMAGE_FORMATS) as img:
-            width, height = img.size
-            if width * height > MAX_DECODE_PIXELS:
-                raise ValueError(f"image {path} is {width}x{height} pixels, over the {MAX_DECODE_PIXELS:,}-pixel "
-                                 "limit (a decompression bomb or a huge scan): downscale it first")
-            check_aspect_ratio(width, height, f"image {path}")
-            if img.format in ("JPEG", "MPO"):
-                check_jpeg_scans(path)
-            img.load()
-            return convert(img)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"image {path} is too large to decode ({exc}): a decompression bomb or a huge scan; "
-                         "downscale it first") from exc
-    except MemoryError:
-        raise ValueError(f"image {path}: out of memory while decoding it: downscale it first") from None
-    except ValueError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}. Use a JPEG/PNG/BMP/WebP/GIF file.") from exc
+    return os.fdopen(fd, "rb")
+
+
+def _decode(path, convert):
+    from PIL import Image, UnidentifiedImageError
+
+    with _open_regular(path) as f:
+        try:
+            with Image.open(f, formats=IMAGE_FORMATS) as img:
+                width, height = img.size
+                if width * height > MAX_DECODE_PIXELS:
+                    raise ValueError(f"image {path} is {width}x{height} pixels, over the {MAX_DECODE_PIXELS:,}-pixel "
+                                     "limit (a decompression bomb or a huge scan): downscale it first")
+                check_aspect_ratio(width, height, f"image {path}")
+                if img.format in ("JPEG", "MPO"):
+                    check_jpeg_scans(f, path)
+                img.load()
+                return convert(img)
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"image {path} is too large to decode ({exc}): a decompression bomb or a huge scan; "
+                             "downscale it first") from exc
+        except MemoryError:
+            raise ValueError(f"image {path}: out of memory while decoding it: downscale it first") from None
+        except ValueError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise ValueError(f"cannot read image {path}: {exc}. Use a JPEG/PNG/BMP/WebP/GIF file.") from exc
 
 
 def _jpeg_decodes_every_scan(f):
@@ -244,13 +251,14 @@ def _jpeg_decodes_every_scan(f):
     return True
 
 
-def check_jpeg_scans(path):
-    """Refuses a JPEG file with more than MAX_JPEG_SCANS scans where libjpeg decodes each of them: each is a
-    pass over the whole image, so a few hundred KB of repeated empty scans took minutes to decode. Cameras
-    and encoders write 1 (baseline) to about 10 (progressive). Counts start-of-scan markers (an embedded
-    thumbnail's included), reading 1 MB at a time; a baseline file with one scan is not read past its header."""
-    scans, tail = 0, b""
-    with open(path, "rb") as f:
+def check_jpeg_scans(f, path):
+    """Refuses a JPEG file (``f``, open; ``path`` names it) with more than MAX_JPEG_SCANS scans where libjpeg
+    decodes each of them: each is a pass over the whole image, so a few hundred KB of repeated empty scans
+    took minutes to decode. Cameras and encoders write 1 (baseline) to about 10 (progressive). Counts
+    start-of-scan markers (an embedded thumbnail's included), reading 1 MB at a time; a baseline file with one
+    scan is not read past its header. ``f``'s position is restored."""
+    scans, tail, position = 0, b"", f.tell()
+    try:
         if not _jpeg_decodes_every_scan(f):
             return
         f.seek(0)
@@ -258,6 +266,8 @@ def check_jpeg_scans(path):
             block = tail + chunk
             scans += block.count(b"\xff\xda")
             tail = block[-1:]  # a marker split between two reads is counted once, in the second
+    finally:
+        f.seek(position)
     if scans > MAX_JPEG_SCANS:
         raise ValueError(f"image {path} is a JPEG of more than {MAX_JPEG_SCANS} scans, each a pass over the whole "
                          "image (a crafted file): re-encode it (e.g. save it again as a baseline JPEG)")
