@@ -160,7 +160,8 @@ def _to_rgb(img):
 
 
 def decode_image(path):
-    """RGB uint8 array of the file at ``path``; ValueError naming the file when it cannot be used."""
+    """RGB uint8 array of the file at ``path`` (or of an open binary file: a data set's encoded image in
+    ``io.BytesIO``); ValueError naming the file when it cannot be used."""
     return _decode(path, _to_rgb)
 
 
@@ -195,29 +196,36 @@ def _open_regular(path):
 
 
 def _decode(path, convert):
+    if hasattr(path, "read"):
+        return _decode_open(path, getattr(path, "name", "(encoded image)"), convert)
+    with _open_regular(path) as f:
+        return _decode_open(f, path, convert)
+
+
+def _decode_open(f, path, convert):
+    """The image in the open binary file ``f`` (named ``path`` in errors), checked before it is decoded."""
     from PIL import Image, UnidentifiedImageError
 
-    with _open_regular(path) as f:
-        try:
-            with Image.open(f, formats=IMAGE_FORMATS) as img:
-                width, height = img.size
-                if width * height > MAX_DECODE_PIXELS:
-                    raise ValueError(f"image {path} is {width}x{height} pixels, over the {MAX_DECODE_PIXELS:,}-pixel "
-                                     "limit (a decompression bomb or a huge scan): downscale it first")
-                check_aspect_ratio(width, height, f"image {path}")
-                if img.format in ("JPEG", "MPO"):
-                    check_jpeg_scans(f, path)
-                img.load()
-                return convert(img)
-        except Image.DecompressionBombError as exc:
-            raise ValueError(f"image {path} is too large to decode ({exc}): a decompression bomb or a huge scan; "
-                             "downscale it first") from exc
-        except MemoryError:
-            raise ValueError(f"image {path}: out of memory while decoding it: downscale it first") from None
-        except ValueError:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ValueError(f"cannot read image {path}: {exc}. Use a JPEG/PNG/BMP/WebP/GIF file.") from exc
+    try:
+        with Image.open(f, formats=IMAGE_FORMATS) as img:
+            width, height = img.size
+            if width * height > MAX_DECODE_PIXELS:
+                raise ValueError(f"image {path} is {width}x{height} pixels, over the {MAX_DECODE_PIXELS:,}-pixel "
+                                 "limit (a decompression bomb or a huge scan): downscale it first")
+            check_aspect_ratio(width, height, f"image {path}")
+            if img.format in ("JPEG", "MPO"):
+                check_jpeg_scans(f, path)
+            img.load()
+            return convert(img)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image {path} is too large to decode ({exc}): a decompression bomb or a huge scan; "
+                         "downscale it first") from exc
+    except MemoryError:
+        raise ValueError(f"image {path}: out of memory while decoding it: downscale it first") from None
+    except ValueError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image {path}: {exc}. Use a JPEG/PNG/BMP/WebP/GIF file.") from exc
 
 
 def _jpeg_decodes_every_scan(f):

@@ -173,10 +173,8 @@ def test_weights_none_and_train_split_on_a_data_set(capsys):
 
 TFDS_EVALUATE = """
 import os, sys
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from PIL import Image
 from keras_evit.cli import main
 from keras_evit.preprocessing import imagenet_classes
 
@@ -186,13 +184,15 @@ items = [(os.path.join(folder, s, f), index[s]) for s in sorted(os.listdir(folde
          for f in sorted(os.listdir(os.path.join(folder, s)))]
 
 
-def as_dataset(self, split, **kwargs):  # the images as TFDS gives them: decoded uint8, int64 labels
+def as_dataset(self, split, decoders=None, **kwargs):  # the records as TFDS gives them, int64 labels
     assert self.name == name and split == sys.argv[5], (self.name, split)
+    # the image's decoder skipped: the JPEG's bytes, as stored (evaluate decodes them itself)
+    assert isinstance(decoders["image"], tfds.decode.SkipDecoding), decoders
     def gen():
         for path, label in items:
-            yield {"image": np.asarray(Image.open(path).convert("RGB")), "label": label}
+            yield {"image": open(path, "rb").read(), "label": label}
     return tf.data.Dataset.from_generator(gen, output_signature={
-        "image": tf.TensorSpec((None, None, 3), tf.uint8), "label": tf.TensorSpec((), tf.int64)})
+        "image": tf.TensorSpec((), tf.string), "label": tf.TensorSpec((), tf.int64)})
 
 
 # the data set's metadata as TFDS writes it when it prepares the data (split names and sizes); the records

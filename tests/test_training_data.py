@@ -181,7 +181,7 @@ def test_tfds_source_with_mock_data():
     tfds = require("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=40):
         source = load_source("tfds:mnist")
-        assert source.num_classes == 10
+        assert source.num_classes == 10 and source.encoded  # its PNGs are decoded by predict's decoder
         x, y = next(iter(make_dataset(source, "train", 8, get_recipe("digits", image_size=64), training=True)))
         assert x.shape == (8, 64, 64, 3) and y.shape == (8, 10)
 
@@ -204,6 +204,56 @@ def test_tfds_images_of_different_sizes_train():
                                 training=True).take(3))
     assert [tuple(x.shape) for x, _ in batches] == [(5, 64, 64, 3)] * 3
     np.testing.assert_allclose(np.asarray(batches[0][1]).sum(-1), 1.0, rtol=1e-6)
+
+
+def test_tfds_images_are_decoded_by_the_checked_decoder():
+    """A tfds image feature is read encoded and decoded as a file is (predict's pixels), after the checks that
+    refuse crafted images: a 49 KB PNG declaring 20000x20000 pixels, which TensorFlow's decoder (TFDS's own
+    decoding) decoded into 1.2 GB, is refused by its size, in evaluation and in training."""
+    import io
+    import types
+
+    import tensorflow as tf
+    from PIL import Image
+
+    import keras_evit as ke
+    from keras_evit.training.data import Source
+
+    tfds = require("tensorflow_datasets")
+
+    def png(image):
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        return buf.getvalue()
+
+    photo = png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8)))
+    bomb = png(Image.new("1", (20000, 20000)))
+    assert len(bomb) < 60_000
+
+    class Builder:  # a tfds builder whose supervised image feature is stored encoded, as tfds stores photos
+        info = types.SimpleNamespace(supervised_keys=("image", "label"),
+                                     features={"image": tfds.features.Image(shape=(None, None, 3)),
+                                               "label": tfds.features.ClassLabel(num_classes=2)})
+
+        def __init__(self, records):
+            self.records = records
+
+        def as_dataset(self, split, as_supervised, shuffle_files, decoders=None):
+            assert isinstance(decoders["image"], tfds.decode.SkipDecoding)
+            return tf.data.Dataset.from_tensor_slices((self.records, [i % 2 for i in range(len(self.records))]))
+
+    def source(records):
+        builder = Builder(records)
+        return Source("tfds", ["a", "b"], {s: ("tfds", builder, s) for s in ("train", "validation")},
+                      {"train": len(records), "validation": len(records)}, encoded=True)
+
+    recipe = get_recipe("digits", image_size=64, epochs=1)
+    x, _ = next(iter(make_dataset(source([photo] * 2), "validation", 2, recipe, training=False)))
+    np.testing.assert_array_equal(x[0], ke.load_image(io.BytesIO(photo), 64))
+    for training in (False, True):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="image .encoded image. is too large to decode"):
+            list(make_dataset(source([photo, bomb] * 2), "train" if training else "validation", 4, recipe,
+                              training=training))
 
 
 def test_one_class_folder_is_an_error(tmp_path):

@@ -9,6 +9,7 @@ image layers. Mixup and CutMix are timm's batch mode, which mixes image i of a b
 such pair is augmented and mixed in one call, while its pixels are in the cache.
 """
 
+import io
 import math
 
 import numpy as np
@@ -23,12 +24,22 @@ def _path(value):
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def _encoded(value):
+    """A numpy_function string argument holding an encoded image (a data set's JPEG or PNG bytes) as a file."""
+    return io.BytesIO(value.item() if hasattr(value, "item") else value)
+
+
 def _decode_path(path):
     return decode_image(_path(path))
 
 
-def decode(record):
-    """A file path (string tensor) or an image array -> RGB uint8 (H, W, 3), PIL-decoded as predict.
+def _decode_encoded(value):
+    return decode_image(_encoded(value))
+
+
+def decode(record, encoded=False):
+    """A file path (string tensor; ``encoded``: the image file's bytes) or an image array -> RGB uint8 (H, W,
+    3), PIL-decoded as predict.
 
     The numpy functions here and below are made outside the traced functions: a function defined or made
     inside one is rewritten by AutoGraph, and then runs AutoGraph's wrappers on every call, holding
@@ -36,19 +47,22 @@ def decode(record):
     import tensorflow as tf
 
     if record.dtype == tf.string:
-        image = tf.numpy_function(_decode_path, [record], tf.uint8, stateful=False)
+        image = tf.numpy_function(_decode_encoded if encoded else _decode_path, [record], tf.uint8, stateful=False)
     else:
         image = tf.numpy_function(as_rgb_array, [record], tf.uint8, stateful=False)
     image.set_shape([None, None, 3])
     return image
 
 
-def eval_transform(size, crop_pct=CROP_PCT):
-    """Reference eval transform (``keras_evit.load_image``) on a path or an image array: float32 0..255."""
+def eval_transform(size, crop_pct=CROP_PCT, encoded=False):
+    """Reference eval transform (``keras_evit.load_image``) on a path (``encoded``: an image file's bytes) or
+    an image array: float32 0..255."""
     import tensorflow as tf
 
+    read = _encoded if encoded else _path
+
     def from_path(path):
-        return load_image(_path(path), size, crop_pct)
+        return load_image(read(path), size, crop_pct)
 
     def from_array(image):
         return center_crop(image, size, crop_pct)
@@ -119,7 +133,7 @@ def train_image(record, recipe, rand_augment, rng, out=None):
     ``out``: the float32 array to write it into (else a new one)."""
     from PIL import Image
 
-    if isinstance(record, str):
+    if isinstance(record, (str, io.BytesIO)):
         img = decode_rgb(record)  # checks the file's size and aspect ratio
     else:
         array = as_rgb_array(record)
@@ -180,8 +194,9 @@ def _rng(key):
     return np.random.default_rng([int(k) % 2**64 for k in np.asarray(key).ravel()])
 
 
-def train_transform(recipe, num_classes, batch_size):
-    """(image a, image b) of a batch, each a (record, label, key) triple, b the mirror of a (the same image for
+def train_transform(recipe, num_classes, batch_size, encoded=False):
+    """(image a, image b) of a batch, each a (record, label, key) triple (a record: a path, an image file's bytes
+    with ``encoded``, or an image array), b the mirror of a (the same image for
     the middle of an odd batch) -> (images (2, size, size, 3) float32, soft labels (2, classes)): each
     augmented as ``train_image``, then the pair mixed with its batch's Mixup/CutMix draw (the middle image of
     an odd batch, its own mirror, comes back twice, unmixed). Augmenting a pair in one call mixes each image
@@ -213,11 +228,11 @@ def train_transform(recipe, num_classes, batch_size):
             return mix_pair(out, lam, box), np.float32(lam)
         return pair
 
-    pair_of_paths, pair_of_arrays = make_pair(_path), make_pair(np.asarray)
+    pair_of_files, pair_of_arrays = make_pair(_encoded if encoded else _path), make_pair(np.asarray)
 
     def fn(first, second):
         (record_a, label_a, key_a), (record_b, label_b, key_b) = first, second
-        pair = pair_of_paths if record_a.dtype == tf.string else pair_of_arrays  # chosen when traced
+        pair = pair_of_files if record_a.dtype == tf.string else pair_of_arrays  # chosen when traced
         images, lam = tf.numpy_function(pair, [record_a, record_b, key_a, key_b], (tf.float32, tf.float32),
                                         stateful=False)
         images, lam = tf.ensure_shape(images, [2, size, size, 3]), tf.ensure_shape(lam, [])

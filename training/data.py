@@ -1,10 +1,10 @@
 """Input pipelines: ``folder:PATH``, ``tfds:NAME`` and ``digits`` (UCI handwritten digits, shipped in the package).
 
-Records (paths or small arrays) are shuffled per epoch with seed ``seed + epoch``, so a resumed run
-sees the same epoch order; decoding and augmentation run in parallel and the result is prefetched.
-Files are decoded by the one decoder predict uses (``keras_evit.preprocessing.decode_image``), and
-every file is decoded once at scan time, so a file training could not read is skipped and counted
-up front instead of killing the run at its batch.
+Records (paths, a tfds set's encoded images, or small arrays) are shuffled per epoch with seed ``seed +
+epoch``, so a resumed run sees the same epoch order; decoding and augmentation run in parallel and the result
+is prefetched. Files and tfds images are decoded by the one decoder predict uses
+(``keras_evit.preprocessing.decode_image``), and every file is decoded once at scan time, so a file training
+could not read is skipped and counted up front instead of killing the run at its batch.
 """
 
 import gzip
@@ -30,6 +30,7 @@ class Source:
     splits: dict                      # split -> (records..., ) numpy arrays or a tfds dataset
     sizes: dict
     skipped: List[str] = field(default_factory=list)
+    encoded: bool = False             # records are image files' bytes (a tfds image feature left encoded)
 
     @property
     def num_classes(self):
@@ -196,7 +197,21 @@ def tfds_source(name, data_dir=None, eval_split=None):
 
     splits = {"train": ("tfds", builder, "train"), "validation": ("tfds", builder, eval_split)}
     sizes = _SplitSizes(size, {"train": "train", "validation": eval_split})  # counted when first needed
-    return Source("tfds", names, splits, sizes)
+    return Source("tfds", names, splits, sizes, encoded=encoded_image_decoders(info) is not None)
+
+
+def encoded_image_decoders(info):
+    """TFDS decoders that leave the supervised image feature encoded (its JPEG/PNG bytes), or None when it is
+    not an encoded image. The pipeline then decodes it as it decodes files: predict's decoder, after the checks
+    that refuse crafted images. TFDS's own decoding (TensorFlow's) allocates whatever an image's header
+    declares: a 49 KB PNG declaring 20000x20000 pixels was decoded into 1.2 GB."""
+    import tensorflow_datasets as tfds
+
+    key = info.supervised_keys[0] if info.supervised_keys else "image"
+    feature = info.features[key] if key in info.features.keys() else None
+    if isinstance(feature, tfds.features.Image) and feature.np_dtype == np.uint8:  # 8-bit PNG or JPEG
+        return {key: tfds.decode.SkipDecoding()}
+    return None
 
 
 def load_source(spec, data_dir=None, seed=0, eval_split=None):
@@ -217,7 +232,8 @@ def _records(source, split):
     entry = source.splits[split]
     if isinstance(entry[0], str) and entry[0] == "tfds":
         _, builder, name = entry
-        return builder.as_dataset(split=name, as_supervised=True, shuffle_files=False), True
+        decoders = {"decoders": encoded_image_decoders(builder.info)} if source.encoded else {}
+        return builder.as_dataset(split=name, as_supervised=True, shuffle_files=False, **decoders), True
     return tf.data.Dataset.from_tensor_slices(entry), False
 
 
@@ -264,14 +280,14 @@ def make_dataset(source, split, batch_size, recipe, training, start_epoch=0, ski
             return mirror_pairs(keyed, batch_size)
 
         ds = tf.data.Dataset.range(start_epoch, recipe.epochs + 1).flat_map(epoch)
-        transform = train_transform(recipe, source.num_classes, batch_size)
+        transform = train_transform(recipe, source.num_classes, batch_size, encoded=source.encoded)
         # batches of pairs (mapped and batched in one step, as tf.data fuses them) -> batches of images; an odd
         # batch's first pair is its middle image twice, and drops one
         ds = ds.map(transform, num_parallel_calls=autotune).batch((batch_size + 1) // 2, drop_remainder=True)
         ds = ds.map(lambda x, y: (_unpair(x)[batch_size % 2:], _unpair(y)[batch_size % 2:]),
                     num_parallel_calls=autotune)
     else:
-        transform = eval_transform(recipe.image_size)
+        transform = eval_transform(recipe.image_size, encoded=source.encoded)
         ds = records.map(lambda x, y: (transform(x), tf.one_hot(y, source.num_classes)), num_parallel_calls=autotune)
         if recipe.cache:
             ds = ds.cache()
