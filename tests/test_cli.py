@@ -23,6 +23,24 @@ def test_predict(sample_dir, m0_weights, capsys):
     assert out.count("  1. ") == 2 and out.count("  3. ") == 2 and "n0" in out
 
 
+def test_predict_takes_folders(tmp_path, m0_weights, capsys):
+    """A folder stands for the images in it, sorted (classified 16 at a time, in order); a folder without any
+    is reported and the rest go on."""
+    from PIL import Image
+
+    folder, empty = tmp_path / "photos", tmp_path / "empty"
+    folder.mkdir(), empty.mkdir()
+    for i in range(17):
+        Image.new("RGB", (40, 30), (15 * i, 100, 200)).save(folder / f"{i:02d}.png")
+    (folder / "notes.txt").write_text("not an image")
+    assert main(["predict", str(folder), str(empty), "--model", "m0", "--weights", m0_weights, "--top", "1"]) == 2
+    captured = capsys.readouterr()
+    listed = [line for line in captured.out.splitlines() if not line.startswith(" ")]
+    assert listed == [str(folder / f"{i:02d}.png") for i in range(17)]
+    assert captured.out.count("  1. ") == 17
+    assert f"error: folder {empty} holds no image file" in captured.err
+
+
 def test_predict_unreadable_image(tmp_path, m0_weights, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_text("nope")

@@ -14,6 +14,9 @@ def start_keras():
     keras_evit.import_all()
 
 
+PREDICT_BATCH = 16  # images per model call: a call costs far more than an image (M0, eager, 2 cores: ~0.3 s)
+
+
 def cmd_predict(args):
     import numpy as np
 
@@ -24,21 +27,48 @@ def cmd_predict(args):
 
     model, class_names = ke.load_classifier(args.weights, args.model, args.image_size, labels=args.labels)
     size = model_image_size(model)
-    failed = 0
-    for path in args.images:
+    paths, errors = _image_paths(args.images)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    failed, batch = len(errors), []
+
+    def classify():
+        probs = np.asarray(outputs(model, model_inputs(model, np.stack([image for _, image in batch]))))
+        top = ke.decode_predictions(probs, min(args.top, probs.shape[-1]), class_names)
+        for (path, _), decoded in zip(batch, top):
+            print(path)
+            for rank, (synset, name, score) in enumerate(decoded, 1):
+                label = name if synset == name else f"{name:<30} {synset}"
+                print(f"  {rank}. {label}  {score:.4f}")
+        batch.clear()
+
+    for path in paths:
         try:
-            image = ke.load_image(path, size)
+            batch.append((path, ke.load_image(path, size)))
         except (ValueError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
-            continue
-        probs = outputs(model, model_inputs(model, image[None]))
-        print(path)
-        decoded = ke.decode_predictions(np.asarray(probs), min(args.top, probs.shape[-1]), class_names)[0]
-        for rank, (synset, name, score) in enumerate(decoded, 1):
-            label = name if synset == name else f"{name:<30} {synset}"
-            print(f"  {rank}. {label}  {score:.4f}")
+        if len(batch) == PREDICT_BATCH:
+            classify()
+    if batch:
+        classify()
     return 2 if failed else 0
+
+
+def _image_paths(paths):
+    """(the paths to classify, errors): each path as given, a folder as the images in it (sorted, not its
+    sub-folders); a folder with none is an error."""
+    import os
+
+    from keras_evit.preprocessing import IMAGE_EXTENSIONS, list_images
+
+    found, errors = [], []
+    for path in paths:
+        images = list_images(path) if os.path.isdir(path) else [path]
+        found += images
+        if not images:
+            errors.append(f"folder {path} holds no image file ({'/'.join(IMAGE_EXTENSIONS)})")
+    return found, errors
 
 
 def cmd_convert(args):
@@ -74,7 +104,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="classify images with an ImageNet model")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="image files, or folders of them (each folder's images, sorted)")
     add_model_argument(p)
     p.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
     p.add_argument("--top", type=positive_int, default=5)
