@@ -177,28 +177,25 @@ def _to_rgb_image(img):
     return img if img.mode == "RGB" else Image.fromarray(_to_rgb(img))
 
 
-def _open_regular(path):
-    """``path`` opened for reading, refused (ValueError) unless it is a regular file. Opened without blocking
-    and checked on the open descriptor, so a pipe put in the file's place between a check and an open
-    cannot block the reader."""
-    import stat
+def _open_image_file(path):
+    """``path`` open for reading if it is a regular file (a pipe would block the decoder), else a ValueError
+    (FileNotFoundError when missing) that names it."""
+    from .regular_file import NotRegularFile, open_regular
 
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        return open_regular(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"image not found: {path}") from None
+    except NotRegularFile:
+        raise ValueError(f"{path} is not a regular file (a folder, pipe, device or socket): skipped") from None
     except OSError as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, device or socket would block or never end: not read
-        os.close(fd)
-        raise ValueError(f"{path} is not a regular file (a pipe, device or socket): skipped")
-    return os.fdopen(fd, "rb")
 
 
 def _decode(path, convert):
     if hasattr(path, "read"):
         return _decode_open(path, getattr(path, "name", "(encoded image)"), convert)
-    with _open_regular(path) as f:
+    with _open_image_file(path) as f:
         return _decode_open(f, path, convert)
 
 

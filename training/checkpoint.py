@@ -4,10 +4,10 @@ import json
 import math
 import os
 import re
-import stat
 
 import keras
 
+from keras_evit.regular_file import read_regular
 from keras_evit.utils import atomic_output, save_keras
 
 STATE_FILE = "state.json"
@@ -22,11 +22,8 @@ class TrainingDiverged(RuntimeError):
 
 def _read_json(path):
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_STATE_BYTES:
-            return None  # a FIFO would block the resume forever; a huge file is not one we wrote
-        with open(path, encoding="utf-8") as f:
-            state = json.load(f)
+        # a FIFO would block the resume forever; a huge file is not one we wrote
+        state = json.loads(read_regular(path, MAX_STATE_BYTES).decode("utf-8"))
         if not isinstance(state, dict) or not {"epoch", "step", "global_step", "weights"} <= set(state):
             return None
         if not all(type(state[key]) is int and state[key] >= 0 for key in ("epoch", "step", "global_step")):

@@ -1,8 +1,10 @@
 """Learning curves of a run (loss and accuracy per epoch) as a PNG."""
 
 import csv
+import io
 import math
-import os
+
+from keras_evit.regular_file import FileTooLarge, NotRegularFile, read_regular
 
 MAX_CSV_BYTES = 16 << 20  # one short row per epoch: a few KB for the paper's 300 epochs
 LOSSES = ("loss", "val_loss")
@@ -22,12 +24,15 @@ def read_curves(csv_path):
     """(epochs, {column: values}) from the run's CSVLogger file. An epoch logged twice (a run resumed after it
     was logged) keeps its last row; a row without a whole epoch number is skipped. ValueError when the file
     cannot be read as a CSV of at most ``MAX_CSV_BYTES``."""
-    if not os.path.isfile(csv_path) or os.path.getsize(csv_path) > MAX_CSV_BYTES:
-        raise ValueError(f"{csv_path} is not a regular file of at most {MAX_CSV_BYTES:,} bytes")
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        data = read_regular(csv_path, MAX_CSV_BYTES)
+    except (NotRegularFile, FileTooLarge, FileNotFoundError):
+        raise ValueError(f"{csv_path} is not a regular file of at most {MAX_CSV_BYTES:,} bytes") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {csv_path} ({exc})") from None
+    try:
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"cannot read {csv_path} ({type(exc).__name__}: {exc})") from None
     by_epoch = {}
     for row in rows:

@@ -97,7 +97,9 @@ def check_preset(folder, load_weights=True):
     crafted weights file made it allocate GBs. Each model is built from its config with no variable
     allocated (``keras_evit.weights.keras_archive``). The built-in presets (verified by their SHA-256), a
     remote handle and a missing folder are left to keras-hub."""
-    from ..weights.keras_archive import check_config_size, check_weights_file, parse_config, weights_budget
+    from ..regular_file import FileTooLarge, NotRegularFile, read_regular
+    from ..weights.keras_archive import (MAX_CONFIG_BYTES, check_config_size, check_weights_file, parse_config,
+                                         weights_budget)
 
     if isinstance(folder, str) and folder in PRESETS:
         return
@@ -109,12 +111,12 @@ def check_preset(folder, load_weights=True):
         path = os.path.join(folder, name)
         if not name.endswith(".json"):
             continue
-        if not os.path.isfile(path):
-            raise ValueError(f"{path} is not a regular file (a folder, pipe or device): refused. {fix}")
-        check_config_size(os.path.getsize(path), path)
         try:
-            with open(path, "rb") as f:
-                configs[name] = parse_config(f.read(), path)
+            configs[name] = parse_config(read_regular(path, MAX_CONFIG_BYTES), path)
+        except NotRegularFile:
+            raise ValueError(f"{path} is not a regular file (a folder, pipe or device): refused. {fix}") from None
+        except FileTooLarge as exc:
+            check_config_size(exc.size, path)
         except OSError as exc:
             raise ValueError(f"{path} is not a readable preset file ({exc})") from None
     if not load_weights:

@@ -53,17 +53,17 @@ def check_class_names(names, where):
 def _read_names_text(path, num_classes, what):
     """The text of a class-name file, refused (ValueError) when it is not a regular file or is longer than
     ``num_classes`` names could be (``MAX_NAME_BYTES`` each): parsed, 14 MB of short names took 201 MB."""
-    if not os.path.isfile(path):  # missing, a folder, or a FIFO/device that a read would block on
-        raise ValueError(f"{path} is not a regular file: pass a JSON list or a text file of class names")
+    from ..regular_file import FileTooLarge, NotRegularFile, read_regular
+
     budget = MAX_CLASSES_BYTES if num_classes is None else min(MAX_CLASSES_BYTES,
                                                                num_classes * MAX_NAME_BYTES + 4096)
-    size = os.path.getsize(path)
-    if size > budget:
-        outputs = "" if num_classes is None else f" for {num_classes} outputs"
-        raise ValueError(f"{path} is too large for {what}{outputs} ({size:,} bytes, at most {budget:,})")
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read(budget + 1)
+        return read_regular(path, budget).decode("utf-8")
+    except (FileNotFoundError, NotRegularFile):  # missing, a folder, or a FIFO/device that a read would block on
+        raise ValueError(f"{path} is not a regular file: pass a JSON list or a text file of class names") from None
+    except FileTooLarge as exc:
+        outputs = "" if num_classes is None else f" for {num_classes} outputs"
+        raise ValueError(f"{path} is too large for {what}{outputs} ({exc.size:,} bytes, at most {budget:,})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read {what} from {path}: {exc}") from exc
 

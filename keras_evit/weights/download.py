@@ -79,13 +79,14 @@ def hash_matches(path):
     """True when ``path`` and its recorded SHA-256 agree; False for a missing or mismatching record, and
     without reading either when the record is not a regular file (a pipe would block) or ``path`` is larger
     than any checkpoint (hashing it would take minutes)."""
+    from ..regular_file import read_regular
+
     record = path + ".sha256"
-    if not (os.path.isfile(record) and os.path.isfile(path)) or os.path.getsize(path) > MAX_CHECKPOINT_BYTES:
+    if not os.path.isfile(path) or os.path.getsize(path) > MAX_CHECKPOINT_BYTES:
         return False
     try:
-        with open(record) as f:
-            recorded = f.read(100).strip()
-    except OSError:
+        recorded = read_regular(record, 100).decode("ascii").strip()
+    except (OSError, ValueError):  # missing, not a regular file, longer than a hash, not text
         return False
     return recorded == sha256_of(path)
 

@@ -7,10 +7,12 @@ entries in 131 KB), so a directory larger than ``MAX_DIRECTORY_BYTES``, or decla
 that, is refused before it is read.
 """
 
+import contextlib
 import os
-import stat
 import struct
 import zipfile
+
+from ..regular_file import NotRegularFile, open_regular
 
 MAX_DIRECTORY_BYTES = 4 << 20  # ~85,000 entries at most: ~50 MB of zipfile's objects
 
@@ -40,12 +42,13 @@ def _zip64_declared(f, locator_at):
     return found
 
 
-def directory_declared(path):
-    """(entries, bytes) of the central directory the archive declares, as ``zipfile`` finds it (an end record
-    at the end of the file or after a comment, updated by a zip64 record), or None when there is no end
-    record. Where a crafted file could be read two ways, the larger of each. (PyTorch's reader sizes its
-    tables by the entry count, Python's zipfile reads the bytes.)"""
-    with open(path, "rb") as f:
+def directory_declared(source):
+    """(entries, bytes) of the central directory the archive ``source`` (a path or an open binary file)
+    declares, as ``zipfile`` finds it (an end record at the end of the file or after a comment, updated by a
+    zip64 record), or None when there is no end record. Where a crafted file could be read two ways, the
+    larger of each. (PyTorch's reader sizes its tables by the entry count, Python's zipfile reads the bytes.)"""
+    with contextlib.ExitStack() as stack:
+        f = source if hasattr(source, "read") else stack.enter_context(open(source, "rb"))
         size = f.seek(0, os.SEEK_END)
         start = max(size - _END.size - _MAX_COMMENT, 0)
         f.seek(start)
@@ -60,16 +63,22 @@ def directory_declared(path):
     return max(entries for entries, _ in declared), max(size for _, size in declared)
 
 
+@contextlib.contextmanager
 def open_zip(path, error=ValueError, max_directory_bytes=MAX_DIRECTORY_BYTES):
-    """``zipfile.ZipFile(path)``, refused first (``error``, a ValueError) when it is not a regular file (a FIFO
-    or device would block or never end) or its central directory is over ``max_directory_bytes`` (or lists
-    more entries than would fit in that). Missing: FileNotFoundError; not a zip: ``zipfile.BadZipFile``, as
-    from zipfile itself."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise error(f"{path} is not a regular file (a pipe, device or socket): refused")
-    entries, size = directory_declared(path) or (0, 0)
-    if size > max_directory_bytes or entries > max_directory_bytes // ENTRY_BYTES:
-        raise error(f"{path}: its zip directory declares {entries:,} entries in {size:,} bytes, more "
-                    f"than any model's weights need (at most {max_directory_bytes:,} bytes; crafted or corrupt?): "
-                    "refused")
-    return zipfile.ZipFile(path)
+    """``with zipfile.ZipFile(path)``, refused first (``error``, a ValueError) when it is not a regular file (a
+    FIFO or device would block or never end) or its central directory is over ``max_directory_bytes`` (or
+    lists more entries than would fit in that). The file is opened once: what is checked is what zipfile
+    reads. Missing: FileNotFoundError; not a zip: ``zipfile.BadZipFile``, as from zipfile itself."""
+    try:
+        f = open_regular(path)
+    except NotRegularFile:
+        raise error(f"{path} is not a regular file (a folder, pipe, device or socket): refused") from None
+    with f:
+        entries, size = directory_declared(f) or (0, 0)
+        if size > max_directory_bytes or entries > max_directory_bytes // ENTRY_BYTES:
+            raise error(f"{path}: its zip directory declares {entries:,} entries in {size:,} bytes, more "
+                        f"than any model's weights need (at most {max_directory_bytes:,} bytes; crafted or "
+                        "corrupt?): refused")
+        f.seek(0)
+        with zipfile.ZipFile(f) as archive:
+            yield archive
