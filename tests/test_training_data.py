@@ -188,11 +188,15 @@ def test_tfds_source_with_mock_data():
 
 def test_tfds_images_of_different_sizes_train():
     """A tfds split yields images of many sizes (tf_flowers, imagenet2012): paired and mixed, never batched raw."""
+    import types
+
     import tensorflow as tf
 
     from keras_evit.training.data import Source
 
     class Builder:  # stands in for a tfds builder of photos of assorted sizes
+        info = types.SimpleNamespace(splits={})  # no files recorded
+
         def as_dataset(self, split, as_supervised, shuffle_files):
             sizes = [(70 + 9 * i, 90 - 5 * i) for i in range(12)]
             return tf.data.Dataset.from_generator(
@@ -231,7 +235,7 @@ def test_tfds_images_are_decoded_by_the_checked_decoder():
     assert len(bomb) < 60_000
 
     class Builder:  # a tfds builder whose supervised image feature is stored encoded, as tfds stores photos
-        info = types.SimpleNamespace(supervised_keys=("image", "label"),
+        info = types.SimpleNamespace(supervised_keys=("image", "label"), splits={},
                                      features={"image": tfds.features.Image(shape=(None, None, 3)),
                                                "label": tfds.features.ClassLabel(num_classes=2)})
 

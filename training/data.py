@@ -229,9 +229,12 @@ def load_source(spec, data_dir=None, seed=0, eval_split=None):
 def _records(source, split):
     import tensorflow as tf
 
+    from .record_files import check_split_files
+
     entry = source.splits[split]
     if isinstance(entry[0], str) and entry[0] == "tfds":
         _, builder, name = entry
+        check_split_files(builder, name)  # a crafted record length crashes TensorFlow's reader
         decoders = {"decoders": encoded_image_decoders(builder.info)} if source.encoded else {}
         return builder.as_dataset(split=name, as_supervised=True, shuffle_files=False, **decoders), True
     return tf.data.Dataset.from_tensor_slices(entry), False
