@@ -116,7 +116,7 @@ def check_preset(folder, load_weights=True):
         except NotRegularFile:
             raise ValueError(f"{path} is not a regular file (a folder, pipe or device): refused. {fix}") from None
         except FileTooLarge as exc:
-            check_config_size(exc.size, path)
+            check_config_size(exc.size, path)  # raises, saying what the limit is for
         except OSError as exc:
             raise ValueError(f"{path} is not a readable preset file ({exc})") from None
     if not load_weights:
