@@ -29,7 +29,8 @@ def test_predict_takes_folders(tmp_path, m0_weights, capsys):
     from PIL import Image
 
     folder, empty = tmp_path / "photos", tmp_path / "empty"
-    folder.mkdir(), empty.mkdir()
+    folder.mkdir()
+    empty.mkdir()
     for i in range(17):
         Image.new("RGB", (40, 30), (15 * i, 100, 200)).save(folder / f"{i:02d}.png")
     (folder / "notes.txt").write_text("not an image")
