@@ -7,6 +7,7 @@ keras-hub's own test helpers run on our classes; the presets are served from a w
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -350,6 +351,65 @@ def test_a_preset_json_file_keras_hub_would_block_on_or_choke_on_is_refused_by_n
     assert EfficientViTImageClassifier.from_preset(intact).num_classes == 3
 
 
+def test_a_sharded_preset_is_checked_shard_by_shard(tmp_path):
+    """A preset saved in shards (``save_to_preset(max_shard_size=...)``: a map ``model.weights.json`` and
+    ``.weights.h5`` files beside it) loads. One shard declaring 400 MB of empty chunks, a shard that is a pipe,
+    or a map naming a file outside the folder is refused by name, through keras-hub's entry points too."""
+    import threading
+
+    clf = _small_classifier()
+    intact = str(tmp_path / "preset")
+    clf.save_to_preset(intact, max_shard_size=0.002)  # GB: a few shards of 2 MB
+    shards = sorted(f for f in os.listdir(intact) if f.endswith(".weights.h5") and f.startswith("model"))
+    assert len(shards) > 1 and os.path.isfile(os.path.join(intact, "model.weights.json")), os.listdir(intact)
+    images = np.random.RandomState(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    loaded = keras_hub.models.ImageClassifier.from_preset(intact)
+    assert np.abs(loaded.predict(images, verbose=0) - clf.predict(images, verbose=0)).max() <= 1e-6
+
+    def crafted(name, edit):
+        folder = str(tmp_path / name)
+        shutil.copytree(intact, folder)
+        edit(folder)
+        return folder
+
+    def bomb(folder):
+        declare_empty_gzip_dataset(os.path.join(folder, shards[-1]), lambda names: names[-1], (100_000_000,))
+
+    def pipe(folder):
+        os.remove(os.path.join(folder, shards[0]))
+        os.mkfifo(os.path.join(folder, shards[0]))
+
+    def outside(folder):
+        with open(os.path.join(folder, "model.weights.json")) as f:
+            config = json.load(f)
+        key = next(iter(config["weight_map"]))
+        config["weight_map"][key] = "../preset/" + shards[0]
+        with open(os.path.join(folder, "model.weights.json"), "w") as f:
+            json.dump(config, f)
+
+    cases = [(bomb, f"{shards[-1]}: its datasets declare .* more than this model's"),
+             (pipe, f"{shards[0]} is not a regular file"),
+             (outside, "model.weights.json is not a map of weights to files beside it")]
+    for edit, message in cases:
+        folder = crafted(edit.__name__, edit)
+        for load in (EfficientViTImageClassifier.from_preset, keras_hub.models.ImageClassifier.from_preset,
+                     keras_hub.models.Backbone.from_preset):
+            raised = []
+
+            def attempt(load=load, folder=folder):
+                try:
+                    load(folder)
+                except Exception as exc:  # noqa: BLE001  (what was raised is checked below)
+                    raised.append(exc)
+
+            reader = threading.Thread(target=attempt, daemon=True)
+            reader.start()
+            reader.join(120)
+            assert raised, f"{edit.__name__}: the load blocked or succeeded"
+            assert isinstance(raised[0], ValueError), (edit.__name__, raised[0])
+            assert re.search(message, str(raised[0])), (edit.__name__, raised[0])
+
+
 def test_a_preset_whose_weights_declare_more_than_its_model_is_refused_before_reading(tmp_path):
     """A preset folder's weights file (the backbone's or the task's) whose dataset declares 400 MB of empty
     gzip chunks (a few KB on disk) is refused from its metadata, against the model its config describes;
@@ -371,9 +431,11 @@ def test_a_preset_whose_weights_declare_more_than_its_model_is_refused_before_re
         shutil.copytree(intact, folder)
         declare_empty_gzip_dataset(os.path.join(folder, weights_file), lambda names: names[-1], (100_000_000,))
         assert os.path.getsize(os.path.join(folder, weights_file)) < 20 << 20
-        loaders = [EfficientViTImageClassifier.from_preset]
-        if weights_file == "model.weights.h5":
-            loaders.append(EfficientViTBackbone.from_preset)  # a backbone reads only model.weights.h5
+        # keras-hub's own entry points find our classes from the config and load the weights through
+        # load_weights / load_task_weights, not through our from_preset: checked there too
+        loaders = [EfficientViTImageClassifier.from_preset, keras_hub.models.ImageClassifier.from_preset]
+        if weights_file == "model.weights.h5":  # a backbone reads only model.weights.h5
+            loaders += [EfficientViTBackbone.from_preset, keras_hub.models.Backbone.from_preset]
         for load in loaders:
             with pytest.raises(ValueError, match=f"{weights_file}: its datasets declare .* more than this model's"):
                 load(folder)

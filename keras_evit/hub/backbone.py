@@ -5,7 +5,7 @@ import keras_hub
 
 from ..models.architecture import build_stages, resolve_input_shape
 from ..configs import DEFAULT_SIZE
-from .presets import PresetsProperty, check_preset, resolve_preset
+from .presets import PresetsProperty, check_preset, check_weights_before_load, resolve_preset
 
 
 # a preset's config.json is read from disk: sizes beyond the family's (M5: 384 wide, depth 4, 4 heads,
@@ -81,6 +81,12 @@ class EfficientViTBackbone(keras_hub.models.Backbone):
         check_preset(preset, load_weights)
         backbone = super().from_preset(resolve_preset(preset), load_weights=load_weights, **kwargs)
         return at_image_shape(backbone, image_shape)
+
+    def load_weights(self, filepath, *args, **kwargs):
+        """Keras' ``load_weights``, once the file is checked against this backbone: keras-hub's own
+        ``from_preset`` entry points load a preset's weights here (``check_weights_before_load``)."""
+        check_weights_before_load(self, filepath)
+        return super().load_weights(filepath, *args, **kwargs)
 
 
 def at_image_shape(backbone, image_shape):

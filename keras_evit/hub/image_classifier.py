@@ -8,7 +8,7 @@ from ..configs import CROP_PCT, DEFAULT_SIZE
 from ..layers import NormLinear
 from ..layers.preprocessing import IMAGENET_OFFSET, IMAGENET_SCALE
 from .backbone import EfficientViTBackbone, at_image_shape
-from .presets import PresetsProperty, check_preset, resolve_preset
+from .presets import PresetsProperty, check_preset, check_weights_before_load, resolve_preset
 
 
 @keras.saving.register_keras_serializable(package="keras_evit")
@@ -160,3 +160,15 @@ class EfficientViTImageClassifier(keras_hub.models.ImageClassifier):
         for a, b in zip(task.output_dense.weights, copy.output_dense.weights):  # the head: no size in it
             b.assign(a)
         return copy
+
+    def load_weights(self, filepath, *args, **kwargs):
+        """Keras' ``load_weights``, once the file is checked against this classifier
+        (``check_weights_before_load``)."""
+        check_weights_before_load(self, filepath)
+        return super().load_weights(filepath, *args, **kwargs)
+
+    def load_task_weights(self, filepath):
+        """keras-hub's ``load_task_weights`` (what its own ``from_preset`` entry points load a preset's
+        ``task.weights.h5`` with), once the file is checked against this classifier."""
+        check_weights_before_load(self, filepath)
+        return super().load_task_weights(filepath)

@@ -128,6 +128,51 @@ def check_preset(folder, load_weights=True):
             check_weights_file(weights_path, budget, weights_path, fix)
 
 
+def check_weights_before_load(model, filepath):
+    """Refuses (ValueError) a weights file for ``model`` that is not a regular file, or whose datasets declare
+    more than ``model``'s weights could take, before Keras reads it: Keras reads every dataset whole before it
+    compares shapes. keras-hub's own entry points (``keras_hub.models.ImageClassifier.from_preset``,
+    ``keras_hub.models.Backbone.from_preset``, local folders and downloaded ``hf://`` or ``kaggle://`` presets
+    alike) load a preset's weights through ``load_weights`` and ``load_task_weights``, never through our
+    ``from_preset``: a few KB of crafted ``model.weights.h5`` cost 1.6 GB there. A sharded
+    ``.weights.json`` is checked shard by shard against the same budget. Other paths are left to Keras."""
+    from ..regular_file import NotRegularFile, open_regular, read_regular
+    from ..weights.keras_archive import DATASETS_PER_WEIGHT, MAX_CONFIG_BYTES, parse_config
+    from ..weights.keras_h5 import check_declared_sizes, variable_bytes
+
+    path = os.fspath(filepath)
+    fix = ("The weights are crafted or corrupt: save them again (save_to_preset, save_weights) or download them "
+           "again.")
+    budget = DATASETS_PER_WEIGHT * variable_bytes(model.weights) + (1 << 20)
+    if path.endswith(".weights.h5"):
+        shards = [path]
+    elif path.endswith(".weights.json"):  # Keras' sharded weights: a map of variables to .weights.h5 files
+        try:
+            weight_map = parse_config(read_regular(path, MAX_CONFIG_BYTES), path).get("weight_map")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{exc}: refused. {fix}") from None
+        names = {n for v in (weight_map or {}).values() for n in ([v] if isinstance(v, str) else v)}
+        if not isinstance(weight_map, dict) or not all(isinstance(n, str) and os.path.basename(n) == n for n in names):
+            raise ValueError(f"{path} is not a map of weights to files beside it: refused. {fix}")
+        shards = [os.path.join(os.path.dirname(path), n) for n in sorted(names)]
+    else:
+        return
+    total = 0
+    for shard in shards:
+        try:
+            open_regular(shard).close()  # h5py would block on a pipe
+        except FileNotFoundError:
+            return  # Keras says which file is missing
+        except NotRegularFile as exc:
+            raise ValueError(f"{exc}: refused. {fix}") from None
+        try:
+            total += check_declared_sizes(shard, budget - total, shard)
+        except ValueError as exc:
+            raise ValueError(f"{exc}. {fix}") from None
+
+
 def resolve_preset(preset):
     """A built-in preset name -> its folder in the cache (written on first use); anything else unchanged."""
     if not isinstance(preset, str) or preset not in PRESETS:

@@ -95,11 +95,12 @@ MAX_OBJECTS = 20_000  # groups and datasets: an M5 file holds ~900 datasets in a
 
 
 def check_declared_sizes(path, max_bytes, source=None):
-    """Refuses a ``.weights.h5`` whose datasets declare more than ``max_bytes`` in all, or hold anything but
-    floats (a few small integer states aside), from the file's metadata alone: a small file can declare GBs
-    of unallocated chunks, which a reader would then allocate and fill. Also refused: what takes values from
-    outside the file (links to other files or paths, datasets stored in other files or mapped from them),
-    which Keras never writes and a reader would follow to any file on the disk, a FIFO or a device included."""
+    """The bytes a ``.weights.h5``'s datasets declare. Refuses one whose datasets declare more than
+    ``max_bytes`` in all, or hold anything but floats (a few small integer states aside), from the file's
+    metadata alone: a small file can declare GBs of unallocated chunks, which a reader would then allocate
+    and fill. Also refused: what takes values from outside the file (links to other files or paths, datasets
+    stored in other files or mapped from them), which Keras never writes and a reader would follow to any
+    file on the disk, a FIFO or a device included."""
     import h5py
 
     source = source or path
@@ -140,3 +141,4 @@ def check_declared_sizes(path, max_bytes, source=None):
         if total > max_bytes:
             raise ValueError(f"{source}: its datasets declare {total:,}+ bytes, more than this model's weights "
                              f"could take ({max_bytes:,}): refused")
+    return total
