@@ -316,12 +316,31 @@ def _small_classifier():
     return EfficientViTImageClassifier(backbone, num_classes=3, preprocessor=preprocessor)
 
 
+def _raised_without_blocking(load, *args, **kwargs):
+    """What ``load(*args, **kwargs)`` raised, run in a thread so that a load blocked on a pipe fails the test
+    instead of hanging it (and a load that returns fails it too)."""
+    import threading
+
+    raised = []
+
+    def attempt():
+        try:
+            load(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001  (the caller checks what was raised)
+            raised.append(exc)
+
+    reader = threading.Thread(target=attempt, daemon=True)
+    reader.start()
+    reader.join(120)
+    assert raised, f"{load.__qualname__}{args}: blocked, or loaded"
+    return raised[0]
+
+
 @pytest.mark.parametrize("name", ["config.json", "task.json"])
 def test_a_preset_json_file_keras_hub_would_block_on_or_choke_on_is_refused_by_name(tmp_path, name):
     """keras-hub parses a preset's config.json and task.json whole, with or without weights: a pipe blocked
     it forever, JSON nested past Python's limit raised RecursionError, and a 38 MB config.json cost 1.6 GB.
     Each is refused by name, also when no weights are loaded; the intact folder loads."""
-    import threading
 
     intact = str(tmp_path / "preset")
     _small_classifier().save_to_preset(intact)
@@ -334,20 +353,9 @@ def test_a_preset_json_file_keras_hub_would_block_on_or_choke_on_is_refused_by_n
         os.remove(os.path.join(folder, name))
         make(os.path.join(folder, name))
         for load_weights in (True, False):
-            raised = []
-
-            def attempt(folder=folder, load_weights=load_weights):
-                try:
-                    EfficientViTImageClassifier.from_preset(folder, load_weights=load_weights)
-                except Exception as exc:  # noqa: BLE001  (what was raised is checked below)
-                    raised.append(exc)
-
-            reader = threading.Thread(target=attempt, daemon=True)
-            reader.start()
-            reader.join(120)
-            assert raised, f"{case}: from_preset blocked or loaded"
-            assert isinstance(raised[0], ValueError) and name in str(raised[0]), (case, raised[0])
-            assert message in str(raised[0]), (case, raised[0])
+            error = _raised_without_blocking(EfficientViTImageClassifier.from_preset, folder, load_weights=load_weights)
+            assert isinstance(error, ValueError) and name in str(error), (case, error)
+            assert message in str(error), (case, error)
     assert EfficientViTImageClassifier.from_preset(intact).num_classes == 3
 
 
@@ -355,7 +363,6 @@ def test_a_sharded_preset_is_checked_shard_by_shard(tmp_path):
     """A preset saved in shards (``save_to_preset(max_shard_size=...)``: a map ``model.weights.json`` and
     ``.weights.h5`` files beside it) loads. One shard declaring 400 MB of empty chunks, a shard that is a pipe,
     or a map naming a file outside the folder is refused by name, through keras-hub's entry points too."""
-    import threading
 
     clf = _small_classifier()
     intact = str(tmp_path / "preset")
@@ -394,20 +401,8 @@ def test_a_sharded_preset_is_checked_shard_by_shard(tmp_path):
         folder = crafted(edit.__name__, edit)
         for load in (EfficientViTImageClassifier.from_preset, keras_hub.models.ImageClassifier.from_preset,
                      keras_hub.models.Backbone.from_preset):
-            raised = []
-
-            def attempt(load=load, folder=folder):
-                try:
-                    load(folder)
-                except Exception as exc:  # noqa: BLE001  (what was raised is checked below)
-                    raised.append(exc)
-
-            reader = threading.Thread(target=attempt, daemon=True)
-            reader.start()
-            reader.join(120)
-            assert raised, f"{edit.__name__}: the load blocked or succeeded"
-            assert isinstance(raised[0], ValueError), (edit.__name__, raised[0])
-            assert re.search(message, str(raised[0])), (edit.__name__, raised[0])
+            error = _raised_without_blocking(load, folder)
+            assert isinstance(error, ValueError) and re.search(message, str(error)), (edit.__name__, error)
 
 
 def test_a_preset_whose_weights_declare_more_than_its_model_is_refused_before_reading(tmp_path):
