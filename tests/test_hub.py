@@ -403,6 +403,13 @@ def test_a_sharded_preset_is_checked_shard_by_shard(tmp_path):
                      keras_hub.models.Backbone.from_preset):
             error = _raised_without_blocking(load, folder)
             assert isinstance(error, ValueError) and re.search(message, str(error)), (edit.__name__, error)
+    from keras_evit.hub.presets import check_weights_before_load
+
+    for weight_map in ([shards[0]], {"a": 3}, {"a": [shards[0], None]}, {"a": ""}):  # not a map of file names
+        path = tmp_path / "odd.weights.json"
+        path.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+        with pytest.raises(ValueError, match="odd.weights.json is not a map of weights to files beside it"):
+            check_weights_before_load(clf, str(path))
 
 
 def test_a_preset_whose_weights_declare_more_than_its_model_is_refused_before_reading(tmp_path):

@@ -153,8 +153,9 @@ def check_weights_before_load(model, filepath):
             return
         except (OSError, ValueError) as exc:
             raise ValueError(f"{exc}: refused. {fix}") from None
-        names = {n for v in (weight_map or {}).values() for n in ([v] if isinstance(v, str) else v)}
-        if not isinstance(weight_map, dict) or not all(isinstance(n, str) and os.path.basename(n) == n for n in names):
+        values = list(weight_map.values()) if isinstance(weight_map, dict) else [None]
+        names = {n for v in values for n in ([v] if isinstance(v, str) else v if isinstance(v, list) else [None])}
+        if not all(isinstance(n, str) and n and os.path.basename(n) == n for n in names):
             raise ValueError(f"{path} is not a map of weights to files beside it: refused. {fix}")
         shards = [os.path.join(os.path.dirname(path), n) for n in sorted(names)]
     else:
