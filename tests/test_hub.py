@@ -359,6 +359,7 @@ def test_a_preset_json_file_keras_hub_would_block_on_or_choke_on_is_refused_by_n
     assert EfficientViTImageClassifier.from_preset(intact).num_classes == 3
 
 
+@pytest.mark.slow  # three crafted presets, each loaded three ways: ~20 s
 def test_a_sharded_preset_is_checked_shard_by_shard(tmp_path):
     """A preset saved in shards (``save_to_preset(max_shard_size=...)``: a map ``model.weights.json`` and
     ``.weights.h5`` files beside it) loads. One shard declaring 400 MB of empty chunks, a shard that is a pipe,
