@@ -134,8 +134,9 @@ def check_weights_before_load(model, filepath):
     compares shapes. keras-hub's own entry points (``keras_hub.models.ImageClassifier.from_preset``,
     ``keras_hub.models.Backbone.from_preset``, local folders and downloaded ``hf://`` or ``kaggle://`` presets
     alike) load a preset's weights through ``load_weights`` and ``load_task_weights``, never through our
-    ``from_preset``: a few KB of crafted ``model.weights.h5`` cost 1.6 GB there. A sharded
-    ``.weights.json`` is checked shard by shard against the same budget. Other paths are left to Keras."""
+    ``from_preset``: there a ``model.weights.h5`` no larger than the real one, one dataset re-declared as 400 MB
+    of empty chunks, cost 1.6 GB. A sharded ``.weights.json`` is checked shard by shard against the same budget.
+    Other paths are left to Keras."""
     from ..regular_file import NotRegularFile, open_regular, read_regular
     from ..weights.keras_archive import DATASETS_PER_WEIGHT, MAX_CONFIG_BYTES, parse_config
     from ..weights.keras_h5 import check_declared_sizes, variable_bytes
