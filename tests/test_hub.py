@@ -387,6 +387,14 @@ def test_a_sharded_preset_is_checked_shard_by_shard(tmp_path):
         os.remove(os.path.join(folder, shards[0]))
         os.mkfifo(os.path.join(folder, shards[0]))
 
+    def missing_first(folder):  # a shard the map names but the folder lacks, sorted before the crafted one
+        bomb(folder)
+        with open(os.path.join(folder, "model.weights.json")) as f:
+            config = json.load(f)
+        config["weight_map"][next(iter(config["weight_map"]))] = "a_missing.weights.h5"
+        with open(os.path.join(folder, "model.weights.json"), "w") as f:
+            json.dump(config, f)
+
     def outside(folder):
         with open(os.path.join(folder, "model.weights.json")) as f:
             config = json.load(f)
@@ -405,6 +413,12 @@ def test_a_sharded_preset_is_checked_shard_by_shard(tmp_path):
             error = _raised_without_blocking(load, folder)
             assert isinstance(error, ValueError) and re.search(message, str(error)), (edit.__name__, error)
     from keras_evit.hub.presets import check_weights_before_load
+
+    # keras-hub refuses a preset whose map names a missing file; a user's own load_weights of such a map is
+    # left to Keras for the missing file, and every shard there is still checked
+    folder = crafted("missing_first", missing_first)
+    with pytest.raises(ValueError, match=f"{shards[-1]}: its datasets declare .* more than this model's"):
+        check_weights_before_load(clf, os.path.join(folder, "model.weights.json"))
 
     for weight_map in ([shards[0]], {"a": 3}, {"a": [shards[0], None]}, {"a": ""}):  # not a map of file names
         path = tmp_path / "odd.weights.json"

@@ -166,7 +166,7 @@ def check_weights_before_load(model, filepath):
         try:
             open_regular(shard).close()  # h5py would block on a pipe
         except FileNotFoundError:
-            return  # Keras says which file is missing
+            continue  # Keras says which file is missing; the others are still checked
         except NotRegularFile as exc:
             raise ValueError(f"{exc}: refused. {fix}") from None
         try:
