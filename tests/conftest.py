@@ -114,6 +114,26 @@ def sample_dir():
     return IMAGENET_SAMPLE
 
 
+def raised_without_blocking(load, *args, timeout=120, **kwargs):
+    """What ``load(*args, **kwargs)`` raised, run in a thread so that a load blocked on a pipe fails the test
+    (after ``timeout`` seconds) instead of hanging it; a load that returns fails it too."""
+    import threading
+
+    raised = []
+
+    def attempt():
+        try:
+            load(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001  (the caller checks what was raised)
+            raised.append(exc)
+
+    reader = threading.Thread(target=attempt, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert raised, f"{load.__qualname__}{args}: blocked, or loaded"
+    return raised[0]
+
+
 def declare_empty_gzip_dataset(h5_path, pick, shape, chunks=(1 << 20,)):
     """Replaces the dataset ``pick(names)`` chooses among an HDF5 file's datasets by a float32 one declaring
     ``shape`` in empty gzip chunks: a few KB on disk that a reader reading it whole allocates in full."""

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import declare_empty_gzip_dataset, outputs, randomize, require
+from conftest import declare_empty_gzip_dataset, outputs, raised_without_blocking, randomize, require
 
 keras_hub = require("keras_hub")
 require("grain")  # keras-hub's test helpers import it
@@ -316,26 +316,6 @@ def _small_classifier():
     return EfficientViTImageClassifier(backbone, num_classes=3, preprocessor=preprocessor)
 
 
-def _raised_without_blocking(load, *args, **kwargs):
-    """What ``load(*args, **kwargs)`` raised, run in a thread so that a load blocked on a pipe fails the test
-    instead of hanging it (and a load that returns fails it too)."""
-    import threading
-
-    raised = []
-
-    def attempt():
-        try:
-            load(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001  (the caller checks what was raised)
-            raised.append(exc)
-
-    reader = threading.Thread(target=attempt, daemon=True)
-    reader.start()
-    reader.join(120)
-    assert raised, f"{load.__qualname__}{args}: blocked, or loaded"
-    return raised[0]
-
-
 @pytest.mark.parametrize("name", ["config.json", "task.json"])
 def test_a_preset_json_file_keras_hub_would_block_on_or_choke_on_is_refused_by_name(tmp_path, name):
     """keras-hub parses a preset's config.json and task.json whole, with or without weights: a pipe blocked
@@ -353,7 +333,7 @@ def test_a_preset_json_file_keras_hub_would_block_on_or_choke_on_is_refused_by_n
         os.remove(os.path.join(folder, name))
         make(os.path.join(folder, name))
         for load_weights in (True, False):
-            error = _raised_without_blocking(EfficientViTImageClassifier.from_preset, folder, load_weights=load_weights)
+            error = raised_without_blocking(EfficientViTImageClassifier.from_preset, folder, load_weights=load_weights)
             assert isinstance(error, ValueError) and name in str(error), (case, error)
             assert message in str(error), (case, error)
     assert EfficientViTImageClassifier.from_preset(intact).num_classes == 3
@@ -410,7 +390,7 @@ def test_a_sharded_preset_is_checked_shard_by_shard(tmp_path):
         folder = crafted(edit.__name__, edit)
         for load in (EfficientViTImageClassifier.from_preset, keras_hub.models.ImageClassifier.from_preset,
                      keras_hub.models.Backbone.from_preset):
-            error = _raised_without_blocking(load, folder)
+            error = raised_without_blocking(load, folder)
             assert isinstance(error, ValueError) and re.search(message, str(error)), (edit.__name__, error)
     from keras_evit.hub.presets import check_weights_before_load
 

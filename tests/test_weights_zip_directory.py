@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from keras_evit.weights.zip_directory import MAX_DIRECTORY_BYTES, directory_declared, open_zip
+from conftest import raised_without_blocking
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -90,27 +91,14 @@ def test_users_weights_files_are_far_below_the_limit(tmp_path):
 
 def test_a_pipe_is_refused_not_opened(tmp_path):
     """A FIFO named like a model would block a reader forever: every zip reader refuses it unopened."""
-    import threading
-
     from keras_evit.weights.artifacts import load_keras_file
     from keras_evit.weights.checkpoint import CheckpointError, read_checkpoint
 
     for name, load, error in [("m.keras", load_keras_file, ValueError), ("w.npz", read_checkpoint, CheckpointError),
                               ("w.pth", read_checkpoint, CheckpointError)]:
         os.mkfifo(tmp_path / name)
-        raised = []
-
-        def attempt(load=load, path=str(tmp_path / name)):
-            try:
-                load(path)
-            except Exception as exc:  # noqa: BLE001  (any outcome but blocking is checked below)
-                raised.append(exc)
-
-        reader = threading.Thread(target=attempt, daemon=True)
-        reader.start()
-        reader.join(60)
-        assert raised, f"{name}: the reader blocked on a pipe"
-        assert isinstance(raised[0], error) and "not a regular file" in str(raised[0]), (name, raised[0])
+        raised = raised_without_blocking(load, str(tmp_path / name), timeout=60)
+        assert isinstance(raised, error) and "not a regular file" in str(raised), (name, raised)
 
 
 def test_not_a_zip_is_left_to_zipfile(tmp_path):
