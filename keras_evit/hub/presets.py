@@ -8,8 +8,7 @@ import shutil
 import tempfile
 
 from ..configs import VARIANTS
-from ..weights.checkpoint import MAX_CHECKPOINT_BYTES
-from ..weights.download import cache_dir, sha256_of
+from ..weights.download import cache_dir, hashable, sha256_of
 
 # count_params() of each backbone (BatchNorm statistics included), as keras-hub reports it
 _BACKBONE_PARAMS = {"m0": 2184324, "m1": 2819016, "m2": 3999642, "m3": 6627466, "m4": 8472700, "m5": 12161492}
@@ -52,8 +51,8 @@ def _intact(folder):
     try:
         recorded = json.loads(read_regular(os.path.join(folder, MARKER), 1 << 20))["sha256"]  # ours: ~300 bytes
         weights = [os.path.join(folder, name) for name in _weight_files(folder)]
-        if not all(os.path.isfile(w) and os.path.getsize(w) <= MAX_CHECKPOINT_BYTES for w in weights):
-            return False  # not hashed: a pipe would block, a huge file would take minutes
+        if not all(hashable(w) for w in weights):
+            return False
         return recorded == {os.path.basename(w): sha256_of(w) for w in weights}
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return False

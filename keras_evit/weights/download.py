@@ -69,6 +69,12 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
+def hashable(path):
+    """True for a regular file no larger than any checkpoint: hashing it neither blocks (a pipe) nor takes
+    minutes (a huge file)."""
+    return os.path.isfile(path) and os.path.getsize(path) <= MAX_CHECKPOINT_BYTES
+
+
 def write_hash(path):
     """Records ``path``'s SHA-256 beside it (``PATH.sha256``), atomically."""
     with atomic_output(path + ".sha256") as tmp, open(tmp, "w") as f:
@@ -82,7 +88,7 @@ def hash_matches(path):
     from ..regular_file import read_regular
 
     record = path + ".sha256"
-    if not os.path.isfile(path) or os.path.getsize(path) > MAX_CHECKPOINT_BYTES:
+    if not hashable(path):
         return False
     try:
         recorded = read_regular(record, 100).decode("ascii").strip()
