@@ -14,7 +14,7 @@ __all__ = [
     "EfficientViTM0", "EfficientViTM1", "EfficientViTM2", "EfficientViTM3", "EfficientViTM4",
     "EfficientViTM5", "VARIANTS", "attention_maps", "build_model", "decode_predictions", "feature_extractor",
     "fold_normalization", "fuse_batchnorm", "get_variant", "head_similarity", "layers", "load_classifier", "load_image",
-    "normalize_images", "preprocess_input",
+    "normalize_images", "preprocess_input", "remat_scope",
 ]
 
 _importing = []  # guards __getattr__ against re-entry while import_all runs
@@ -26,6 +26,7 @@ def import_all():
     import importlib
 
     layers = importlib.import_module(".layers", __name__)
+    from .layers.remat import remat_scope
     importlib.import_module(".optimizers", __name__)  # registers AGCAdamW, which run outputs name
     from .analysis import attention_maps, head_similarity
     from .configs import VARIANTS, get_variant

@@ -241,6 +241,20 @@ def test_resume_after_kill_mid_epoch(tmp_path):
     assert model.output.shape[-1] == 10 and getattr(model, "optimizer", None) is None
 
 
+@pytest.mark.slow  # one training process: about 40 s
+def test_train_with_remat(tmp_path):
+    """``--remat``: the run trains, checkpoints and saves as without it (the mechanism: test_layers_remat)."""
+    run = str(tmp_path / "run")
+    cmd = _train_cmd(run, ["--remat"])
+    cmd[cmd.index("--epochs") + 1] = "1"
+    cmd[cmd.index("--steps-per-epoch") + 1] = "2"
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "recomputing each block's activations in the backward pass" in done.stdout
+    model = keras.models.load_model(os.path.join(run, "model.keras"))
+    assert model.output.shape[-1] == 10
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

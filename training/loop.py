@@ -98,7 +98,10 @@ def _steps(source, recipe, steps_per_epoch, log):
 
 def _training_model(variant, source, recipe, weights, freeze_backbone, strat):
     """(model, the model that fit() trains: the model itself or its Distiller), built in ``strat``."""
-    model = build_classifier(variant, source.num_classes, weights, recipe.image_size, recipe.dropout)
+    from keras_evit.layers.remat import remat_scope
+
+    with remat_scope() if recipe.remat else contextlib.nullcontext():
+        model = build_classifier(variant, source.num_classes, weights, recipe.image_size, recipe.dropout)
     if freeze_backbone:
         for layer in model.layers:
             layer.trainable = layer.name == "head"
@@ -202,6 +205,8 @@ def _train(variant, data, output, recipe, strategy, weights, data_dir, freeze_ba
     log(f"{data}: {source.sizes['train']} train / {source.sizes['validation']} validation images, "
         f"{source.num_classes} classes; {steps} steps/epoch at global batch {batch} on "
         f"{strat.num_replicas_in_sync} replica(s); peak lr {recipe.peak_lr:.2e}")
+    if recipe.remat:
+        log("recomputing each block's activations in the backward pass (--remat): less memory, slower steps")
     ckpt_dir = os.path.join(output, CHECKPOINT_DIR)
     resuming = bool(checkpoint_states(ckpt_dir))
     with strat.scope():

@@ -43,6 +43,7 @@ class Recipe:
     mixed_precision: bool = False
     sync_bn: bool = True              # BN statistics over the global batch when distributed
     dropout: float = 0.0
+    remat: bool = False               # recompute each block in the backward pass: less memory, more compute
 
     @property
     def peak_lr(self):

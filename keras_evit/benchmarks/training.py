@@ -18,19 +18,23 @@ from keras_evit.training.loop import build_state
 from .child import main as child_main
 from .child import run_child
 
-RUNTIMES = ("keras", "keras-xla", "timm", "timm-compile")
+# "-remat": each block recomputed in the backward pass (keras_evit.remat_scope; timm's set_grad_checkpointing)
+RUNTIMES = ("keras", "keras-xla", "keras-remat", "timm", "timm-compile", "timm-remat")
 LR, WEIGHT_DECAY = 1e-3, 0.05  # AdamW, cross-entropy: the same for every runtime
 
 
-def keras_training_setup(variant, batch, size, jit):
+def keras_training_setup(variant, batch, size, jit, remat=False):
     """(compiled model, endless dataset of one random batch): the Keras side of every training measurement."""
+    import contextlib
+
     import keras
     import tensorflow as tf
 
     import keras_evit as ke
     from keras_evit.optimizers import AGCAdamW
 
-    model = ke.build_model(variant, weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    with ke.remat_scope() if remat else contextlib.nullcontext():
+        model = ke.build_model(variant, weights=None, input_shape=(size, size, 3), classifier_activation=None)
     # the AdamW `keras-evit train` compiles (unclipped here: Keras' AdamW updates, in far fewer graph ops)
     model.compile(AGCAdamW(learning_rate=LR, weight_decay=WEIGHT_DECAY),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
@@ -43,11 +47,11 @@ def keras_training_setup(variant, batch, size, jit):
     return model, tf.data.Dataset.from_tensors((x, y)).repeat().with_options(without_autotuning())
 
 
-def _keras_rate(spec, jit):
+def _keras_rate(spec, jit, remat):
     size, batch, steps = spec["image_size"], spec["batch_size"], spec["steps"]
     from keras_evit.training.release_memory import ReleaseFreedMemory
 
-    model, data = keras_training_setup(spec["variant"], batch, size, jit)
+    model, data = keras_training_setup(spec["variant"], batch, size, jit, remat)
     callbacks = [ReleaseFreedMemory()]  # as `keras-evit train` runs: it acts while the first step is built
     model.fit(data, steps_per_epoch=spec["warmup"], epochs=1, verbose=0, callbacks=callbacks)  # trace, warm up
     rates = []
@@ -58,7 +62,7 @@ def _keras_rate(spec, jit):
     return rates
 
 
-def timm_training_setup(variant, batch, size, compiled):
+def timm_training_setup(variant, batch, size, compiled, remat=False):
     """A function running one AdamW + cross-entropy step of timm's model on one random batch: the timm side
     of every training measurement."""
     import torch
@@ -66,6 +70,7 @@ def timm_training_setup(variant, batch, size, compiled):
     from keras_evit import reference
 
     model = reference.create_timm_model(variant, img_size=size, randomize=False).train()
+    model.set_grad_checkpointing(remat)  # timm recomputes each stage in the backward pass
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     loss_fn = torch.nn.CrossEntropyLoss()
     step_model = torch.compile(model) if compiled else model
@@ -84,9 +89,9 @@ def timm_training_setup(variant, batch, size, compiled):
     return step
 
 
-def _timm_rate(spec, compiled):
+def _timm_rate(spec, compiled, remat):
     steps, batch = spec["steps"], spec["batch_size"]
-    step = timm_training_setup(spec["variant"], batch, spec["image_size"], compiled)
+    step = timm_training_setup(spec["variant"], batch, spec["image_size"], compiled, remat)
     for _ in range(spec["warmup"]):
         step()
     rates = []
@@ -101,9 +106,10 @@ def _timm_rate(spec, compiled):
 def measure(spec):
     """Runs in the child: images/s for one runtime."""
     runtime = spec["runtime"]
+    remat = runtime.endswith("-remat")
     if runtime.startswith("keras"):
-        return _keras_rate(spec, jit=runtime == "keras-xla")
-    return _timm_rate(spec, compiled=runtime == "timm-compile")
+        return _keras_rate(spec, jit=runtime == "keras-xla", remat=remat)
+    return _timm_rate(spec, compiled=runtime == "timm-compile", remat=remat)
 
 
 def _child(spec):

@@ -16,7 +16,7 @@ from keras_evit.utils import peak_resident_mb, resident_mb
 from .child import main as child_main
 from .child import run_child
 
-RUNTIMES = ("keras", "keras-xla", "timm")
+RUNTIMES = ("keras", "keras-xla", "keras-remat", "timm", "timm-remat")  # -remat: see benchmarks.training
 REFERENCE = "timm"
 
 
@@ -78,7 +78,8 @@ def measure_child(spec):
         from keras_evit.training.release_memory import ReleaseFreedMemory
 
         baseline = resident_mb()
-        model, data = keras_training_setup(variant, batch, size, jit=runtime == "keras-xla")
+        model, data = keras_training_setup(variant, batch, size, jit=runtime == "keras-xla",
+                                           remat=runtime == "keras-remat")
         # as `keras-evit train` runs: memory freed while the step is built goes back to the system
         model.fit(data, steps_per_epoch=spec["steps"], epochs=1, verbose=0, callbacks=[ReleaseFreedMemory()])
         row["allocator_peak_mb"] = round(tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20, 1)
@@ -89,7 +90,7 @@ def measure_child(spec):
 
         reference.import_timm()
         baseline = resident_mb()
-        step = timm_training_setup(variant, batch, size, compiled=False)
+        step = timm_training_setup(variant, batch, size, compiled=False, remat=runtime == "timm-remat")
         for _ in range(spec["steps"]):
             step()
         row["allocator_peak_mb"] = None
@@ -118,26 +119,36 @@ def run(variants, runtimes, batch_sizes, image_size, steps, threads, log=print):
                 log(f"[bench --train --memory] {variant} {runtime} batch {batch} ...")
                 rows.append(_child({"variant": variant, "runtime": runtime, "batch_size": batch,
                                     "image_size": image_size, "steps": steps, "threads": threads}))
-    base = {(r["model"], r["batch_size"]): r["train_mb"] for r in rows
-            if r["runtime"] == REFERENCE and "error" not in r}
+
+    def rises(runtime):
+        return {(r["model"], r["batch_size"]): r["train_mb"] for r in rows
+                if r["runtime"] == runtime and "error" not in r}
+
+    base, base_remat = rises(REFERENCE), rises(REFERENCE + "-remat")
     for r in rows:
-        ref = base.get((r["model"], r["batch_size"]))
-        if "error" not in r and ref:
-            r["vs_timm"] = round(r["train_mb"] / ref, 3)
+        if "error" in r:
+            continue
+        key = (r["model"], r["batch_size"])
+        if base.get(key):
+            r["vs_timm"] = round(r["train_mb"] / base[key], 3)
+        if r["runtime"] == "keras-remat" and base_remat.get(key):
+            r["vs_timm_remat"] = round(r["train_mb"] / base_remat[key], 3)
     return rows
 
 
 def format_table(rows):
-    lines = [f"{'model':<6} {'runtime':<10} {'batch':>5} {'peak RSS MB':>12} {'over imports MB':>16} "
-             f"{'allocator peak MB':>18} {'kept for backward MB':>21} {'x timm':>7}"]
+    lines = [f"{'model':<6} {'runtime':<12} {'batch':>5} {'peak RSS MB':>12} {'over imports MB':>16} "
+             f"{'allocator peak MB':>18} {'kept for backward MB':>21} {'x timm':>7} {'x timm-remat':>13}"]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['model']:<6} {r['runtime']:<10} {r['batch_size']:>5}  error: {r['error']}")
+            lines.append(f"{r['model']:<6} {r['runtime']:<12} {r['batch_size']:>5}  error: {r['error']}")
             continue
         alloc = f"{r['allocator_peak_mb']:.1f}" if r.get("allocator_peak_mb") is not None else "-"
         ratio = f"{r['vs_timm']:.2f}" if "vs_timm" in r else "-"
-        lines.append(f"{r['model']:<6} {r['runtime']:<10} {r['batch_size']:>5} {r['peak_rss_mb']:>12.1f} "
-                     f"{r['train_mb']:>16.1f} {alloc:>18} {r.get('kept_for_backward_mb', 0):>21.1f} {ratio:>7}")
+        ratio_remat = f"{r['vs_timm_remat']:.2f}" if "vs_timm_remat" in r else "-"
+        lines.append(f"{r['model']:<6} {r['runtime']:<12} {r['batch_size']:>5} {r['peak_rss_mb']:>12.1f} "
+                     f"{r['train_mb']:>16.1f} {alloc:>18} {r.get('kept_for_backward_mb', 0):>21.1f} {ratio:>7} "
+                     f"{ratio_remat:>13}")
     return "\n".join(lines)
 
 
@@ -149,7 +160,7 @@ def plot(rows, path):
     save_grouped_bars(path, ok, lambda r: f"{r['model']} b{r['batch_size']}", lambda r: r["runtime"],
                       lambda r: r["train_mb"], "training peak resident memory over imports (MB)",
                       f"Training memory, {size} px, AdamW + CE (each in its own process; lower is better)",
-                      hatched={REFERENCE})
+                      hatched={REFERENCE, REFERENCE + "-remat"})
 
 
 def main(args):
@@ -169,7 +180,9 @@ def main(args):
     print(format_table(rows))
     print("over imports: the peak's rise over the process after importing its framework (weights, optimizer "
           "state, activations kept for backward, workspace); kept for backward: the activations the backward pass "
-          "reads; x timm: the rise over timm eager's at the same batch")
+          "reads; x timm: the rise over timm eager's at the same batch; -remat: each block recomputed in the backward "
+          "pass (keras_evit.remat_scope; timm's set_grad_checkpointing), x timm-remat: keras-remat's rise over "
+          "timm-remat's")
     write_reports(args, {"rows": rows, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                          "measure": "peak resident memory (VmHWM) of a process that imports its framework, builds "
                                     "model and AdamW, and runs `steps` training steps on one random batch; "

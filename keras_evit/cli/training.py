@@ -17,7 +17,7 @@ def _recipe(args, preset):
         args.recipe or preset, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
         base_lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, checkpoint_every=args.checkpoint_every,
         mixed_precision=args.mixed_precision or None, cache=args.cache or None,
-        sync_bn=False if args.no_sync_bn else None,
+        sync_bn=False if args.no_sync_bn else None, remat=args.remat or None,
         distill_teacher=getattr(args, "distill_teacher", None), distill_type=getattr(args, "distill_type", None))
 
 
@@ -94,6 +94,9 @@ def _training(p):
     p.add_argument("--cache", action="store_true", help="cache decoded evaluation images in memory")
     p.add_argument("--no-sync-bn", action="store_true",
                    help="per-replica BatchNorm statistics when distributed (default: synchronized)")
+    p.add_argument("--remat", action="store_true",
+                   help="recompute each block's activations in the backward pass instead of keeping them "
+                        "(gradient checkpointing, timm's --grad-checkpointing): less memory, slower steps")
 
 
 def register(sub):

@@ -6,6 +6,7 @@ from keras import ops
 
 from ..configs import KEY_DIM, WINDOW_SIZE
 from .conv import ConvBN
+from .remat import Rematerializable
 
 register = keras.saving.register_keras_serializable(package="keras_evit")
 
@@ -18,7 +19,7 @@ def attention_bias_index(resolution):
 
 
 @register
-class CascadedGroupAttention(keras.layers.Layer):
+class CascadedGroupAttention(Rematerializable, keras.layers.Layer):
     """Attention on an (r, r) window where head i sees channel split i plus head i-1's output.
 
     Heads are sequential by construction, so they are a Python loop of small ops, not one batched
@@ -118,7 +119,7 @@ class AttentionRecorder:
 
 
 @register
-class LocalWindowAttention(keras.layers.Layer):
+class LocalWindowAttention(Rematerializable, keras.layers.Layer):
     """Runs the CGA on non-overlapping windows of ``min(window_size, H, W)``.
 
     The map is zero-padded bottom/right to whole windows (padded tokens are not masked, as in the

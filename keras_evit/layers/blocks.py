@@ -5,12 +5,13 @@ import keras
 from ..configs import KEY_DIM, WINDOW_SIZE
 from .attention import LocalWindowAttention
 from .conv import FFN, PatchMerging, TokenInteraction
+from .remat import Rematerializable
 
 register = keras.saving.register_keras_serializable(package="keras_evit")
 
 
 @register
-class EfficientViTBlock(keras.layers.Layer):
+class EfficientViTBlock(Rematerializable, keras.layers.Layer):
     """Sandwich layout, five residuals: DW -> FFN -> window attention -> DW -> FFN."""
 
     def __init__(self, num_heads, kernels, key_dim=KEY_DIM, window_size=WINDOW_SIZE, fused=False, **kwargs):
@@ -49,7 +50,7 @@ class EfficientViTBlock(keras.layers.Layer):
 
 
 @register
-class SubsampleBlock(keras.layers.Layer):
+class SubsampleBlock(Rematerializable, keras.layers.Layer):
     """Residual DW + FFN, stride-2 patch merging (with squeeze-excite), residual DW + FFN."""
 
     def __init__(self, out_dim, fused=False, **kwargs):

@@ -12,6 +12,7 @@ from keras import ops
 from ..configs import BN_EPSILON, BN_MOMENTUM, MLP_RATIO
 from .initializers import torch_conv_initializer
 from .norm import BatchNorm
+from .remat import Rematerializable
 
 register = keras.saving.register_keras_serializable(package="keras_evit")
 
@@ -110,7 +111,7 @@ def _conv_repadding_in_backward(conv, x, pad):
 
 
 @register
-class ConvBN(keras.layers.Layer):
+class ConvBN(Rematerializable, keras.layers.Layer):
     """Conv2d (no bias) + BatchNorm2d with PyTorch padding semantics (symmetric ``k // 2``).
 
     ``depthwise=True`` is a depthwise conv (groups = channels). ``bn_gamma_init`` is 0 for branches
@@ -207,7 +208,7 @@ class TokenInteraction(ConvBN):
 
 
 @register
-class PatchEmbedding(keras.layers.Layer):
+class PatchEmbedding(Rematerializable, keras.layers.Layer):
     """Overlapping patch embedding: four 3x3 stride-2 ConvBNs (ReLU after the first three).
 
     ``input_scale``/``input_offset`` (per input channel, fused stems only): the stem takes raw pixels
@@ -286,7 +287,7 @@ class PatchEmbedding(keras.layers.Layer):
 
 
 @register
-class FFN(keras.layers.Layer):
+class FFN(Rematerializable, keras.layers.Layer):
     """Pointwise FFN: ConvBN(E->2E) -> ReLU -> ConvBN(2E->E, gamma 0). Callers add the residual."""
 
     def __init__(self, dim, fused=False, **kwargs):
@@ -345,7 +346,7 @@ class SqueezeExcite(keras.layers.Layer):
 
 
 @register
-class PatchMerging(keras.layers.Layer):
+class PatchMerging(Rematerializable, keras.layers.Layer):
     """Stride-2 downsampling: 1x1 expand x4 -> 3x3 DW stride 2 -> SE -> 1x1 project (docs/ARCHITECTURE.md)."""
 
     def __init__(self, out_dim, fused=False, **kwargs):
@@ -384,7 +385,7 @@ class PatchMerging(keras.layers.Layer):
 
 
 @register
-class NormLinear(keras.layers.Layer):
+class NormLinear(Rematerializable, keras.layers.Layer):
     """Classifier head: BatchNorm1d -> Dropout -> Linear (timm NormLinear); fused: one Dense."""
 
     def __init__(self, units, dropout=0.0, fused=False, **kwargs):
@@ -392,7 +393,7 @@ class NormLinear(keras.layers.Layer):
         self.units = int(units)
         self.dropout = float(dropout)
         self.fused = bool(fused)
-        self.bn = None if self.fused else keras.layers.BatchNormalization(
+        self.bn = None if self.fused else BatchNorm(
             epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="bn", dtype=self.dtype_policy)
         self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy) if self.dropout > 0 else None
         self.linear = keras.layers.Dense(
@@ -411,6 +412,11 @@ class NormLinear(keras.layers.Layer):
         if self.drop is not None:
             x = self.drop(x, training=training)
         return self.linear(x)
+
+    def rematerialized_call(self, layer_call, *args, **kwargs):
+        if self.drop is not None:  # recomputed, the dropout would draw another mask than the forward pass did
+            return layer_call
+        return super().rematerialized_call(layer_call, *args, **kwargs)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

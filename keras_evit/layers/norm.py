@@ -8,11 +8,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from .remat import Rematerializable, assign_or_collect, collecting_updates
+
 register = keras.saving.register_keras_serializable(package="keras_evit")
 
 
 @register
-class BatchNorm(keras.layers.BatchNormalization):
+class BatchNorm(Rematerializable, keras.layers.BatchNormalization):
     """keras ``BatchNormalization`` (same variables, config and statistics) that trains a 4-D channels-last
     map with TensorFlow's one-op kernel (``tf.nn.fused_batch_norm``), as tf.keras 2 did.
 
@@ -23,7 +25,11 @@ class BatchNorm(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable and mask is None and self._fusable(inputs)):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        if not (mask is None and self._fusable(inputs)):
+            if collecting_updates():
+                return self._call_handing_out_statistics(inputs, mask)
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
@@ -36,10 +42,20 @@ class BatchNorm(keras.layers.BatchNormalization):
                  else ops.cast(ops.prod(ops.shape(x)[:3]), "float32"))
         variance = variance * ((count - 1.0) / ops.maximum(count, 1.0))  # the kernel's is Bessel-corrected
         momentum = self.momentum
-        self.moving_mean.assign(self.moving_mean * momentum + ops.cast(mean, self.moving_mean.dtype) * (1 - momentum))
-        self.moving_variance.assign(self.moving_variance * momentum
-                                    + ops.cast(variance, self.moving_variance.dtype) * (1 - momentum))
+        assign_or_collect(self.moving_mean,
+                          self.moving_mean * momentum + ops.cast(mean, self.moving_mean.dtype) * (1 - momentum))
+        assign_or_collect(self.moving_variance, self.moving_variance * momentum
+                          + ops.cast(variance, self.moving_variance.dtype) * (1 - momentum))
         return ops.cast(y, self.compute_dtype)
+
+    def _call_handing_out_statistics(self, inputs, mask):
+        """Keras' training path inside a rematerialized call: Keras assigns the new moving statistics, so it runs in a
+        scope that records assignments, and they are handed to the call (the one-op path hands them itself)."""
+        with keras.StatelessScope(state_mapping=[(v, v) for v in self.variables]) as scope:
+            outputs = super().call(inputs, training=True, mask=mask)
+        for variable in (self.moving_mean, self.moving_variance):
+            assign_or_collect(variable, scope.get_current_value(variable))
+        return outputs
 
     def _fusable(self, inputs):
         from ..compat import xla_on_cpu

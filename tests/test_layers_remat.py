@@ -1,0 +1,126 @@
+"""Rematerialization under ``keras.RematScope``: the same training, step for step (weights and BatchNorm statistics),
+with far fewer activations kept for the backward pass; inference unchanged. TensorFlow here, JAX and PyTorch each
+in a process of its own (slow suite)."""
+
+import json
+import os
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_evit as ke
+from keras_evit.benchmarks.training_memory import keras_saved_for_backward_mb
+from keras_evit.layers.remat import remat_layer_names
+
+from conftest import require, run_python
+
+SIZE = 64
+
+# trains M0 two SGD steps as built plain and as built in a RematScope (argv: backend, mode); prints the largest
+# difference in any weight (BatchNorm's moving statistics included) and in the inference outputs
+TWO_STEPS = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import keras
+    import keras_evit as ke
+
+    backend, mode = sys.argv[1], sys.argv[2]
+    assert keras.backend.backend() == backend, keras.backend.backend()
+    x = np.random.RandomState(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    y = np.array([0, 1, 2, 0])
+
+    def trained(scope):
+        keras.utils.set_random_seed(0)
+        with scope:
+            model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=3, classifier_activation=None)
+        model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        for _ in range(2):
+            model.train_on_batch(x, y)
+        return model
+
+    import contextlib
+    plain = trained(contextlib.nullcontext())
+    scope = ke.remat_scope() if mode == "blocks" else keras.RematScope(mode=mode, output_size_threshold=1024)
+    remat = trained(scope)
+    stats = [w.path for w in plain.weights if "moving" in w.path]
+    weights = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(plain.weights, remat.weights))
+    moved = max(float(np.abs(np.asarray(w)).max()) for w in plain.weights if w.path in stats)
+    outputs = float(np.abs(plain.predict(x, verbose=0) - remat.predict(x, verbose=0)).max())
+    print(json.dumps({"weights": weights, "outputs": outputs, "statistics": len(stats), "moved": moved}))
+''')
+
+
+def _two_steps(backend, mode, tmp_path):
+    script = tmp_path / "two_steps.py"
+    script.write_text(TWO_STEPS)
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    return json.loads(run_python([str(script), backend, mode], env=env).strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mode", ["blocks", pytest.param("larger_than", marks=pytest.mark.slow)])
+def test_training_is_the_same_step_for_step(mode, tmp_path):
+    """BatchNorm's statistics move once per step, as without rematerialization (run again in the backward pass,
+    they would move twice); nested rematerialized layers (``larger_than``) included."""
+    result = _two_steps("tensorflow", mode, tmp_path)
+    assert result["statistics"] > 50 and result["moved"] > 0
+    assert result["weights"] <= 1e-6, result
+    assert result["outputs"] <= 1e-5, result
+
+
+@pytest.mark.slow  # a fresh process per backend, about a minute each
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_training_is_the_same_on_other_backends(backend, tmp_path):
+    require(backend)
+    result = _two_steps(backend, "blocks", tmp_path)
+    assert result["weights"] <= 1e-5, result
+    assert result["outputs"] <= 1e-4, result
+
+
+def test_far_fewer_activations_are_kept_for_backward():
+    x = np.random.RandomState(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+    y = np.array([0, 1])
+    plain = ke.EfficientViTM0(weights=None, input_shape=(SIZE, SIZE, 3), classes=3, classifier_activation=None)
+    with ke.remat_scope():
+        remat = ke.EfficientViTM0(weights=None, input_shape=(SIZE, SIZE, 3), classes=3, classifier_activation=None)
+    kept_plain = keras_saved_for_backward_mb(plain, x, y)
+    kept_remat = keras_saved_for_backward_mb(remat, x, y)
+    assert kept_remat < 0.25 * kept_plain, (kept_remat, kept_plain)
+
+
+def test_names_cover_every_block_of_every_variant():
+    names = set(remat_layer_names())
+    for variant in ke.VARIANTS:
+        model = ke.build_model(variant, weights=None, input_shape=(SIZE, SIZE, 3), classes=3)
+        blocks = {layer.name for layer in model.layers
+                  if isinstance(layer, (ke.layers.PatchEmbedding, ke.layers.SubsampleBlock,
+                                        ke.layers.EfficientViTBlock))}
+        assert blocks and blocks <= names, (variant, blocks - names)
+
+
+def test_head_dropout_is_not_recomputed():
+    """A recomputed dropout would draw another mask than the forward pass: the head keeps its activations."""
+    with keras.RematScope(mode="full"):
+        head = ke.layers.NormLinear(3, dropout=0.5)
+        plain_head = ke.layers.NormLinear(3)
+    call = head.call
+    assert head.rematerialized_call(call, np.zeros((2, 8), "float32"), training=True) is call
+    assert plain_head.rematerialized_call(plain_head.call, np.zeros((2, 8), "float32"), training=True) \
+        is not plain_head.call
+
+
+def test_train_command_takes_remat():
+    from keras_evit.cli.main import build_parser
+
+    args = build_parser().parse_args(["train", "--model", "m0", "--data", "digits", "--output", "/tmp/x", "--remat"])
+    from keras_evit.cli.training import _recipe
+
+    assert _recipe(args, "imagenet").remat is True
+    args = build_parser().parse_args(["train", "--model", "m0", "--data", "digits", "--output", "/tmp/x"])
+    assert _recipe(args, "imagenet").remat is False
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
