@@ -51,9 +51,10 @@ def rematerialized(layer_call):
     """``layer_call`` (a layer's ``call(x, training=None, ...)``) recomputed in the backward pass when training;
     the plain call otherwise (inference keeps nothing for a backward pass)."""
 
-    def call(x, *args, **kwargs):
-        if kwargs.get("training") is not True:
-            return layer_call(x, *args, **kwargs)
+    def call(*args, **kwargs):
+        if kwargs.get("training") is not True or not args:  # the input passed by keyword: called as it is
+            return layer_call(*args, **kwargs)
+        x, args = args[0], args[1:]
         first = []  # (output structure, updated variables) of the first run: the forward pass
 
         def forward(inputs):
