@@ -60,11 +60,10 @@ def _two_steps(backend, mode, tmp_path):
     return json.loads(run_python([str(script), backend, mode], env=env).strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("mode", ["blocks", pytest.param("larger_than", marks=pytest.mark.slow)])
-def test_training_is_the_same_step_for_step(mode, tmp_path):
+def test_training_is_the_same_step_for_step(tmp_path):
     """BatchNorm's statistics move once per step, as without rematerialization (run again in the backward pass,
-    they would move twice); nested rematerialized layers (``larger_than``) included."""
-    result = _two_steps("tensorflow", mode, tmp_path)
+    they would move twice); nested rematerialized layers: test_two_replicas_with_synchronized_batchnorm."""
+    result = _two_steps("tensorflow", "blocks", tmp_path)
     assert result["statistics"] > 50 and result["moved"] > 0
     assert result["weights"] <= 1e-6, result
     assert result["outputs"] <= 1e-5, result
@@ -77,6 +76,49 @@ def test_training_is_the_same_on_other_backends(backend, tmp_path):
     result = _two_steps(backend, "blocks", tmp_path)
     assert result["weights"] <= 1e-5, result
     assert result["outputs"] <= 1e-4, result
+
+
+# two replicas (two logical CPUs, made before TensorFlow starts) with synchronized BatchNorm, as `keras-evit train`
+# runs distributed, against one device on the whole batch: synchronized statistics are the whole batch's, so the
+# statistics move once per step there too, nested rematerialization included; both replicas end equal
+TWO_REPLICAS = textwrap.dedent('''
+    import json
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import keras_evit as ke
+    from keras_evit.training.distributed import synchronize_batchnorm
+
+    x = np.random.RandomState(0).uniform(0, 255, (8, 64, 64, 3)).astype("float32")
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+
+    def trained(strategy, scope):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            with scope:
+                model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=3, classifier_activation=None)
+            synchronize_batchnorm(model)
+            model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=2, verbose=0)
+        return model
+
+    one = trained(tf.distribute.get_strategy(), ke.remat_scope())
+    # Keras' own mode there: our layers rematerialized inside rematerialized layers
+    two = trained(tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"]), keras.RematScope(mode="larger_than"))
+    replicas = max(float(np.abs(c.numpy() - w.value.values[0].numpy()).max())
+                   for w in two.weights for c in w.value.values)
+    print(json.dumps({"weights": max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                                     for a, b in zip(one.weights, two.weights)), "replicas": replicas}))
+''')
+
+
+@pytest.mark.slow  # a fresh process, two replicas: about a minute
+def test_two_replicas_with_synchronized_batchnorm(tmp_path):
+    script = tmp_path / "two_replicas.py"
+    script.write_text(TWO_REPLICAS)
+    result = json.loads(run_python([str(script)]).strip().splitlines()[-1])
+    assert result["weights"] <= 1e-4 and result["replicas"] == 0, result
 
 
 def test_far_fewer_activations_are_kept_for_backward():

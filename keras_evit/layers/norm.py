@@ -53,7 +53,7 @@ class BatchNorm(Rematerializable, keras.layers.BatchNormalization):
         scope that records assignments, and they are handed to the call (the one-op path hands them itself)."""
         with keras.StatelessScope(state_mapping=[(v, v) for v in self.variables]) as scope:
             outputs = super().call(inputs, training=True, mask=mask)
-        for variable in (self.moving_mean, self.moving_variance):
+        for variable in self.non_trainable_variables:  # the moving statistics (and renorm's, if on)
             assign_or_collect(variable, scope.get_current_value(variable))
         return outputs
 
