@@ -8,6 +8,10 @@ One private use lives elsewhere because it runs in MediaPipe's own Python, which
 ``export/mediapipe_tool.py`` sets ``MetadataWriter._general_md`` (``add_general_info`` takes no version,
 author or license), checked against MediaPipe ``MEDIAPIPE_VERSION_SEEN`` by
 ``tests/test_export_metadata.py``, which reads those fields back from a written file.
+
+One undocumented Keras hook is overridden rather than called: ``Layer.rematerialized_call``, which Keras calls
+for a layer made inside ``keras.RematScope`` (``keras_evit/layers/remat.py``). Were it renamed, Keras' own
+wrapping would run instead and ``tests/test_layers_remat.py`` would fail (TensorFlow refuses it).
 """
 
 KERAS_VERSION_SEEN = "3.15.1"
