@@ -1,9 +1,8 @@
 """Rematerialization under ``keras.RematScope``: the same training, step for step (weights and BatchNorm statistics),
 with far fewer activations kept for the backward pass; inference unchanged. TensorFlow here, JAX and PyTorch each
-in a process of its own (slow suite)."""
+in a process of its own: tests/test_backends.py."""
 
 import json
-import os
 import sys
 import textwrap
 
@@ -15,38 +14,30 @@ import keras_evit as ke
 from keras_evit.benchmarks.training_memory import keras_saved_for_backward_mb
 from keras_evit.layers.remat import remat_layer_names
 
-from conftest import require, run_python
+from conftest import run_python
 
 SIZE = 64
 
-# trains M0 two steps as built plain and as built in remat_scope (argv: backend, way); prints the largest difference
-# in any weight (BatchNorm's moving statistics included) and in the inference outputs. Ways: "model", our builder's
-# classifier; "keras-ways", the backbone called as a layer under mixed precision with the user's own Dense softmax
+# trains M0's backbone called as a layer, under mixed precision with a Dense softmax head (the keras.applications
+# transfer recipe), two steps as built plain and as built in remat_scope, in a fresh process; prints the largest
+# difference in any weight (BatchNorm's moving statistics included) and in the inference outputs
 TWO_STEPS = textwrap.dedent('''
-    import contextlib, json, sys
+    import contextlib, json
     import numpy as np
     import keras
     import keras_evit as ke
 
-    backend, way = sys.argv[1], sys.argv[2]
-    assert keras.backend.backend() == backend, keras.backend.backend()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
     x = np.random.RandomState(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
     y = np.array([0, 1, 2, 0])
-    if way == "keras-ways":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
     def trained(scope):
         keras.utils.set_random_seed(0)
-        if way == "model":
-            with scope:
-                model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=3, classifier_activation=None)
-            model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        else:
-            with scope:
-                base = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), include_top=False, pooling="avg")
-            inputs = keras.Input((64, 64, 3))
-            model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", dtype="float32")(base(inputs)))
-            model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+        with scope:
+            base = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), include_top=False, pooling="avg")
+        inputs = keras.Input((64, 64, 3))
+        model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", dtype="float32")(base(inputs)))
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
         for _ in range(2):
             model.train_on_batch(x, y)
         return model
@@ -61,30 +52,16 @@ TWO_STEPS = textwrap.dedent('''
 ''')
 
 
-def _two_steps(backend, mode, tmp_path):
-    script = tmp_path / "two_steps.py"
-    script.write_text(TWO_STEPS)
-    env = {**os.environ, "KERAS_BACKEND": backend}
-    return json.loads(run_python([str(script), backend, mode], env=env).strip().splitlines()[-1])
-
-
 def test_training_is_the_same_step_for_step(tmp_path):
     """BatchNorm's statistics move once per step, as without rematerialization (run again in the backward pass,
     they would move twice), for a backbone called as a layer under mixed precision too; nested rematerialized
     layers: test_two_replicas_with_synchronized_batchnorm."""
-    result = _two_steps("tensorflow", "keras-ways", tmp_path)
+    script = tmp_path / "two_steps.py"
+    script.write_text(TWO_STEPS)
+    result = json.loads(run_python([str(script)]).strip().splitlines()[-1])
     assert result["statistics"] > 30 and result["moved"] > 0
     assert result["weights"] <= 1e-6, result
     assert result["outputs"] <= 1e-5, result
-
-
-@pytest.mark.slow  # a fresh process per backend, about a minute each
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_training_is_the_same_on_other_backends(backend, tmp_path):
-    require(backend)
-    result = _two_steps(backend, "model", tmp_path)
-    assert result["weights"] <= 1e-5, result
-    assert result["outputs"] <= 1e-4, result
 
 
 # two replicas (two logical CPUs, made before TensorFlow starts) with synchronized BatchNorm, as `keras-evit train`
