@@ -1,8 +1,8 @@
 """The same model code on JAX and PyTorch, each in its own process (Keras picks its backend at import): timm
 parity, every weight format, fit (and rematerialized fit), fusion, features, .keras (one saved under TensorFlow
-included). TensorFlow,
-the backend the test process runs, has each of these checks in the default suite (test_parity, test_weights,
-test_models, test_fusion). In the slow suite (which .ci/run runs): about 2 minutes."""
+included). TensorFlow, the backend the test process runs, has each of these checks in the default suite
+(test_parity, test_weights, test_models, test_fusion, test_layers_remat). In the slow suite (which .ci/run runs):
+about 2 minutes."""
 
 import json
 import os

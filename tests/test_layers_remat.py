@@ -141,10 +141,9 @@ def test_head_dropout_is_not_recomputed():
 
 def test_train_command_takes_remat():
     from keras_evit.cli.main import build_parser
-
-    args = build_parser().parse_args(["train", "--model", "m0", "--data", "digits", "--output", "/tmp/x", "--remat"])
     from keras_evit.cli.training import _recipe
 
+    args = build_parser().parse_args(["train", "--model", "m0", "--data", "digits", "--output", "/tmp/x", "--remat"])
     assert _recipe(args, "imagenet").remat is True
     args = build_parser().parse_args(["train", "--model", "m0", "--data", "digits", "--output", "/tmp/x"])
     assert _recipe(args, "imagenet").remat is False
