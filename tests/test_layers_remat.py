@@ -133,10 +133,10 @@ def test_head_dropout_is_not_recomputed():
     with keras.RematScope(mode="full"):
         head = ke.layers.NormLinear(3, dropout=0.5)
         plain_head = ke.layers.NormLinear(3)
-    call = head.call
-    assert head.rematerialized_call(call, np.zeros((2, 8), "float32"), training=True) is call
-    assert plain_head.rematerialized_call(plain_head.call, np.zeros((2, 8), "float32"), training=True) \
-        is not plain_head.call
+    x = np.zeros((2, 8), "float32")
+    call, plain_call = head.call, plain_head.call
+    assert head.rematerialized_call(call, x, training=True) is call
+    assert plain_head.rematerialized_call(plain_call, x, training=True) is not plain_call
 
 
 def test_train_command_takes_remat():
