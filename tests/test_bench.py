@@ -55,6 +55,22 @@ def test_bench_unknown_runtime(capsys):
     assert "unknown runtime" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two processes starting TensorFlow: ~10 s
+def test_bench_says_which_int8_kernels_run_and_no_amx_denies_them():
+    """Every bench names the int8 kernels XNNPACK takes on this CPU; --no-amx (its own process: the denial
+    cannot be undone) takes AMX away where the CPU has it."""
+    import subprocess
+    import sys
+
+    from keras_evit.benchmarks.cpu import cpu_facts
+
+    kernels = cpu_facts()["int8_kernels"]
+    for flags, expected in (([], kernels), (["--no-amx"], kernels.replace("AMX tiles", "AVX-512 VNNI (AMX denied)"))):
+        proc = subprocess.run([sys.executable, "-m", "keras_evit.cli", "bench", *flags, "--runtimes", "tensorrt"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and f"XNNPACK's int8 kernels here are {expected}\n" in proc.stderr, proc.stderr
+
+
 @pytest.mark.slow
 def test_bench_large_batch_mixed_precision(tmp_path, capsys):
     """The GPU protocol path (forced on CPU with --large-batch): TF and XLA under a mixed policy."""

@@ -18,6 +18,7 @@ from keras_evit.utils import check_outputs
 
 from keras_evit.export.shipped import LITERT, export_shipped, shipped_metadata
 
+from .cpu import cpu_facts
 from .inference_memory import compare_to_reference, format_memory_table, measure_memory, plot_memory
 from .measure import measure_large_batch
 from .report import format_table, format_twins, plot, summarize
@@ -81,6 +82,9 @@ def add_arguments(p):
     p.add_argument("--reuse", action="store_true",
                    help="with --workdir: measure the files an earlier run of the same command left there "
                         "instead of exporting them again (to re-time on a quiet machine)")
+    p.add_argument("--no-amx", action="store_true",
+                   help="deny this run Intel's AMX tiles, so int8 files run XNNPACK's next-best kernels (AVX-512 "
+                        "VNNI), as on CPUs without AMX; the JSON's machine.int8_kernels says which ran")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
 
@@ -271,7 +275,7 @@ def _bench(args, variants, runtimes, threads, batch_sizes, weights, workdir, log
         print(twins)
     print("litert* rows: the files `keras-evit export --quantize Q [--int8-io]` writes with default flags "
           f"(raw RGB in, probabilities out); {TWIN_SUFFIX}: the same weights fed normalized images")
-    result = {"rows": rows, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    result = {"rows": rows, "machine": cpu_facts(),
               "files": "litert*: what `keras-evit export` writes with default flags (raw RGB in, probabilities "
                        f"out, BatchNorm and normalization folded); {TWIN_SUFFIX}: include_preprocessing=False twins",
               "reference": f"{REFERENCE}: timm efficientvit_* exported by torch.onnx, run by ONNX Runtime"}
@@ -289,7 +293,7 @@ def _memory_report(args, rows):
     print(f"over imports: the peak's rise over the process after importing its runtime (model, arena, "
           f"activations); x ref: that rise over {REFERENCE}'s at the same batch. litert* rows: the files "
           "`keras-evit export` writes with default flags")
-    result = {"rows": rows, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    result = {"rows": rows, "machine": cpu_facts(),
               "measure": "peak resident memory (VmHWM) of a process that imports its runtime, builds the runner "
                          "and runs 5 batches; model_mb = peak minus resident memory after the imports",
               "reference": f"{REFERENCE}: timm efficientvit_* exported by torch.onnx, run by ONNX Runtime"}

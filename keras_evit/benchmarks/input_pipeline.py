@@ -131,8 +131,11 @@ def main(args):
                    log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(f"tf.data training input on {folder}, {args.image_size} px, batch {args.train_batch_size}:")
     print(format_table(rows))
-    write_reports(args, {"folder": folder, "image_size": args.image_size, "batch_size": args.train_batch_size,
-                         "paper_m5_images_per_gpu_s": PAPER_M5_IMAGES_PER_GPU_S, "rows": rows},
+    from .cpu import cpu_facts
+
+    write_reports(args, {"machine": cpu_facts(), "folder": folder, "image_size": args.image_size,
+                         "batch_size": args.train_batch_size, "paper_m5_images_per_gpu_s": PAPER_M5_IMAGES_PER_GPU_S,
+                         "rows": rows},
                   lambda path: plot(rows, path))
     return 0
 

@@ -6,7 +6,6 @@ down in one process), on random data already in memory; the best of ``--repeats`
 Prints a table, saves JSON and a PNG.
 """
 
-import os
 import sys
 import time
 
@@ -16,6 +15,7 @@ from keras_evit.training.data import without_autotuning
 from keras_evit.training.loop import build_state
 
 from .child import main as child_main
+from .cpu import cpu_facts
 from .child import run_child
 
 # "-remat": each block recomputed in the backward pass (keras_evit.remat_scope; timm's set_grad_checkpointing)
@@ -174,7 +174,7 @@ def main(args):
     print(format_table(rows))
     from keras_evit.utils import write_reports
 
-    write_reports(args, {"rows": rows, "machine": {"cpus": os.cpu_count()}, "optimizer": "AdamW", "lr": LR,
+    write_reports(args, {"rows": rows, "machine": cpu_facts(), "optimizer": "AdamW", "lr": LR,
                          "weight_decay": WEIGHT_DECAY}, lambda path: plot(rows, path))
     return 0
 

@@ -8,12 +8,12 @@ kept for the backward pass, workspace), and the framework's own allocator peak w
 (TensorFlow's CPU allocator does; PyTorch's CPU allocator keeps no statistics).
 """
 
-import os
 import sys
 
 from keras_evit.utils import peak_resident_mb, resident_mb
 
 from .child import main as child_main
+from .cpu import cpu_facts
 from .child import run_child
 
 RUNTIMES = ("keras", "keras-xla", "keras-remat", "timm", "timm-remat")  # -remat: see benchmarks.training
@@ -183,7 +183,7 @@ def main(args):
           "reads; x timm: the rise over timm eager's at the same batch; -remat: each block recomputed in the backward "
           "pass (keras_evit.remat_scope; timm's set_grad_checkpointing), x timm-remat: keras-remat's rise over "
           "timm-remat's")
-    write_reports(args, {"rows": rows, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    write_reports(args, {"rows": rows, "machine": cpu_facts(),
                          "measure": "peak resident memory (VmHWM) of a process that imports its framework, builds "
                                     "model and AdamW, and runs `steps` training steps on one random batch; "
                                     "train_mb = peak minus resident memory after the imports; allocator_peak_mb: "

@@ -92,6 +92,12 @@ def cmd_setup_mediapipe(args):
 
 
 def cmd_bench(args):
+    from keras_evit.benchmarks.cpu import cpu_facts, deny_amx
+
+    if args.no_amx:
+        deny_amx()  # before any runtime starts; the children measuring inherit it
+    print(f"[bench] {cpu_facts()['cpu']}: XNNPACK's int8 kernels here are {cpu_facts()['int8_kernels']}",
+          file=sys.stderr, flush=True)
     if args.input_pipeline:
         from keras_evit.benchmarks.input_pipeline import main as input_bench_main
 
