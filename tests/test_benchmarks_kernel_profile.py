@@ -40,6 +40,13 @@ def test_shares_come_from_sample_counts_so_they_add_up_to_100():
     assert sum(kp.parse_report(REPORT).values()) == pytest.approx(100.0, abs=0.01)
 
 
+def test_kernels_are_counted_by_instruction_set():
+    """XNNPACK's micro-kernels by the instruction set in their names (the rest of the report is not theirs)."""
+    isas = kp.kernel_isas(REPORT)
+    share = lambda n: pytest.approx(100 * n / 720, abs=1e-3)  # noqa: E731  (xnn_run_operator_* is no kernel)
+    assert isas == {"avx512vnni": share(600), "avx512skx": share(50), "avx512f": share(70)}
+
+
 def test_an_empty_report_is_an_error_not_an_empty_profile():
     with pytest.raises(ValueError, match="no samples"):
         kp.parse_report("# only comments\n")
@@ -77,3 +84,11 @@ def test_profile_of_an_exported_file(tmp_path, capsys):
     assert convs > 10.0, shares
     assert shares.get(kp.OUTSIDE, 0.0) < 25.0, shares  # was 90% when start-up was sampled too
     assert "kernel group" in capsys.readouterr().out and (tmp_path / "profile.png").stat().st_size > 0
+    report = json.loads(out.read_text())
+    isas = report["xnnpack_kernels_by_isa"][path]
+    assert report["no_amx"] is False and abs(sum(isas.values()) - 100.0) < 0.05
+    if report["machine"]["int8_kernels"] == "AMX tiles":  # the same file with AMX denied: VNNI kernels instead
+        assert isas.get("avx512amx", 0) > 10, isas
+        kp.main([path, "--iterations", "300", "--no-amx", "--json", str(out)])
+        denied = json.loads(out.read_text())["xnnpack_kernels_by_isa"][path]
+        assert "avx512amx" not in denied and denied.get("avx512vnni", 0) > 10, denied

@@ -71,11 +71,15 @@ def parse_report(text):
 # What is sampled, in a fresh process that imports nothing else: load the file, set one fixed input,
 # invoke it once (XNNPACK packs weights on the first run), then ITERATIONS times with perf's events on.
 # NumPy's BLAS is kept to one thread: its idle workers spin, and would be sampled as "outside LiteRT".
+# With no_amx, the process is denied AMX first (cpu.deny_amx), as on a CPU without it.
 INVOKE_LOOP = """
 import sys
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 path, iterations, threads, control, ack = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+if sys.argv[6] == "1":
+    from keras_evit.benchmarks.cpu import deny_amx
+    deny_amx()
+from ai_edge_litert.interpreter import Interpreter
 interpreter = Interpreter(model_path=path, num_threads=threads)
 interpreter.allocate_tensors()
 spec = interpreter.get_input_details()[0]
@@ -95,8 +99,26 @@ with open(control, "w") as ctl, open(ack, "r") as acks:
 """
 
 
-def profile(path, iterations=2000, threads=1, frequency=4000):
+def kernel_isas(text):
+    """{instruction set: percent of samples} of XNNPACK's micro-kernels in a ``perf report`` (the name after
+    a kernel's ``__``: avx512amx, avx512vnni, avx512skx, neondot, ...): which kernels this CPU ran."""
+    samples = collections.Counter()
+    for line in text.splitlines():
+        match = _LINE.match(line)
+        isa = match and re.search(r"^xnn_.*__([a-z0-9]+)", match.group(3))
+        if isa:
+            samples[isa.group(1)] += int(match.group(1))
+    total = sum(samples.values()) or 1
+    return {isa: round(100.0 * n / total, 3) for isa, n in samples.most_common()}
+
+
+def profile(path, iterations=2000, threads=1, frequency=4000, no_amx=False):
     """{group: percent} for one file, from a ``perf record`` of a fresh process running it."""
+    return parse_report(record(path, iterations, threads, frequency, no_amx))
+
+
+def record(path, iterations=2000, threads=1, frequency=4000, no_amx=False):
+    """``perf report`` (by dso and symbol, with sample counts) of a fresh process running ``path``."""
     perf = shutil.which("perf")
     if perf is None:
         raise RuntimeError("`perf` is not installed: on Debian/Ubuntu, apt-get install linux-perf")
@@ -106,7 +128,8 @@ def profile(path, iterations=2000, threads=1, frequency=4000):
         data, control, ack = (os.path.join(tmp, name) for name in ("perf.data", "control", "ack"))
         os.mkfifo(control)
         os.mkfifo(ack)
-        loop = [sys.executable, "-c", INVOKE_LOOP, os.fspath(path), str(iterations), str(threads), control, ack]
+        loop = [sys.executable, "-c", INVOKE_LOOP, os.fspath(path), str(iterations), str(threads), control, ack,
+                str(int(no_amx))]
         run = subprocess.run([perf, "record", "-q", "-F", str(frequency), "-o", data, "--delay=-1",
                               f"--control=fifo:{control},{ack}", "--", *loop], capture_output=True, text=True,
                              env=dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"))
@@ -115,7 +138,7 @@ def profile(path, iterations=2000, threads=1, frequency=4000):
                                "sampling needs /proc/sys/kernel/perf_event_paranoid <= 2")
         report = subprocess.run([perf, "report", "-q", "-n", "-i", data, "--no-children", "--sort", "dso,symbol"],
                                 capture_output=True, text=True, check=True)
-    return parse_report(report.stdout)
+    return report.stdout
 
 
 def table(results):
@@ -134,6 +157,8 @@ def main(argv=None):
     p.add_argument("files", nargs="+", help=".tflite files")
     p.add_argument("--iterations", type=int, default=2000, help="invokes per file (default 2000)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-amx", action="store_true", help="deny the process Intel's AMX tiles (XNNPACK then takes "
+                   "its AVX-512 VNNI kernels, as on a CPU without AMX)")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     args = p.parse_args(argv)
@@ -142,13 +167,19 @@ def main(argv=None):
     from keras_evit.utils import check_outputs, save_grouped_bars, write_reports
 
     check_outputs({"--json": args.json, "--plot": args.plot}, inputs=args.files)
-    results = {}
+    from .cpu import cpu_facts
+
+    results, isas = {}, {}
     for path in args.files:
         print(f"[kernel_profile] sampling {path} ({args.iterations} invokes, {args.threads} thread(s))", flush=True)
-        results[path] = profile(path, args.iterations, args.threads)
+        report = record(path, args.iterations, args.threads, no_amx=args.no_amx)
+        results[path], isas[path] = parse_report(report), kernel_isas(report)
+        print(f"[kernel_profile] XNNPACK kernels by instruction set: {isas[path]}", flush=True)
     print(table(results))
     rows = [(os.path.basename(n), g, v) for n, shares in results.items() for g, v in shares.items()]
-    write_reports(args, {"iterations": args.iterations, "threads": args.threads, "percent_of_samples": results},
+    write_reports(args, {"machine": cpu_facts(), "no_amx": args.no_amx, "iterations": args.iterations,
+                         "threads": args.threads, "percent_of_samples": results,
+                         "xnnpack_kernels_by_isa": isas},
                   lambda path: save_grouped_bars(path, rows, group=lambda r: r[1], series=lambda r: r[0],
                                                  value=lambda r: r[2], ylabel="% of samples", rotation=30,
                                                  title="where the time goes, by XNNPACK kernel (perf)"))
