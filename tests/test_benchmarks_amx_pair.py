@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from keras_evit.benchmarks import amx_pair
 from keras_evit.benchmarks.cpu import amx_granted
@@ -24,7 +23,6 @@ def _int8_file(path):
     return str(path)
 
 
-@pytest.mark.slow  # two processes per file, each starting TensorFlow: ~15 s
 def test_amx_and_vnni_processes_take_turns_on_the_same_file(tmp_path, capsys):
     path = _int8_file(tmp_path / "int8.tflite")
     out = tmp_path / "pair.json"

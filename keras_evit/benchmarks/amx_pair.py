@@ -20,42 +20,40 @@ import sys
 import numpy as np
 
 _CHILD = "child"
-_MODULE = "keras_evit.benchmarks.amx_pair"
 
 
 def _serve(deny, path, threads):
     """A child: loads ``path``, says how many calls fill ~0.1 s, then answers each number N on stdin with the
-    seconds N calls took."""
+    seconds N calls took. Imports LiteRT alone (cpu.py is run from its file), so it starts in a second."""
+    import runpy
     import time
 
+    cpu = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu.py"))
     if deny:
-        from .cpu import deny_amx
+        cpu["deny_amx"]()
+    from ai_edge_litert.interpreter import Interpreter
 
-        deny_amx()
-    from .cpu import cpu_facts
-    from keras_evit.export.runners import TFLiteRunner
-
-    runner = TFLiteRunner(path, threads=threads)
-    shape, dtype = runner.input["shape"], runner.input["dtype"]
-    runner.interpreter.set_tensor(runner.input["index"],
-                                  np.random.RandomState(0).randint(0, 256, shape).astype(dtype))
+    interpreter = Interpreter(model_path=path, num_threads=threads)
+    interpreter.allocate_tensors()
+    spec = interpreter.get_input_details()[0]
+    interpreter.set_tensor(spec["index"], np.random.RandomState(0).randint(0, 256, spec["shape"]).astype(spec["dtype"]))
     for _ in range(10):
-        runner.invoke()
+        interpreter.invoke()
     start = time.perf_counter()
-    runner.invoke()
+    interpreter.invoke()
     once = time.perf_counter() - start
-    print(json.dumps({"calls": max(1, int(0.1 / max(once, 1e-6))), "kernels": cpu_facts()["int8_kernels"]}),
+    print(json.dumps({"calls": max(1, int(0.1 / max(once, 1e-6))), "kernels": cpu["cpu_facts"]()["int8_kernels"]}),
           flush=True)
     for line in sys.stdin:
         calls = int(line)
         start = time.perf_counter()
         for _ in range(calls):
-            runner.invoke()
+            interpreter.invoke()
         print(time.perf_counter() - start, flush=True)
 
 
 def _start(deny, path, threads):
-    child = subprocess.Popen([sys.executable, "-m", _MODULE, _CHILD, str(int(deny)), path, str(threads)],
+    child = subprocess.Popen([sys.executable, __file__, _CHILD, str(int(deny)), path, str(threads)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = child.stdout.readline()
     if not line:
@@ -73,9 +71,12 @@ def _time(child, calls):
 def pair(path, threads=1, rounds=15):
     """{"amx_ms", "vnni_ms", "amx_over_vnni"} for one file: medians over ``rounds`` in which both processes ran
     it by turns (which goes first alternates)."""
-    amx, amx_info = _start(False, path, threads)
-    vnni, vnni_info = _start(True, path, threads)
+    children = []
     try:
+        amx, amx_info = _start(False, path, threads)
+        children.append(amx)
+        vnni, vnni_info = _start(True, path, threads)
+        children.append(vnni)
         calls = min(amx_info["calls"], vnni_info["calls"])
         times = []
         for i in range(rounds):
@@ -83,7 +84,7 @@ def pair(path, threads=1, rounds=15):
             a, b = _time(first, calls), _time(second, calls)
             times.append((a, b) if i % 2 == 0 else (b, a))
     finally:
-        for child in (amx, vnni):
+        for child in children:
             child.stdin.close()
             child.wait()
     times = np.asarray(times)

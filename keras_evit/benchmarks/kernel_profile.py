@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+from . import cpu
+
 # first match wins; (group, dso words, symbol words)
 KERNEL_GROUPS = (
     ("int8 3x3 convolutions (igemm)", ("litert",), ("qs8_qc8w_igemm", "qs8_igemm")),
@@ -71,14 +73,14 @@ def parse_report(text):
 # What is sampled, in a fresh process that imports nothing else: load the file, set one fixed input,
 # invoke it once (XNNPACK packs weights on the first run), then ITERATIONS times with perf's events on.
 # NumPy's BLAS is kept to one thread: its idle workers spin, and would be sampled as "outside LiteRT".
-# With no_amx, the process is denied AMX first (cpu.deny_amx), as on a CPU without it.
+# With no_amx, the process is first denied AMX (deny_amx, run from cpu.py's file), as on a CPU without it.
 INVOKE_LOOP = """
 import sys
 import numpy as np
 path, iterations, threads, control, ack = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-if sys.argv[6] == "1":
-    from keras_evit.benchmarks.cpu import deny_amx
-    deny_amx()
+if sys.argv[6]:
+    import runpy
+    runpy.run_path(sys.argv[6])["deny_amx"]()
 from ai_edge_litert.interpreter import Interpreter
 interpreter = Interpreter(model_path=path, num_threads=threads)
 interpreter.allocate_tensors()
@@ -129,7 +131,7 @@ def record(path, iterations=2000, threads=1, frequency=4000, no_amx=False):
         os.mkfifo(control)
         os.mkfifo(ack)
         loop = [sys.executable, "-c", INVOKE_LOOP, os.fspath(path), str(iterations), str(threads), control, ack,
-                str(int(no_amx))]
+                cpu.__file__ if no_amx else ""]
         run = subprocess.run([perf, "record", "-q", "-F", str(frequency), "-o", data, "--delay=-1",
                               f"--control=fifo:{control},{ack}", "--", *loop], capture_output=True, text=True,
                              env=dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"))
@@ -167,8 +169,6 @@ def main(argv=None):
     from keras_evit.utils import check_outputs, save_grouped_bars, write_reports
 
     check_outputs({"--json": args.json, "--plot": args.plot}, inputs=args.files)
-    from .cpu import cpu_facts
-
     results, isas = {}, {}
     for path in args.files:
         print(f"[kernel_profile] sampling {path} ({args.iterations} invokes, {args.threads} thread(s))", flush=True)
@@ -177,7 +177,7 @@ def main(argv=None):
         print(f"[kernel_profile] XNNPACK kernels by instruction set: {isas[path]}", flush=True)
     print(table(results))
     rows = [(os.path.basename(n), g, v) for n, shares in results.items() for g, v in shares.items()]
-    write_reports(args, {"machine": cpu_facts(), "no_amx": args.no_amx, "iterations": args.iterations,
+    write_reports(args, {"machine": cpu.cpu_facts(), "no_amx": args.no_amx, "iterations": args.iterations,
                          "threads": args.threads, "percent_of_samples": results,
                          "xnnpack_kernels_by_isa": isas},
                   lambda path: save_grouped_bars(path, rows, group=lambda r: r[1], series=lambda r: r[0],

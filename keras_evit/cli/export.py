@@ -96,8 +96,9 @@ def cmd_bench(args):
 
     if args.no_amx:
         deny_amx()  # before any runtime starts; the children measuring inherit it
-    print(f"[bench] {cpu_facts()['cpu']}: XNNPACK's int8 kernels here are {cpu_facts()['int8_kernels']}",
-          file=sys.stderr, flush=True)
+    facts = cpu_facts()
+    print(f"[bench] {facts['cpu']}: XNNPACK's int8 kernels here are {facts['int8_kernels']}", file=sys.stderr,
+          flush=True)
     if args.input_pipeline:
         from keras_evit.benchmarks.input_pipeline import main as input_bench_main
 
