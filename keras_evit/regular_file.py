@@ -2,8 +2,10 @@
 regular files, checked on the open descriptor: a folder, pipe, device or socket never reaches a reader (a pipe
 blocks a read forever, a device never ends), and a pipe put in a file's place after a check cannot block one."""
 
+import contextlib
 import os
 import stat
+import tempfile
 
 
 class NotRegularFile(ValueError):
@@ -48,3 +50,45 @@ def read_regular(path, limit):
         size = max(size, len(data))
         raise FileTooLarge(f"{path} is {size:,} bytes, more than {limit:,}", size)
     return data
+
+
+@contextlib.contextmanager
+def pinned(path, suffix=""):
+    """A path to the very file ``path`` names now, held open: checks and then a reader that wants a path
+    (safetensors, h5py, torch, Keras) read the same file, even if ``path`` is replaced or swapped in between.
+
+    On Linux that path is ``/proc/self/fd/N`` of the open file (behind a link named ``*suffix`` in a private
+    folder, for readers that go by the name, as Keras does by ``.keras``); where there is no such path, ``path``
+    itself. NotRegularFile or FileNotFoundError as ``open_regular``."""
+    with open_regular(path) as f:
+        held = f"/proc/self/fd/{f.fileno()}"
+        if not os.path.exists(held):
+            yield os.fspath(path)
+            return
+        if not suffix:
+            yield held
+            return
+        with tempfile.TemporaryDirectory(prefix="keras_evit_pinned_") as folder:
+            link = os.path.join(folder, "file" + suffix)
+            os.symlink(held, link)
+            yield link
+
+
+@contextlib.contextmanager
+def private_copy(path, limit, suffix=""):
+    """A copy of the regular file ``path`` (at most ``limit`` bytes, else FileTooLarge) in a folder of this
+    process' own, removed on exit: for readers that resolve the path they are given (HDF5 does, and cannot
+    open a replaced file through ``pinned``'s link). Checks and reader then see the bytes copied."""
+    with open_regular(path) as f, tempfile.TemporaryDirectory(prefix="keras_evit_copy_") as folder:
+        copy = os.path.join(folder, "file" + suffix)
+        with open(copy, "wb") as out:
+            copied = 0
+            while copied <= limit:
+                block = f.read(min(1 << 20, limit + 1 - copied))
+                if not block:
+                    break
+                out.write(block)
+                copied += len(block)
+        if copied > limit:
+            raise FileTooLarge(f"{path} is more than {limit:,} bytes", copied)
+        yield copy

@@ -63,3 +63,28 @@ def test_a_keras_model_outside_the_supported_sizes_is_refused(tmp_path):
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(ValueError, match="tiny.keras takes 32 px inputs: image size 32 is out of range"):
         load_classifier(path)
+
+
+def test_a_keras_file_put_in_place_after_its_checks_is_never_loaded(tmp_path, monkeypatch):
+    """``.keras`` checks and Keras' loader see the same file: one moved into its path between them is not loaded."""
+    import keras
+    import numpy as np
+
+    from keras_evit.weights import keras_archive
+    from keras_evit.weights.artifacts import load_keras_file
+
+    path, other = tmp_path / "model.keras", tmp_path / "other.keras"
+    for target, value in ((path, 1.0), (other, 2.0)):
+        model = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Conv2D(2, 3, name="conv")])
+        model.get_layer("conv").kernel.assign(np.full((3, 3, 3, 2), value, np.float32))
+        model.save(target)
+    check = keras_archive.check_archive
+
+    def check_then_swap(*args, **kwargs):
+        check(*args, **kwargs)
+        os.replace(other, path)
+
+    monkeypatch.setattr(keras_archive, "check_archive", check_then_swap)
+    loaded = load_keras_file(str(path))
+    assert np.all(np.asarray(loaded.get_layer("conv").kernel) == 1.0)  # the file that was checked
+    assert not other.exists()

@@ -224,3 +224,26 @@ def test_keras_weights_of_any_resolution_load(tmp_path, saved, loaded):
     for w in model.weights:
         if "attention_biases" in w.path and w.path in by_path and w.shape == by_path[w.path].shape:
             np.testing.assert_allclose(w.numpy(), by_path[w.path].numpy(), atol=1e-6)
+
+
+def test_keras_weights_put_in_place_after_their_checks_are_never_loaded(tmp_path, monkeypatch):
+    """A .weights.h5's declared sizes are checked on the file Keras then reads: one moved into its path in
+    between is not what loads."""
+    from keras_evit.weights import pretrained
+
+    model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3))
+    path, other = tmp_path / "m0.weights.h5", tmp_path / "other.weights.h5"
+    bias = model.get_layer("head").linear.bias
+    for target, value in ((path, 1.0), (other, 2.0)):
+        bias.assign(np.full(bias.shape, value, np.float32))
+        model.save_weights(str(target))
+    check = pretrained.check_declared_sizes
+
+    def check_then_swap(*args):
+        result = check(*args)
+        os.replace(other, path)
+        return result
+
+    monkeypatch.setattr(pretrained, "check_declared_sizes", check_then_swap)
+    loaded = ke.EfficientViTM0(weights=str(path), input_shape=(64, 64, 3))
+    assert np.all(np.asarray(loaded.get_layer("head").linear.bias) == 1.0) and not other.exists()

@@ -323,3 +323,41 @@ def test_checkpoint_larger_than_the_variant_could_need_is_refused_before_reading
         f.truncate(200 << 20)  # 200 MB (sparse): M0 with optimizer state and EMA is far smaller
     with pytest.raises(CheckpointError, match="more than an efficientvit_m0 checkpoint can be"):
         ke.EfficientViTM0(weights=str(path), input_shape=(64, 64, 3))
+
+
+_CHECKS = {".npz": "_check_npy_headers", ".safetensors": "_check_safetensors_header", ".pth": "_check_archive"}
+
+
+@pytest.mark.parametrize("suffix", list(_CHECKS))
+def test_a_checkpoint_put_in_place_after_its_checks_is_never_read(tmp_path, monkeypatch, suffix):
+    """The checks and the reader see the same file: one moved into its path between them is not what loads."""
+    from keras_evit.weights import checkpoint
+
+    def save(path, value):
+        weights = np.full(4, value, np.float32)
+        if suffix == ".npz":
+            np.savez(path, w=weights)
+        elif suffix == ".safetensors":
+            from safetensors.numpy import save_file
+
+            save_file({"w": weights}, str(path))
+        else:
+            require("torch")
+            import torch
+
+            torch.save({"w": torch.from_numpy(weights)}, str(path))
+
+    path, other = tmp_path / f"w{suffix}", tmp_path / f"other{suffix}"
+    save(path, 1.0)
+    save(other, 2.0)
+    check = getattr(checkpoint, _CHECKS[suffix])
+
+    def check_then_swap(*args):
+        result = check(*args)
+        if other.exists():
+            os.replace(other, path)
+        return result
+
+    monkeypatch.setattr(checkpoint, _CHECKS[suffix], check_then_swap)
+    assert np.all(checkpoint.read_checkpoint(str(path))["w"] == 1.0)  # what was checked
+    assert not other.exists() and np.all(checkpoint.read_checkpoint(str(path))["w"] == 2.0)  # the swap happened

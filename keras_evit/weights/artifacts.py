@@ -132,18 +132,24 @@ def load_keras_file(path):
     from .. import layers, optimizers  # noqa: F401  (registers every class a keras_evit .keras names)
     from .keras_archive import check_archive, read_config
 
-    config = read_config(path)
-    if _names_hub_classes(config):
-        try:
-            from .. import hub  # noqa: F401  (registers the keras-hub backbone and classifier)
-        except ImportError as exc:
-            raise ValueError(f"{path} is a keras-hub EfficientViT model: {exc}") from None
-    check_archive(path, config)
+    from ..regular_file import NotRegularFile, pinned
+
     try:
-        model = keras.models.load_model(path, compile=False)
-    except (OSError, ValueError, TypeError, KeyError, EOFError) as exc:
-        raise ValueError(f"cannot load the Keras model {path}: {type(exc).__name__}: {exc}. "
-                         "The file is corrupt, truncated, or not a keras_evit model.") from exc
+        with pinned(path, ".keras") as held:  # checked and loaded: the same file, whatever happens to path
+            config = read_config(held, name=path)
+            if _names_hub_classes(config):
+                try:
+                    from .. import hub  # noqa: F401  (registers the keras-hub backbone and classifier)
+                except ImportError as exc:
+                    raise ValueError(f"{path} is a keras-hub EfficientViT model: {exc}") from None
+            check_archive(held, config, name=path)
+            try:
+                model = keras.models.load_model(held, compile=False)
+            except (OSError, ValueError, TypeError, KeyError, EOFError) as exc:
+                raise ValueError(f"cannot load the Keras model {path}: {type(exc).__name__}: {exc}. "
+                                 "The file is corrupt, truncated, or not a keras_evit model.") from exc
+    except NotRegularFile:
+        raise ValueError(f"{path} is not a regular file (a folder, pipe, device or socket): refused") from None
     check_loaded_model(model, path)
     return rename_legacy_layers(model)
 

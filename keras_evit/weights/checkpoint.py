@@ -183,9 +183,9 @@ def _check_archive(archive, path):
                                   f"{info.file_size} bytes (a zip bomb?): refused")
 
 
-def _check_safetensors_header(path):
+def _check_safetensors_header(source, path):
     """Refuses a header (the JSON list of tensors) longer than any EfficientViT state dict's, before it is read."""
-    with open(path, "rb") as f:
+    with open(source, "rb") as f:
         length = int.from_bytes(f.read(8), "little")
     if length > MAX_SAFETENSORS_HEADER:
         raise CheckpointError(f"{path}: its safetensors header is {length:,} bytes, more than any EfficientViT "
@@ -244,8 +244,9 @@ def _check_npy_headers(archive, path):
                                   f"but holds {info.file_size - header:,}: refused")
 
 
-def _read_torch_zip(path):
-    with open_zip(path, CheckpointError) as archive:
+def _read_torch_zip(source, path=None):
+    path = path or source
+    with open_zip(source, CheckpointError, name=path) as archive:
         _check_archive(archive, path)
         data, prefix = _read_pickle(archive, path)
         payload = io.BytesIO(data)
@@ -258,13 +259,14 @@ def _read_torch_zip(path):
         return _RestrictedUnpickler(payload, archive, prefix, [MAX_CHECKPOINT_BYTES], byteorder).load()
 
 
-def _read_with_torch(path):
-    with open_zip(path, CheckpointError) as archive:  # our own reader's limits, before torch is imported
+def _read_with_torch(source, path=None):
+    path = path or source
+    with open_zip(source, CheckpointError, name=path) as archive:  # our own reader's limits, before torch is imported
         _check_archive(archive, path)
         _read_pickle(archive, path)
     import torch
 
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = torch.load(source, map_location="cpu", weights_only=True)
     return _tensors_to_numpy(obj)
 
 
@@ -287,44 +289,56 @@ def _flatten_arrays(obj):
     raise CheckpointError("checkpoint does not hold a dict of tensors")
 
 
-def read_checkpoint(path, prefer_torch=True):
-    """{key: array} (possibly nested under 'model') from .safetensors, .pth/.pt/.bin or .npz."""
+def read_checkpoint(path, prefer_torch=True, max_bytes=MAX_CHECKPOINT_BYTES):
+    """{key: array} (possibly nested under 'model') from .safetensors, .pth/.pt/.bin or .npz, of at most
+    ``max_bytes``. The file is opened once: its checks and its reader see the same file, whatever happens to
+    ``path`` meanwhile (``regular_file.pinned``)."""
+    from ..regular_file import NotRegularFile, pinned
+
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        if os.path.exists(path):  # a folder, or a FIFO or device a read would block on
-            raise CheckpointError(f"{path} is not a regular file (a folder, pipe, device or socket): refused")
-        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        with pinned(path) as source:
+            size = os.path.getsize(source)
+            if size > max_bytes:
+                raise CheckpointError(f"{path} is {size:,} bytes, more than any EfficientViT checkpoint "
+                                      f"({max_bytes:,} bytes): refused")
+            return _read_checkpoint(source, path, prefer_torch)
+    except NotRegularFile:  # a folder, or a FIFO or device a read would block on
+        raise CheckpointError(f"{path} is not a regular file (a folder, pipe, device or socket): refused") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"weights file not found: {path}") from None
+
+
+def _read_checkpoint(source, path, prefer_torch):
+    """``read_checkpoint`` of the file at ``source`` (the pinned one), named ``path`` in every message."""
     lower = path.lower()
-    if os.path.getsize(path) > MAX_CHECKPOINT_BYTES:
-        raise CheckpointError(f"{path} is {os.path.getsize(path):,} bytes, more than any EfficientViT checkpoint "
-                              f"({MAX_CHECKPOINT_BYTES >> 20} MiB): refused")
     try:
         if lower.endswith(".safetensors"):
-            _check_safetensors_header(path)
+            _check_safetensors_header(source, path)
             from safetensors.numpy import load_file
 
-            return load_file(path)  # safetensors checks every offset against the file itself
+            return load_file(source)  # safetensors checks every offset against the file itself
         if lower.endswith(".npz"):
-            with open_zip(path, CheckpointError) as archive:
+            with open_zip(source, CheckpointError, name=path) as archive:
                 _check_archive(archive, path)
                 _check_npy_headers(archive, path)
-            with np.load(path, allow_pickle=False) as data:
+            with np.load(source, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
         if lower.endswith((".pth", ".pt", ".bin", ".ckpt")):
-            if not zipfile.is_zipfile(path):
+            if not zipfile.is_zipfile(source):
                 raise CheckpointError(
                     f"{path} is not a readable PyTorch checkpoint (not a zip archive: truncated, corrupt, "
                     "or saved in the legacy non-zip format). Delete it and download it again.")
             obj = None
             if prefer_torch:
                 try:
-                    obj = _read_with_torch(path)
+                    obj = _read_with_torch(source, path)
                 except ImportError:
                     obj = None
                 except pickle.UnpicklingError:
                     obj = None  # weights_only refused a non-tensor global: use the restricted reader
             if obj is None:
-                obj = _read_torch_zip(path)
+                obj = _read_torch_zip(source, path)
             return _flatten_arrays(obj)
     except CheckpointError as exc:
         if path in str(exc):

@@ -10,6 +10,7 @@ archive must hold those weights: its weights file at least their size, its datas
 import copy
 import io
 import json
+import os
 import sys
 import zipfile
 
@@ -54,19 +55,21 @@ def parse_config(text, source):
     return config
 
 
-def read_config(path):
-    """The archive's config.json, refused (ValueError) when missing, over ``MAX_CONFIG_BYTES`` or not JSON."""
-    source = f"{path}: its {CONFIG_MEMBER}"
+def read_config(path, name=None):
+    """The archive's config.json, refused (ValueError) when missing, over ``MAX_CONFIG_BYTES`` or not JSON.
+    ``name``: what messages call the file (the user's path, where ``path`` is a pinned one)."""
+    path, name = os.fspath(path), name or os.fspath(path)
+    source = f"{name}: its {CONFIG_MEMBER}"
     try:
-        with open_zip(path) as archive:
-            info = _member(archive, CONFIG_MEMBER, path)
+        with open_zip(path, name=name) as archive:
+            info = _member(archive, CONFIG_MEMBER, name)
             if info is None:
-                raise ValueError(f"{path} has no {CONFIG_MEMBER}: not a Keras model archive")
+                raise ValueError(f"{name} has no {CONFIG_MEMBER}: not a Keras model archive")
             check_config_size(info.file_size, source)
             with archive.open(info) as f:
                 text = f.read(MAX_CONFIG_BYTES + 1)
     except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, NotImplementedError) as exc:
-        raise ValueError(f"{path} is not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{name} is not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
     return parse_config(text, source)
 
 
@@ -127,24 +130,26 @@ def check_weights_file(weights, budget, source, fix):
         raise ValueError(f"{exc}. {fix}") from None
 
 
-def check_archive(path, config):
+def check_archive(path, config, name=None):
     """Refuses (ValueError) an archive whose config declares more weights than its weights file holds or than
-    ``MAX_WEIGHT_BYTES``, or whose weights file declares far more than the model's weights."""
+    ``MAX_WEIGHT_BYTES``, or whose weights file declares far more than the model's weights. ``name``: as in
+    ``read_config``."""
+    path, name = os.fspath(path), name or os.fspath(path)
     fix = "The file is crafted or corrupt: re-save the model with Keras (model.save) or download it again."
-    needed, budget = weights_budget(config, f"{path}: its {CONFIG_MEMBER}", fix)
+    needed, budget = weights_budget(config, f"{name}: its {CONFIG_MEMBER}", fix)
     if needed == 0:
         return
     try:
-        with open_zip(path) as archive:
-            info = _member(archive, WEIGHTS_MEMBER, path)
+        with open_zip(path, name=name) as archive:
+            info = _member(archive, WEIGHTS_MEMBER, name)
             if info is None or not needed <= info.file_size <= budget:
                 holds = "no weights file" if info is None else f"a weights file of {info.file_size:,} bytes"
-                raise ValueError(f"{path}: its {CONFIG_MEMBER} declares {needed:,} bytes of weights, but the "
+                raise ValueError(f"{name}: its {CONFIG_MEMBER} declares {needed:,} bytes of weights, but the "
                                  f"archive holds {holds}: refused. {fix}")
             # read whole (at most a few times the model's weights): HDF5 seeks back and forth, which a zip
             # member answers by reading it again from its start
             with archive.open(info) as member:
                 weights = io.BytesIO(member.read(info.file_size + 1))
     except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, NotImplementedError) as exc:
-        raise ValueError(f"{path} is not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
-    check_weights_file(weights, budget, f"{path} (its {WEIGHTS_MEMBER})", fix)
+        raise ValueError(f"{name} is not a readable .keras archive ({type(exc).__name__}: {exc})") from exc
+    check_weights_file(weights, budget, f"{name} (its {WEIGHTS_MEMBER})", fix)

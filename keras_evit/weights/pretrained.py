@@ -113,15 +113,25 @@ def load_weights(model, weights, variant, new_head=False):
             raise FileNotFoundError(
                 f"weights file not found: {path!r}. Pass None/'imagenet' (--weights none|imagenet on the "
                 "command line) or a path to a .weights.h5, .safetensors, .pth or .npz file.")
-    if path.endswith(".weights.h5"):
-        _load_keras_weights(model, path, variant, source, new_head=new_head)
-        return
     # a checkpoint may also hold optimizer state and an EMA copy: a few times the weights, never more
     budget = CHECKPOINT_BUDGET_FACTOR * weights_byte_budget(model, variant)
+    if path.endswith(".weights.h5"):
+        from ..regular_file import FileTooLarge, NotRegularFile, private_copy
+
+        try:  # checked and read: the same bytes, whatever happens to path meanwhile
+            with private_copy(path, budget, ".weights.h5") as copy:
+                _load_keras_weights(model, copy, variant, source, new_head=new_head)
+        except FileTooLarge as exc:
+            raise CheckpointError(f"{source} is {exc.size:,}+ bytes, more than an efficientvit_{variant} weights "
+                                  f"file can be ({budget:,}): refused") from None
+        except NotRegularFile as exc:
+            raise CheckpointError(f"{source}: {exc}: refused") from None
+        return
     if os.path.getsize(path) > budget:
         raise CheckpointError(f"{source} is {os.path.getsize(path):,} bytes, more than an efficientvit_{variant} "
                               f"checkpoint can be ({budget:,}): refused")
-    assign_state_dict(model, read_checkpoint(path), variant=variant, source=source, new_head=new_head)
+    state = read_checkpoint(path, max_bytes=budget)  # the size checked again on the file it reads
+    assign_state_dict(model, state, variant=variant, source=source, new_head=new_head)
 
 
 def imagenet_weights(variant, progress=True):

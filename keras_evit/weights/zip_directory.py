@@ -64,19 +64,21 @@ def directory_declared(source):
 
 
 @contextlib.contextmanager
-def open_zip(path, error=ValueError, max_directory_bytes=MAX_DIRECTORY_BYTES):
+def open_zip(path, error=ValueError, max_directory_bytes=MAX_DIRECTORY_BYTES, name=None):
     """``with zipfile.ZipFile(path)``, refused first (``error``, a ValueError) when it is not a regular file (a
     FIFO or device would block or never end) or its central directory is over ``max_directory_bytes`` (or
     lists more entries than would fit in that). The file is opened once: what is checked is what zipfile
-    reads. Missing: FileNotFoundError; not a zip: ``zipfile.BadZipFile``, as from zipfile itself."""
+    reads. Missing: FileNotFoundError; not a zip: ``zipfile.BadZipFile``, as from zipfile itself. ``name``:
+    what messages call the file (the user's path, where ``path`` is a pinned one)."""
+    name = name or path
     try:
         f = open_regular(path)
     except NotRegularFile:
-        raise error(f"{path} is not a regular file (a folder, pipe, device or socket): refused") from None
+        raise error(f"{name} is not a regular file (a folder, pipe, device or socket): refused") from None
     with f:
         entries, size = directory_declared(f) or (0, 0)
         if size > max_directory_bytes or entries > max_directory_bytes // ENTRY_BYTES:
-            raise error(f"{path}: its zip directory declares {entries:,} entries in {size:,} bytes, more "
+            raise error(f"{name}: its zip directory declares {entries:,} entries in {size:,} bytes, more "
                         f"than any model's weights need (at most {max_directory_bytes:,} bytes; crafted or "
                         "corrupt?): refused")
         f.seek(0)
