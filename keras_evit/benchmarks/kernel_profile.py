@@ -107,7 +107,7 @@ def kernel_isas(text):
     samples = collections.Counter()
     for line in text.splitlines():
         match = _LINE.match(line)
-        isa = match and re.search(r"^xnn_.*__([a-z0-9]+)", match.group(3))
+        isa = match and re.search(r"^xnn_.*__([a-z][a-z0-9]*)", match.group(3))
         if isa:
             samples[isa.group(1)] += int(match.group(1))
     total = sum(samples.values()) or 1
