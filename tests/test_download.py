@@ -279,3 +279,32 @@ def test_a_cache_that_is_not_a_folder_is_named(server, tmp_path, monkeypatch):
     (tmp_path / "cache" / "efficientvit_m0_imagenet.safetensors").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="is not a file .* remove it"):
         ke.EfficientViTM0(weights="imagenet")
+
+
+def test_a_cache_file_replaced_after_its_hash_check_is_refused_not_loaded(ref, server, tmp_path, monkeypatch):
+    """The cache's recorded SHA-256 is checked on the very file that is then read: a file moved into the cache's
+    path after the check (here, the same weights with one changed) is refused, never loaded."""
+    from safetensors.numpy import load_file, save_file
+
+    from keras_evit.weights import pretrained
+
+    _, body = _official_bytes(ref, "m0", tmp_path)
+    server.files["/v1.0/efficientvit_m0.pth"] = body
+    ke.EfficientViTM0(weights="imagenet")
+    cached = tmp_path / "cache" / "efficientvit_m0_imagenet.safetensors"
+    state = load_file(str(cached))
+    key = next(k for k in state if k.endswith("bias"))
+    state[key] = state[key] + 1.0
+    other = tmp_path / "other.safetensors"
+    save_file(state, str(other))
+    checked = pretrained.imagenet_weights
+
+    def check_then_swap(*args, **kwargs):
+        path = checked(*args, **kwargs)
+        os.replace(other, path)
+        return path
+
+    monkeypatch.setattr(pretrained, "imagenet_weights", check_then_swap)
+    with pytest.raises(CheckpointError, match="does not match its SHA-256 .* changed while it was loaded"):
+        ke.EfficientViTM0(weights="imagenet")
+    assert not other.exists() and len(server.requests) == 1

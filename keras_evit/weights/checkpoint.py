@@ -289,10 +289,10 @@ def _flatten_arrays(obj):
     raise CheckpointError("checkpoint does not hold a dict of tensors")
 
 
-def read_checkpoint(path, prefer_torch=True, max_bytes=MAX_CHECKPOINT_BYTES):
+def read_checkpoint(path, prefer_torch=True, max_bytes=MAX_CHECKPOINT_BYTES, sha256=None):
     """{key: array} (possibly nested under 'model') from .safetensors, .pth/.pt/.bin or .npz, of at most
-    ``max_bytes``. The file is opened once: its checks and its reader see the same file, whatever happens to
-    ``path`` meanwhile (``regular_file.pinned``)."""
+    ``max_bytes`` (and, given ``sha256``, of that SHA-256). The file is opened once: its checks and its reader
+    see the same file, whatever happens to ``path`` meanwhile (``regular_file.pinned``)."""
     from ..regular_file import NotRegularFile, pinned
 
     path = os.fspath(path)
@@ -302,11 +302,25 @@ def read_checkpoint(path, prefer_torch=True, max_bytes=MAX_CHECKPOINT_BYTES):
             if size > max_bytes:
                 raise CheckpointError(f"{path} is {size:,} bytes, more than any EfficientViT checkpoint "
                                       f"({max_bytes:,} bytes): refused")
+            if sha256 is not None and sha256_of(source) != sha256:
+                raise CheckpointError(f"{path} does not match its SHA-256 {sha256} (it changed while it was "
+                                      "loaded?): refused. Load it again.")
             return _read_checkpoint(source, path, prefer_torch)
     except NotRegularFile:  # a folder, or a FIFO or device a read would block on
         raise CheckpointError(f"{path} is not a regular file (a folder, pipe, device or socket): refused") from None
     except FileNotFoundError:
         raise FileNotFoundError(f"weights file not found: {path}") from None
+
+
+def sha256_of(path):
+    """The hex SHA-256 of the file at ``path``, read in 1 MB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _read_checkpoint(source, path, prefer_torch):

@@ -5,7 +5,6 @@ and verified, so an interrupted or failed download never leaves a file that a la
 Converting a download into Keras weights is ``keras_evit.weights.pretrained``'s job.
 """
 
-import hashlib
 import os
 import re
 import tempfile
@@ -17,7 +16,7 @@ import urllib.request
 from ..configs import RELEASE_URL as DEFAULT_URL_BASE
 from ..configs import VARIANTS
 from ..utils import atomic_output
-from .checkpoint import MAX_CHECKPOINT_BYTES, CheckpointError
+from .checkpoint import MAX_CHECKPOINT_BYTES, CheckpointError, sha256_of
 
 URL_ENV = "KERAS_EVIT_WEIGHTS_URL"
 HOME_ENV = "KERAS_EVIT_HOME"
@@ -61,14 +60,6 @@ def _remove(path):
         pass
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def hashable(path):
     """True for a regular file no larger than any checkpoint: hashing it neither blocks (a pipe) nor takes
     minutes (a huge file)."""
@@ -81,20 +72,25 @@ def write_hash(path):
         f.write(sha256_of(path) + "\n")
 
 
-def hash_matches(path):
-    """True when ``path`` and its recorded SHA-256 agree; False for a missing or mismatching record, and
-    without reading either when the record is not a regular file (a pipe would block) or ``path`` is larger
-    than any checkpoint (hashing it would take minutes)."""
+def recorded_sha256(path):
+    """The SHA-256 recorded beside ``path`` (``PATH.sha256``), or None: missing, not a regular file (a pipe
+    would block), longer than a hash, or not text."""
     from ..regular_file import read_regular
 
-    record = path + ".sha256"
+    try:
+        return read_regular(path + ".sha256", 100).decode("ascii").strip()
+    except (OSError, ValueError):
+        return None
+
+
+def hash_matches(path):
+    """True when ``path`` and its recorded SHA-256 agree; False for a missing or mismatching record, and
+    without reading either when the record is not a regular file or ``path`` is larger than any checkpoint
+    (hashing it would take minutes)."""
     if not hashable(path):
         return False
-    try:
-        recorded = read_regular(record, 100).decode("ascii").strip()
-    except (OSError, ValueError):  # missing, not a regular file, longer than a hash, not text
-        return False
-    return recorded == sha256_of(path)
+    recorded = recorded_sha256(path)
+    return recorded is not None and recorded == sha256_of(path)
 
 
 # the names download() and atomic_output() give their temporary files in the cache

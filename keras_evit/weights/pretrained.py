@@ -14,7 +14,7 @@ from ..utils import atomic_output
 from .checkpoint import CheckpointError, read_checkpoint
 from .convert import assign_state_dict, state_dict_from_model
 from .download import (HOME_ENV, cache_dir, cached_weights_path, check_release_file, download, hash_matches,
-                       remove_stale_temporaries, weights_url, write_hash)
+                       recorded_sha256, remove_stale_temporaries, weights_url, write_hash)
 from .keras_h5 import check_declared_sizes, guess_keras_weights_variant, keras_weights_layout
 from .keymap import normalize_keys
 
@@ -130,7 +130,11 @@ def load_weights(model, weights, variant, new_head=False):
     if os.path.getsize(path) > budget:
         raise CheckpointError(f"{source} is {os.path.getsize(path):,} bytes, more than an efficientvit_{variant} "
                               f"checkpoint can be ({budget:,}): refused")
-    state = read_checkpoint(path, max_bytes=budget)  # the size checked again on the file it reads
+    # the size checked again on the file it reads, and the cache's recorded hash too: on that file, not the path
+    expected = recorded_sha256(path) if weights == "imagenet" else None
+    if weights == "imagenet" and expected is None:
+        raise CheckpointError(f"{source}: its recorded SHA-256 is gone (removed while loading?): load it again")
+    state = read_checkpoint(path, max_bytes=budget, sha256=expected)
     assign_state_dict(model, state, variant=variant, source=source, new_head=new_head)
 
 
