@@ -124,8 +124,8 @@ def load_weights(model, weights, variant, new_head=False):
         except FileTooLarge as exc:
             raise CheckpointError(f"{source} is {exc.size:,}+ bytes, more than an efficientvit_{variant} weights "
                                   f"file can be ({budget:,}): refused") from None
-        except NotRegularFile as exc:
-            raise CheckpointError(f"{source}: {exc}: refused") from None
+        except NotRegularFile as exc:  # put in place of the file after the checks above
+            raise CheckpointError(f"{exc}: refused") from None
         return
     if os.path.getsize(path) > budget:
         raise CheckpointError(f"{source} is {os.path.getsize(path):,} bytes, more than an efficientvit_{variant} "
