@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from keras_evit.benchmarks import amx_pair
 from keras_evit.benchmarks.cpu import amx_granted
@@ -26,6 +27,10 @@ def _int8_file(path):
 def test_amx_and_vnni_processes_take_turns_on_the_same_file(tmp_path, capsys):
     path = _int8_file(tmp_path / "int8.tflite")
     out = tmp_path / "pair.json"
+    for bad in (["--rounds", "0"], ["--threads", "0"]):  # refused before any process starts
+        with pytest.raises(SystemExit):
+            amx_pair.main([path, *bad, "--json", str(out)])
+    assert "--rounds must be 1..1000" in capsys.readouterr().err and not out.exists()
     code = amx_pair.main([path, "--rounds", "3", "--json", str(out), "--plot", str(tmp_path / "pair.png")])
     if not amx_granted():  # nothing to compare on a CPU without AMX: said so, nothing written
         assert code == 2 and "no AMX tiles" in capsys.readouterr().err and not out.exists()

@@ -127,6 +127,8 @@ def main(argv=None):
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
     args = parser.parse_args(argv)
+    if not 1 <= args.rounds <= 1000 or not 1 <= args.threads <= 256:
+        parser.error("--rounds must be 1..1000 and --threads 1..256")
     from .cpu import amx_granted, cpu_facts
     from keras_evit.utils import check_outputs, write_reports
 
