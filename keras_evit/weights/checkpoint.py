@@ -289,10 +289,12 @@ def _flatten_arrays(obj):
     raise CheckpointError("checkpoint does not hold a dict of tensors")
 
 
-def read_checkpoint(path, prefer_torch=True, max_bytes=MAX_CHECKPOINT_BYTES, sha256=None):
+def read_checkpoint(path, prefer_torch=True, max_bytes=MAX_CHECKPOINT_BYTES, sha256=None,
+                    limit_name="any EfficientViT checkpoint"):
     """{key: array} (possibly nested under 'model') from .safetensors, .pth/.pt/.bin or .npz, of at most
-    ``max_bytes`` (and, given ``sha256``, of that SHA-256). The file is opened once: its checks and its reader
-    see the same file, whatever happens to ``path`` meanwhile (``regular_file.pinned``)."""
+    ``max_bytes`` (named ``limit_name`` in the refusal) and, given ``sha256``, of that SHA-256. The file is
+    opened once: its checks and its reader see the same file, whatever happens to ``path`` meanwhile
+    (``regular_file.pinned``)."""
     from ..regular_file import NotRegularFile, pinned
 
     path = os.fspath(path)
@@ -300,8 +302,8 @@ def read_checkpoint(path, prefer_torch=True, max_bytes=MAX_CHECKPOINT_BYTES, sha
         with pinned(path) as source:
             size = os.path.getsize(source)
             if size > max_bytes:
-                raise CheckpointError(f"{path} is {size:,} bytes, more than any EfficientViT checkpoint "
-                                      f"({max_bytes:,} bytes): refused")
+                raise CheckpointError(f"{path} is {size:,} bytes, more than {limit_name} ({max_bytes:,} bytes): "
+                                      "refused")
             if sha256 is not None and sha256_of(source) != sha256:
                 raise CheckpointError(f"{path} does not match its SHA-256 {sha256} (it changed while it was "
                                       "loaded?): refused. Load it again.")

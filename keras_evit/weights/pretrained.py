@@ -127,14 +127,12 @@ def load_weights(model, weights, variant, new_head=False):
         except NotRegularFile as exc:  # put in place of the file after the checks above
             raise CheckpointError(f"{exc}: refused") from None
         return
-    if os.path.getsize(path) > budget:
-        raise CheckpointError(f"{source} is {os.path.getsize(path):,} bytes, more than an efficientvit_{variant} "
-                              f"checkpoint can be ({budget:,}): refused")
-    # the size checked again on the file it reads, and the cache's recorded hash too: on that file, not the path
+    # the size, and the cache's recorded hash, checked on the file that is read, not on the path
     expected = recorded_sha256(path) if weights == "imagenet" else None
     if weights == "imagenet" and expected is None:
         raise CheckpointError(f"{source}: its recorded SHA-256 is gone (removed while loading?): load it again")
-    state = read_checkpoint(path, max_bytes=budget, sha256=expected)
+    state = read_checkpoint(path, max_bytes=budget, sha256=expected,
+                            limit_name=f"an efficientvit_{variant} checkpoint can be")
     assign_state_dict(model, state, variant=variant, source=source, new_head=new_head)
 
 
