@@ -102,21 +102,12 @@ def format_table(rows):
 
 
 def plot(rows, path):
-    from keras_evit.utils import atomic_output, pyplot
+    from keras_evit.utils import save_grouped_bars
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-    ax.bar(range(len(rows)), [r["amx_over_vnni"] for r in rows], color="tab:orange")
-    ax.axhline(1.0, color="gray", linewidth=1)
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([r["file"].replace("efficientvit_", "").replace(".tflite", "") for r in rows],
-                       rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("time with AMX / time with VNNI")
-    ax.set_title("XNNPACK int8 kernels on one CPU: AMX tiles vs AVX-512 VNNI (above 1: AMX slower)")
-    fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_grouped_bars(path, rows, group=lambda r: r["file"].replace("efficientvit_", "").replace(".tflite", ""),
+                      series=lambda r: "AMX / VNNI", value=lambda r: r["amx_over_vnni"], rotation=30,
+                      ylabel="time with AMX / time with VNNI",
+                      title="XNNPACK int8 kernels on one CPU: AMX tiles vs AVX-512 VNNI (above 1: AMX slower)")
 
 
 def main(argv=None):

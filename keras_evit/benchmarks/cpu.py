@@ -48,9 +48,10 @@ def _is_linux_x86_64():
     return sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
 
 
-def amx_granted():
-    """Whether this process may use AMX tiles: the CPU has them and Linux grants their state (as XNNPACK asks)."""
-    if not (_is_linux_x86_64() and "amx_int8" in _cpuinfo()[1]):
+def amx_granted(flags=None):
+    """Whether this process may use AMX tiles: the CPU has them (``flags``: /proc/cpuinfo's, read when not given)
+    and Linux grants their state (as XNNPACK asks)."""
+    if not (_is_linux_x86_64() and "amx_int8" in (_cpuinfo()[1] if flags is None else flags)):
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
@@ -60,7 +61,7 @@ def cpu_facts():
     """This machine, for a benchmark's JSON: its CPU, cores, Python, and the int8 kernels XNNPACK will pick."""
     name, flags = _cpuinfo()
     kernels = next((label for flag, label in INT8_KERNELS if flag in flags), "scalar")
-    if kernels == "AMX tiles" and not amx_granted():
+    if kernels == "AMX tiles" and not amx_granted(flags):
         kernels = next((label for flag, label in INT8_KERNELS[1:] if flag in flags), "scalar") + " (AMX denied)"
     return {"cpu": name, "cpus": os.cpu_count(), "machine": platform.machine(), "int8_kernels": kernels,
             "python": sys.version.split()[0], "flags": sorted(flag for flag, _ in INT8_KERNELS if flag in flags)}
