@@ -23,27 +23,42 @@ def test_op_group():
     assert sp.op_group("m/attn/MatMul", "_MklBatchMatMulV2") == ("forward", "attention")
     assert sp.op_group("m/attn/split", "SplitV") == ("forward", "slice/concat")
     assert sp.op_group("m/add", "AddV2") == ("forward", "elementwise")
-    assert sp.op_group("m/x", "Cast") == ("forward", "other")
+    assert sp.op_group("m/x", "Cast") == ("forward", "cast")
+    assert sp.op_group("m/gradient_tape/m/stages-0/dw0-m/bn/Cast_1", "Cast") == ("backward", "cast")
+    assert sp.op_group("m/x", "Identity") == ("forward", "other")
 
 
 @pytest.mark.slow
-def test_profile_command_end_to_end(tmp_path):
-    """`keras-evit bench --train --profile` in a fresh process: table, JSON with every phase, PNG."""
+@pytest.mark.parametrize("runtime, policy", [("keras", "float32"), ("keras-mixed", "mixed_bfloat16")])
+def test_profile_command_end_to_end(tmp_path, runtime, policy):
+    """`keras-evit bench --train --profile` in a fresh process: table, JSON with every phase, PNG; keras-mixed
+    profiles the step `train --mixed-precision` runs (bfloat16 without a GPU), with its casts."""
     out_json, out_png = tmp_path / "p.json", tmp_path / "p.png"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run([sys.executable, "-m", "keras_evit.cli", "bench", "--train", "--profile", "--model", "m0",
                              "--image-size", "64", "--train-batch-size", "4", "--train-steps", "2",
-                             "--train-warmup", "1", "--json", str(out_json), "--plot", str(out_png)],
-                            capture_output=True, text=True, timeout=600, env=env)
+                             "--train-warmup", "1", "--train-runtimes", runtime, "--json", str(out_json),
+                             "--plot", str(out_png)], capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "batchnorm" in result.stdout and "total" in result.stdout
+    assert "batchnorm" in result.stdout and "total" in result.stdout and policy in result.stdout
     profile = json.loads(out_json.read_text())
+    assert profile["policy"] == policy and profile["machine"]["cpus"] >= 1
+    casts = sum(r["ms_per_step"] for r in profile["rows"] if r["group"] == "cast")
+    total = sum(r["ms_per_step"] for r in profile["rows"])
+    assert (casts > 0.02 * total) == (runtime == "keras-mixed"), (casts, total)
     phases = {r["phase"] for r in profile["rows"]}
     groups = {r["group"] for r in profile["rows"]}
     assert phases == {"forward", "backward", "optimizer"}
     assert {"conv", "depthwise conv", "batchnorm", "attention", "optimizer"} <= groups
     assert all(r["ms_per_step"] > 0 for r in profile["rows"])
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_takes_only_keras_runtimes(capsys):
+    from keras_evit.cli import main
+
+    assert main(["bench", "--train", "--profile", "--train-runtimes", "timm"]) == 2
+    assert "--profile takes --train-runtimes keras" in capsys.readouterr().err
 
 
 def test_compare_file_is_checked(tmp_path):

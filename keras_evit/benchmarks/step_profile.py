@@ -16,7 +16,8 @@ import tempfile
 import time
 
 
-GROUPS = ("conv", "depthwise conv", "batchnorm", "attention", "slice/concat", "elementwise", "optimizer", "other")
+GROUPS = ("conv", "depthwise conv", "batchnorm", "attention", "slice/concat", "elementwise", "cast", "optimizer",
+          "other")
 
 
 def op_group(op_name, op_type, optimizer="adam_w"):
@@ -25,6 +26,8 @@ def op_group(op_name, op_type, optimizer="adam_w"):
     phase = "optimizer" if f"/{optimizer}/" in op_name else ("backward" if "gradient_tape/" in op_name else "forward")
     if phase == "optimizer":
         return phase, "optimizer"
+    if op_type == "Cast":  # dtype conversions, BatchNorm's under mixed precision included
+        return phase, "cast"
     if "/bn/" in op_name or "/bn_1/" in op_name or "BatchNorm" in op_type:
         return phase, "batchnorm"
     if "Depthwise" in op_type:
@@ -69,14 +72,15 @@ def read_trace(logdir, optimizer="adam_w"):
     return totals, counts
 
 
-def profile(variant="m0", batch_size=32, image_size=224, steps=5, warmup=3):
-    """Profiles ``steps`` graph-mode ``fit`` steps (AdamW + cross-entropy, random data) after ``warmup``."""
+def profile(variant="m0", batch_size=32, image_size=224, steps=5, warmup=3, mixed=False):
+    """Profiles ``steps`` graph-mode ``fit`` steps (AdamW + cross-entropy, random data) after ``warmup``;
+    ``mixed``: under `keras-evit train --mixed-precision`'s policy."""
     import keras
     import tensorflow as tf
 
     from .training import keras_training_setup
 
-    model, data = keras_training_setup(variant, batch_size, image_size, jit=False)
+    model, data = keras_training_setup(variant, batch_size, image_size, jit=False, mixed=mixed)
     model.fit(data, steps_per_epoch=warmup, epochs=1, verbose=0)
     with tempfile.TemporaryDirectory() as logdir:
         started = time.perf_counter()
@@ -88,6 +92,7 @@ def profile(variant="m0", batch_size=32, image_size=224, steps=5, warmup=3):
     rows = [{"phase": phase, "group": group, "ms_per_step": ps / 1e9 / steps}
             for (phase, group), ps in sorted(totals.items(), key=lambda kv: -kv[1])]
     return {"model": variant, "batch_size": batch_size, "image_size": image_size, "steps": steps,
+            "policy": model.dtype_policy.name,
             "wall_ms_per_step_profiled": wall * 1e3, "kernels_per_step": {k: v / steps for k, v in counts.items()},
             "rows": rows, "tensorflow": tf.__version__, "keras": keras.__version__}
 
@@ -110,8 +115,9 @@ def read_profile(path):
 
 
 def format_table(result):
-    lines = [f"{result['model']} batch {result['batch_size']} at {result['image_size']} px, TF graph: kernel "
-             f"ms per step (thread-time)", f"{'phase':<10} {'group':<16} {'ms/step':>8} {'share':>6}", "-" * 43]
+    lines = [f"{result['model']} batch {result['batch_size']} at {result['image_size']} px, TF graph, "
+             f"{result.get('policy', 'float32')}: kernel ms per step (thread-time)",
+             f"{'phase':<10} {'group':<16} {'ms/step':>8} {'share':>6}", "-" * 43]
     total = sum(r["ms_per_step"] for r in result["rows"])
     for r in result["rows"]:
         lines.append(f"{r['phase']:<10} {r['group']:<16} {r['ms_per_step']:8.1f} {r['ms_per_step'] / total:6.1%}")
@@ -154,9 +160,15 @@ def plot(results, path):
 def main(args):
     """``--profile``; ``--profile-compare OLD.json`` draws that saved profile beside this one."""
     variant = args.model.split(",")[0].strip()
+    runtime = (args.train_runtimes or "keras").strip()
+    if runtime not in ("keras", "keras-mixed"):
+        raise ValueError(f"--profile takes --train-runtimes keras (float32) or keras-mixed, not {runtime!r}")
     result = profile(variant, args.train_batch_size, args.image_size, steps=args.train_steps,
-                     warmup=args.train_warmup)
+                     warmup=args.train_warmup, mixed=runtime == "keras-mixed")
     result["label"] = args.profile_label or variant
+    from .cpu import cpu_facts
+
+    result["machine"] = cpu_facts()  # which CPU: its instructions decide e.g. what bfloat16 costs
     print(format_table(result))
     results = [read_profile(args.profile_compare), result] if args.profile_compare else [result]
     from keras_evit.utils import write_reports

@@ -18,13 +18,15 @@ from .child import main as child_main
 from .cpu import cpu_facts
 from .child import run_child
 
-# "-remat": each block recomputed in the backward pass (keras_evit.remat_scope; timm's set_grad_checkpointing)
-RUNTIMES = ("keras", "keras-xla", "keras-remat", "timm", "timm-compile", "timm-remat")
+# "-remat": each block recomputed in the backward pass (keras_evit.remat_scope; timm's set_grad_checkpointing);
+# "keras-mixed": the policy `keras-evit train --mixed-precision` trains under (float16 on a GPU, else bfloat16)
+RUNTIMES = ("keras", "keras-xla", "keras-remat", "keras-mixed", "timm", "timm-compile", "timm-remat")
 LR, WEIGHT_DECAY = 1e-3, 0.05  # AdamW, cross-entropy: the same for every runtime
 
 
-def keras_training_setup(variant, batch, size, jit, remat=False):
-    """(compiled model, endless dataset of one random batch): the Keras side of every training measurement."""
+def keras_training_setup(variant, batch, size, jit, remat=False, mixed=False):
+    """(compiled model, endless dataset of one random batch): the Keras side of every training measurement.
+    ``mixed``: built and compiled under `keras-evit train --mixed-precision`'s policy."""
     import contextlib
 
     import keras
@@ -32,12 +34,13 @@ def keras_training_setup(variant, batch, size, jit, remat=False):
 
     import keras_evit as ke
     from keras_evit.optimizers import AGCAdamW
+    from keras_evit.training.loop import precision_policy
 
-    with ke.remat_scope() if remat else contextlib.nullcontext():
+    with precision_policy(mixed), ke.remat_scope() if remat else contextlib.nullcontext():
         model = ke.build_model(variant, weights=None, input_shape=(size, size, 3), classifier_activation=None)
-    # the AdamW `keras-evit train` compiles (unclipped here: Keras' AdamW updates, in far fewer graph ops)
-    model.compile(AGCAdamW(learning_rate=LR, weight_decay=WEIGHT_DECAY),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+        # the AdamW `keras-evit train` compiles (unclipped here: Keras' AdamW updates, in far fewer graph ops)
+        model.compile(AGCAdamW(learning_rate=LR, weight_decay=WEIGHT_DECAY),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
     build_state(model, np.zeros((1,), "int32"), np.zeros((1, 1000), "float32"))  # as training runs do
     rng = np.random.RandomState(0)
     x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
@@ -47,11 +50,11 @@ def keras_training_setup(variant, batch, size, jit, remat=False):
     return model, tf.data.Dataset.from_tensors((x, y)).repeat().with_options(without_autotuning())
 
 
-def _keras_rate(spec, jit, remat):
+def _keras_rate(spec, jit, remat, mixed):
     size, batch, steps = spec["image_size"], spec["batch_size"], spec["steps"]
     from keras_evit.training.release_memory import ReleaseFreedMemory
 
-    model, data = keras_training_setup(spec["variant"], batch, size, jit, remat)
+    model, data = keras_training_setup(spec["variant"], batch, size, jit, remat, mixed)
     callbacks = [ReleaseFreedMemory()]  # as `keras-evit train` runs: it acts while the first step is built
     model.fit(data, steps_per_epoch=spec["warmup"], epochs=1, verbose=0, callbacks=callbacks)  # trace, warm up
     rates = []
@@ -59,7 +62,7 @@ def _keras_rate(spec, jit, remat):
         started = time.perf_counter()
         model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=callbacks)
         rates.append(steps * batch / (time.perf_counter() - started))
-    return rates
+    return rates, model.dtype_policy.name
 
 
 def timm_training_setup(variant, batch, size, compiled, remat=False):
@@ -100,15 +103,15 @@ def _timm_rate(spec, compiled, remat):
         for _ in range(steps):
             step()
         rates.append(steps * batch / (time.perf_counter() - started))
-    return rates
+    return rates, "float32"
 
 
 def measure(spec):
-    """Runs in the child: images/s for one runtime."""
+    """Runs in the child: (images/s of each timed window, the precision policy trained under) for one runtime."""
     runtime = spec["runtime"]
     remat = runtime.endswith("-remat")
     if runtime.startswith("keras"):
-        return _keras_rate(spec, jit=runtime == "keras-xla", remat=remat)
+        return _keras_rate(spec, jit=runtime == "keras-xla", remat=remat, mixed=runtime == "keras-mixed")
     return _timm_rate(spec, compiled=runtime == "timm-compile", remat=remat)
 
 
@@ -119,7 +122,7 @@ def _child(spec):
     row = run_child("keras_evit.benchmarks.training", spec, env, timeout=3600, args=["--child"])
     if "error" in row:
         return row
-    return {"img_per_s": max(row["rates"]), "repeats": row["rates"]}
+    return {"img_per_s": max(row["rates"]), "repeats": row["rates"], "policy": row["policy"]}
 
 
 def run(variants, runtimes, batch_size, image_size, steps, warmup, repeats, threads, log=print):
@@ -139,11 +142,11 @@ def run(variants, runtimes, batch_size, image_size, steps, warmup, repeats, thre
 
 
 def format_table(rows):
-    lines = [f"{'model':<6} {'runtime':<13} {'train img/s':>12} {'x timm':>7}", "-" * 41]
+    lines = [f"{'model':<6} {'runtime':<13} {'policy':<15} {'train img/s':>12} {'x timm':>7}", "-" * 57]
     for r in rows:
         rate = f"{r['img_per_s']:.1f}" if "img_per_s" in r else "error"
         ratio = f"{r['vs_timm']:.2f}" if "vs_timm" in r else "-"
-        lines.append(f"{r['model']:<6} {r['runtime']:<13} {rate:>12} {ratio:>7}")
+        lines.append(f"{r['model']:<6} {r['runtime']:<13} {r.get('policy', '-'):<15} {rate:>12} {ratio:>7}")
         if "error" in r:
             lines.append(f"    {r['error']}")
     return "\n".join(lines)
@@ -180,4 +183,4 @@ def main(args):
 
 
 if __name__ == "__main__" and "--child" in sys.argv:
-    child_main(lambda spec: {"rates": measure(spec)})
+    child_main(lambda spec: dict(zip(("rates", "policy"), measure(spec))))
