@@ -90,14 +90,16 @@ def test_bench_large_batch_mixed_precision(tmp_path, capsys):
 @pytest.mark.slow  # compiles a Keras training step and a timm one: about a minute
 def test_train_bench_end_to_end_tiny(tmp_path, capsys, ref):
     out_json, out_png = str(tmp_path / "t.json"), str(tmp_path / "t.png")
-    assert main(["bench", "--train", "--model", "m0", "--train-runtimes", "keras,keras-mixed,timm", "--image-size",
-                 "64", "--train-batch-size", "4", "--train-steps", "2", "--train-warmup", "1", "--train-repeats", "2",
-                 "--json", out_json, "--plot", out_png]) == 0
+    assert main(["bench", "--train", "--model", "m0", "--train-runtimes", "keras,keras-mixed,keras-torch,timm",
+                 "--image-size", "64", "--train-batch-size", "4", "--train-steps", "2", "--train-warmup", "1",
+                 "--train-repeats", "2", "--json", out_json, "--plot", out_png]) == 0
     rows = json.load(open(out_json))["rows"]
-    assert [r["runtime"] for r in rows] == ["keras", "keras-mixed", "timm"]
+    assert [r["runtime"] for r in rows] == ["keras", "keras-mixed", "keras-torch", "timm"]
     assert all(r["img_per_s"] > 0 and len(r["repeats"]) == 2 and r["vs_timm"] > 0 for r in rows)
-    # keras-mixed trained under `train --mixed-precision`'s policy (no GPU here: bfloat16), the others in float32
-    assert [r["policy"] for r in rows] == ["float32", "mixed_bfloat16", "float32"]
+    # keras-mixed trained under `train --mixed-precision`'s policy (no GPU here: bfloat16), the others in float32;
+    # keras-torch ran Keras' fit on the PyTorch backend
+    assert [r["policy"] for r in rows] == ["float32", "mixed_bfloat16", "float32", "float32"]
+    assert [r["backend"] for r in rows] == ["tensorflow", "tensorflow", "torch", "pytorch (timm)"]
     assert "x timm" in capsys.readouterr().out and os.path.getsize(out_png) > 5_000
 
 

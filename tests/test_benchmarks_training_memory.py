@@ -37,15 +37,16 @@ def test_unknown_runtime_is_refused_before_anything_runs(capsys):
 @pytest.mark.slow  # a Keras training step and a timm one, each in a fresh process
 def test_train_memory_bench_end_to_end_tiny(tmp_path, capsys, ref):
     out_json, out_png = str(tmp_path / "m.json"), str(tmp_path / "m.png")
-    assert main(["bench", "--train", "--memory", "--model", "m0", "--train-runtimes", "keras,timm",
+    assert main(["bench", "--train", "--memory", "--model", "m0", "--train-runtimes", "keras,keras-torch,timm",
                  "--batch-sizes", "2", "--image-size", "64", "--train-steps", "1", "--json", out_json,
                  "--plot", out_png]) == 0
     rows = json.load(open(out_json))["rows"]
-    assert [r["runtime"] for r in rows] == ["keras", "timm"]
+    assert [r["runtime"] for r in rows] == ["keras", "keras-torch", "timm"]
     assert all("error" not in r and 0 < r["train_mb"] < r["peak_rss_mb"] for r in rows), rows
-    keras_row, timm_row = rows
-    assert keras_row["allocator_peak_mb"] > 0 and timm_row["allocator_peak_mb"] is None
-    assert timm_row["vs_timm"] == 1.0 and keras_row["vs_timm"] > 0
+    keras_row, torch_row, timm_row = rows
+    assert keras_row["allocator_peak_mb"] > 0
+    assert torch_row["allocator_peak_mb"] is None and timm_row["allocator_peak_mb"] is None  # PyTorch keeps none
+    assert timm_row["vs_timm"] == 1.0 and keras_row["vs_timm"] > 0 and torch_row["vs_timm"] > 0
     # both count the activations their backward pass reads: at least the 64 px input batch itself
     assert all(r["kept_for_backward_mb"] > 2 * 64 * 64 * 3 * 4 / 2**20 for r in rows)
     assert "over imports MB" in capsys.readouterr().out and os.path.getsize(out_png) > 5_000

@@ -1,4 +1,9 @@
 import itertools
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -132,6 +137,113 @@ def test_batchnorm_fused_training_equals_keras(dtype):
         for a, b in zip(expected, got):
             np.testing.assert_allclose(b, a, rtol=tol, atol=tol, err_msg=str(key))
     assert not np.allclose(expected[-1], 1.0)  # the moving variance did move
+
+
+TORCH_BATCHNORM = textwrap.dedent('''
+    import json, sys
+    import keras, numpy as np, torch
+    from keras_evit import layers as L
+
+    assert keras.backend.backend() == "torch"
+    out = {}
+    for dtype in ("float32", "mixed_bfloat16"):
+        x0 = torch.tensor(np.random.RandomState(0).randn(4, 6, 5, 3).astype("float32") * 3 + 1)
+        results = {}
+        for cls in (keras.layers.BatchNormalization, L.BatchNorm):
+            layer = cls(epsilon=1e-5, momentum=0.9, dtype=dtype,
+                        gamma_initializer=keras.initializers.RandomNormal(seed=1),
+                        beta_initializer=keras.initializers.RandomNormal(seed=2))
+            layer.build(tuple(x0.shape))
+            values = []
+            for step in range(2):  # the moving statistics move twice
+                x = (x0 * (step + 1)).requires_grad_(True)
+                y = layer(x, training=True)
+                loss = (y.float() * torch.sin(y.float())).sum()
+                grads = torch.autograd.grad(loss, [x, layer.gamma.value, layer.beta.value])
+                values += [y.float().detach().numpy(), *(g.detach().numpy() for g in grads)]
+            values += [keras.ops.convert_to_numpy(v) for v in (layer.moving_mean, layer.moving_variance)]
+            # which kernel ran: the autograd graph of the output
+            node, names = y.grad_fn, []
+            while node is not None:
+                names.append(type(node).__name__)
+                node = next((n for n, _ in node.next_functions if n is not None), None)
+            results[cls.__name__] = values, names
+        expected, _ = results["BatchNormalization"]
+        got, names = results["BatchNorm"]
+        out[dtype] = {"max_diff": max(float(np.abs(a - b).max()) for a, b in zip(expected, got)),
+                      "one_op": any("NativeBatchNorm" in n for n in names),
+                      "variance_moved": float(np.abs(expected[-1] - 1.0).max())}
+    # one value per channel (batch 1, 1x1 map): PyTorch's kernel refuses it, Keras' path takes it
+    layer = L.BatchNorm()
+    layer.build((1, 1, 1, 3))
+    single = layer(torch.ones(1, 1, 1, 3), training=True)
+    out["single_value_ok"] = bool(np.isfinite(keras.ops.convert_to_numpy(single)).all())
+    print("RESULT " + json.dumps(out))
+''')
+
+
+def test_batchnorm_trains_with_torchs_one_op_kernel_as_keras_does():
+    """On the PyTorch backend BatchNorm trains with torch's batch-norm kernel: Keras BatchNormalization's outputs,
+    gradients and moving statistics (the biased variance, Keras' momentum), also under mixed precision."""
+    env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", TORCH_BATCHNORM], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    # under mixed precision both cast the same float32 result to bfloat16: a last-bit difference there can move
+    # a value by one bfloat16 step (1/128 of it)
+    for dtype, tol in (("float32", 2e-5), ("mixed_bfloat16", 0.1)):
+        assert out[dtype]["one_op"], out
+        assert out[dtype]["max_diff"] < tol, out
+        assert out[dtype]["variance_moved"] > 0.1, out
+    assert out["single_value_ok"]
+
+
+TORCH_STRIDED = textwrap.dedent('''
+    import json
+    import keras, numpy as np, torch
+    from keras import ops
+    from keras_evit import layers as L
+
+    out = {}
+    for depthwise in (False, True):
+        layer = L.ConvBN(4, 3, strides=2, depthwise=depthwise)
+        x0 = torch.tensor(np.random.RandomState(0).randn(2, 9, 8, 4).astype("float32"))
+        layer.build(tuple(x0.shape))
+        saved = []
+
+        def pack(t):
+            saved.append(tuple(t.shape))
+            return t
+
+        x = x0.clone().requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = layer(x, training=True)
+        grads = torch.autograd.grad((y * y).sum(), [x, layer.conv.kernel.value])
+        # the reference: Keras' "valid" convolution of the explicitly padded map, then the same BatchNorm
+        x_ref = x0.clone().requires_grad_(True)
+        layer.bn.moving_mean.assign(np.zeros(4, "float32")); layer.bn.moving_variance.assign(np.ones(4, "float32"))
+        y_ref = layer.bn(layer.conv(ops.pad(x_ref, [[0, 0], [1, 1], [1, 1], [0, 0]])), training=True)
+        grads_ref = torch.autograd.grad((y_ref * y_ref).sum(), [x_ref, layer.conv.kernel.value])
+        diff = max(float((a - b).abs().max()) for a, b in zip([y, *grads], [y_ref, *grads_ref]))
+        out[str(depthwise)] = {"max_diff": diff, "shape": list(y.shape),
+                               # the 9 x 8 input padded by one on each side, as NHWC or as an NCHW view
+                               "padded_copy_saved": any((11, 10) in (s[1:3], s[2:4]) for s in saved if len(s) == 4)}
+    print("RESULT " + json.dumps(out))
+''')
+
+
+def test_strided_convbn_on_torch_pads_inside_the_convolution():
+    """On the PyTorch backend a stride-2 ConvBN pads inside PyTorch's convolution: Keras' explicitly padded
+    convolution's outputs and gradients, with no padded copy of the input kept for the backward pass."""
+    env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", TORCH_STRIDED], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    for depthwise in ("False", "True"):
+        assert out[depthwise]["shape"] == [2, 5, 4, 4], out
+        assert out[depthwise]["max_diff"] < 1e-4, out
+        assert not out[depthwise]["padded_copy_saved"], out
 
 
 def test_batchnorm_is_in_every_convbn():

@@ -91,6 +91,58 @@ def test_updates_equal_keras_adamw_with_a_schedule_and_weight_decay(graph):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)  # updates of up to 0.1
 
 
+TORCH_UPDATES = """
+import json, sys
+import keras, numpy as np
+from keras_evit.optimizers import AGCAdamW
+
+assert keras.backend.backend() == "torch"
+
+
+def updates(cls, **kwargs):
+    schedule = keras.optimizers.schedules.CosineDecay(1e-6, decay_steps=8, warmup_target=0.1, warmup_steps=2,
+                                                      alpha=0.01)
+    rng = np.random.RandomState(0)
+    start = [rng.normal(size=s).astype(np.float32) for s in [(3, 4), (4,), (2, 2, 3, 1)]]
+    grads = [[rng.normal(size=w.shape).astype(np.float32) for w in start] for _ in range(4)]
+    weights = [keras.Variable(w, name=n) for w, n in zip(start, ["kernel", "bias", "depthwise_kernel"])]
+    opt = cls(learning_rate=schedule, weight_decay=0.05, **kwargs)
+    opt.exclude_from_weight_decay(var_names=["bias"])
+    opt.build(weights)
+    for g in grads:
+        opt.apply([keras.ops.convert_to_tensor(x) for x in g], weights)
+    return [keras.ops.convert_to_numpy(w) for w in weights]
+
+
+def weight_by_weight(*args, **kwargs):
+    raise AssertionError("updated weight by weight")
+
+
+AGCAdamW.update_step = weight_by_weight  # the multi-tensor update must not need it
+out = {}
+for amsgrad in (False, True):
+    a, b = updates(keras.optimizers.AdamW, amsgrad=amsgrad), updates(AGCAdamW, amsgrad=amsgrad, agc_clip=None)
+    out[str(amsgrad)] = {"max_diff": max(float(np.abs(x - y).max()) for x, y in zip(a, b)),
+                         "moved": float(np.abs(a[0]).sum())}
+clipped = updates(AGCAdamW, agc_clip=0.02)
+out["clip_changes_it"] = float(np.abs(clipped[0] - updates(AGCAdamW)[0]).max())
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_on_torch_every_weight_is_updated_at_once_with_keras_adamws_bits():
+    """On the PyTorch backend AGCAdamW updates all weights in multi-tensor passes (never weight by weight) and
+    gives Keras' own AdamW's weights there bit for bit, with a schedule, weight decay and AMSGrad."""
+    env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", TORCH_UPDATES], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert out["False"]["max_diff"] == 0.0 and out["True"]["max_diff"] == 0.0, out
+    assert out["clip_changes_it"] > 0, out
+
+
 def test_learning_rate_is_still_settable():
     opt = AGCAdamW(agc_clip=0.02, learning_rate=0.1)
     opt.learning_rate = 0.01

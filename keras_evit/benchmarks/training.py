@@ -19,8 +19,11 @@ from .cpu import cpu_facts
 from .child import run_child
 
 # "-remat": each block recomputed in the backward pass (keras_evit.remat_scope; timm's set_grad_checkpointing);
-# "keras-mixed": the policy `keras-evit train --mixed-precision` trains under (float16 on a GPU, else bfloat16)
-RUNTIMES = ("keras", "keras-xla", "keras-remat", "keras-mixed", "timm", "timm-compile", "timm-remat")
+# "keras-mixed": the policy `keras-evit train --mixed-precision` trains under (float16 on a GPU, else bfloat16);
+# "keras-jax", "keras-torch": the same Keras `fit` on Keras' JAX (compiled, as Keras does there) and PyTorch backends
+RUNTIMES = ("keras", "keras-xla", "keras-remat", "keras-mixed", "keras-jax", "keras-torch", "timm", "timm-compile",
+            "timm-remat")
+BACKENDS = {"keras-jax": "jax", "keras-torch": "torch"}  # the others: TensorFlow
 LR, WEIGHT_DECAY = 1e-3, 0.05  # AdamW, cross-entropy: the same for every runtime
 
 
@@ -30,24 +33,47 @@ def keras_training_setup(variant, batch, size, jit, remat=False, mixed=False):
     import contextlib
 
     import keras
-    import tensorflow as tf
 
     import keras_evit as ke
     from keras_evit.optimizers import AGCAdamW
-    from keras_evit.training.loop import precision_policy
 
-    with precision_policy(mixed), ke.remat_scope() if remat else contextlib.nullcontext():
+    # on JAX and PyTorch nothing here imports TensorFlow (nor does keras_evit): its ~0.5 GB is no part of training
+    tensorflow = keras.backend.backend() == "tensorflow"
+    if mixed:
+        from keras_evit.training.loop import precision_policy  # (TensorFlow's: it asks it for a GPU)
+    with precision_policy(True) if mixed else contextlib.nullcontext(), \
+            ke.remat_scope() if remat else contextlib.nullcontext():
         model = ke.build_model(variant, weights=None, input_shape=(size, size, 3), classifier_activation=None)
         # the AdamW `keras-evit train` compiles (unclipped here: Keras' AdamW updates, in far fewer graph ops)
         model.compile(AGCAdamW(learning_rate=LR, weight_decay=WEIGHT_DECAY),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
-    build_state(model, np.zeros((1,), "int32"), np.zeros((1, 1000), "float32"))  # as training runs do
+    if tensorflow:  # as training runs do (on JAX and PyTorch Keras builds them before its first step)
+        build_state(model, np.zeros((1,), "int32"), np.zeros((1, 1000), "float32"))
     rng = np.random.RandomState(0)
-    x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
-    y = tf.constant(rng.randint(0, 1000, batch).astype("int32"))
+    x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    y = rng.randint(0, 1000, batch).astype("int32")
+    if not tensorflow:  # Keras' own input
+        return model, repeated_batch(x, y)
+    import tensorflow as tf
     # one batch in memory: nothing for tf.data to tune, and with autotuning on, TensorFlow 2.21 waits at the
     # end of every `fit` call for the tuning thread to wake up (up to as long again as the steps took)
-    return model, tf.data.Dataset.from_tensors((x, y)).repeat().with_options(without_autotuning())
+    data = tf.data.Dataset.from_tensors((tf.constant(x), tf.constant(y)))
+    return model, data.repeat().with_options(without_autotuning())
+
+
+def repeated_batch(x, y):
+    """A ``keras.utils.PyDataset`` of the batch ``(x, y)`` again and again (``fit``'s ``steps_per_epoch`` ends it;
+    the length covers the most steps a window may take, and is small: Keras' PyTorch input lists every index)."""
+    import keras
+
+    class Repeated(keras.utils.PyDataset):
+        def __len__(self):
+            return 2 * 10_000 + 10_000  # --train-steps and --train-warmup are at most 10,000 each
+
+        def __getitem__(self, index):
+            return x, y
+
+    return Repeated()
 
 
 def _keras_rate(spec, jit, remat, mixed):
@@ -62,7 +88,9 @@ def _keras_rate(spec, jit, remat, mixed):
         started = time.perf_counter()
         model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=callbacks)
         rates.append(steps * batch / (time.perf_counter() - started))
-    return rates, model.dtype_policy.name
+    import keras
+
+    return {"rates": rates, "policy": model.dtype_policy.name, "backend": keras.backend.backend()}
 
 
 def timm_training_setup(variant, batch, size, compiled, remat=False):
@@ -103,26 +131,28 @@ def _timm_rate(spec, compiled, remat):
         for _ in range(steps):
             step()
         rates.append(steps * batch / (time.perf_counter() - started))
-    return rates, "float32"
+    return {"rates": rates, "policy": "float32", "backend": "pytorch (timm)"}
 
 
 def measure(spec):
-    """Runs in the child: (images/s of each timed window, the precision policy trained under) for one runtime."""
+    """Runs in the child: images/s of each timed window, the precision policy and the backend trained on."""
     runtime = spec["runtime"]
     remat = runtime.endswith("-remat")
     if runtime.startswith("keras"):
-        return _keras_rate(spec, jit=runtime == "keras-xla", remat=remat, mixed=runtime == "keras-mixed")
+        return _keras_rate(spec, jit=runtime in ("keras-xla", "keras-jax"), remat=remat,
+                           mixed=runtime == "keras-mixed")
     return _timm_rate(spec, compiled=runtime == "timm-compile", remat=remat)
 
 
 def _child(spec):
-    env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": BACKENDS.get(spec["runtime"], "tensorflow")}
     if spec["threads"]:
         env.update(OMP_NUM_THREADS=str(spec["threads"]), TF_NUM_INTRAOP_THREADS=str(spec["threads"]))
     row = run_child("keras_evit.benchmarks.training", spec, env, timeout=3600, args=["--child"])
     if "error" in row:
         return row
-    return {"img_per_s": max(row["rates"]), "repeats": row["rates"], "policy": row["policy"]}
+    return {"img_per_s": max(row["rates"]), "repeats": row["rates"], "policy": row["policy"],
+            "backend": row["backend"]}
 
 
 def run(variants, runtimes, batch_size, image_size, steps, warmup, repeats, threads, log=print):
@@ -142,11 +172,13 @@ def run(variants, runtimes, batch_size, image_size, steps, warmup, repeats, thre
 
 
 def format_table(rows):
-    lines = [f"{'model':<6} {'runtime':<13} {'policy':<15} {'train img/s':>12} {'x timm':>7}", "-" * 57]
+    lines = [f"{'model':<6} {'runtime':<13} {'backend':<15} {'policy':<15} {'train img/s':>12} {'x timm':>7}",
+             "-" * 73]
     for r in rows:
         rate = f"{r['img_per_s']:.1f}" if "img_per_s" in r else "error"
         ratio = f"{r['vs_timm']:.2f}" if "vs_timm" in r else "-"
-        lines.append(f"{r['model']:<6} {r['runtime']:<13} {r.get('policy', '-'):<15} {rate:>12} {ratio:>7}")
+        lines.append(f"{r['model']:<6} {r['runtime']:<13} {r.get('backend', '-'):<15} {r.get('policy', '-'):<15} "
+                     f"{rate:>12} {ratio:>7}")
         if "error" in r:
             lines.append(f"    {r['error']}")
     return "\n".join(lines)
@@ -183,4 +215,4 @@ def main(args):
 
 
 if __name__ == "__main__" and "--child" in sys.argv:
-    child_main(lambda spec: dict(zip(("rates", "policy"), measure(spec))))
+    child_main(measure)

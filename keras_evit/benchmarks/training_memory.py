@@ -1,5 +1,6 @@
-"""``keras-evit bench --train --memory``: peak memory of training, Keras ``fit`` (graph and XLA) beside timm in
-PyTorch eager, same variant, batch, size, optimizer and loss (the setups of ``bench --train``).
+"""``keras-evit bench --train --memory``: peak memory of training, Keras ``fit`` (graph and XLA, and on Keras'
+PyTorch backend) beside timm in PyTorch eager, same variant, batch, size, optimizer and loss (the setups of
+``bench --train``).
 
 Each (runtime, variant, batch) runs in a process of its own: it imports its framework, notes its resident
 memory, builds the model and optimizer, runs a few steps on one random batch held in memory, and reports its
@@ -16,7 +17,8 @@ from .child import main as child_main
 from .cpu import cpu_facts
 from .child import run_child
 
-RUNTIMES = ("keras", "keras-xla", "keras-remat", "timm", "timm-remat")  # -remat: see benchmarks.training
+RUNTIMES = ("keras", "keras-xla", "keras-remat", "keras-torch", "timm", "timm-remat")  # see benchmarks.training
+DEFAULT_RUNTIMES = ("keras", "keras-xla", "keras-remat", "timm", "timm-remat")
 REFERENCE = "timm"
 
 
@@ -49,9 +51,15 @@ def keras_saved_for_backward_mb(model, x, y):
 
 def timm_saved_for_backward_mb(model, x, y):
     """The same for timm: tensors autograd saves during the forward pass (input included, parameters not)."""
+    return torch_saved_for_backward_mb(model, model.parameters(), x, y)
+
+
+def torch_saved_for_backward_mb(forward, parameters, x, y):
+    """MB of the tensors autograd saves while ``forward(x)`` and its cross-entropy run on PyTorch (input included,
+    ``parameters`` not): timm's model, or a Keras model on Keras' PyTorch backend."""
     import torch
 
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    params = {p.untyped_storage().data_ptr() for p in parameters}
     kept = {}
 
     def pack(t):
@@ -61,7 +69,7 @@ def timm_saved_for_backward_mb(model, x, y):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        torch.nn.functional.cross_entropy(model(x), y)
+        torch.nn.functional.cross_entropy(forward(x), y)
     return sum(kept.values()) / 2**20
 
 
@@ -71,7 +79,21 @@ def measure_child(spec):
 
     runtime, variant, batch, size = spec["runtime"], spec["variant"], spec["batch_size"], spec["image_size"]
     row = {"model": variant, "runtime": runtime, "batch_size": batch, "image_size": size, "steps": spec["steps"]}
-    if runtime.startswith("keras"):
+    if runtime == "keras-torch":
+        import torch
+
+        import keras_evit  # noqa: F401
+        from keras_evit.training.release_memory import ReleaseFreedMemory
+
+        baseline = resident_mb()
+        model, data = keras_training_setup(variant, batch, size, jit=False)
+        model.fit(data, steps_per_epoch=spec["steps"], epochs=1, verbose=0, callbacks=[ReleaseFreedMemory()])
+        row["allocator_peak_mb"] = None  # PyTorch's CPU allocator keeps no statistics
+        peak = peak_resident_mb()
+        x, y = (torch.from_numpy(t) for t in data[0])
+        kept = torch_saved_for_backward_mb(lambda t: model(t, training=True), [w.value for w in model.weights],
+                                           x, y.long())
+    elif runtime.startswith("keras"):
         import tensorflow as tf
 
         import keras_evit  # noqa: F401
@@ -102,7 +124,9 @@ def measure_child(spec):
 
 
 def _child(spec):
-    env = {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    from .training import BACKENDS
+
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": BACKENDS.get(spec["runtime"], "tensorflow")}
     if spec["threads"]:
         env.update(OMP_NUM_THREADS=str(spec["threads"]), TF_NUM_INTRAOP_THREADS=str(spec["threads"]))
     row = run_child("keras_evit.benchmarks.training_memory", spec, env)
@@ -169,7 +193,7 @@ def main(args):
 
     check_outputs({"--json": args.json, "--plot": args.plot})
     variants = [get_variant(v.strip())[0] for v in args.model.split(",") if v.strip()]
-    runtimes = [r.strip() for r in (args.train_runtimes or ",".join(RUNTIMES)).split(",") if r.strip()]
+    runtimes = [r.strip() for r in (args.train_runtimes or ",".join(DEFAULT_RUNTIMES)).split(",") if r.strip()]
     unknown = set(runtimes) - set(RUNTIMES)
     if unknown:
         raise ValueError(f"unknown training runtime(s) {sorted(unknown)} for --memory: choose from "

@@ -70,12 +70,34 @@ class DepthwiseConv(keras.layers.DepthwiseConv2D):
         return out
 
 
+def _plain_conv(conv):
+    """Whether ``conv`` is a channels-last, undilated convolution (depthwise: one output per channel), which the
+    backend-specific padded convolutions below compute exactly."""
+    return (conv.data_format == "channels_last" and max(conv.dilation_rate) == 1
+            and (not isinstance(conv, keras.layers.DepthwiseConv2D) or conv.depth_multiplier == 1))
+
+
 def _repad_in_backward_applies(conv, x):
     from ..compat import xla_on_cpu
 
-    return (keras.config.backend() == "tensorflow" and conv.data_format == "channels_last"
-            and max(conv.dilation_rate) == 1 and not xla_on_cpu()
-            and (not isinstance(conv, keras.layers.DepthwiseConv2D) or conv.depth_multiplier == 1))
+    return keras.config.backend() == "tensorflow" and _plain_conv(conv) and not xla_on_cpu()
+
+
+def _torch_padded_conv(conv, x, pad):
+    """``conv`` on ``x`` zero-padded by ``pad`` on each side, on the PyTorch backend: PyTorch's convolution pads
+    as it reads (its own symmetric ``padding``), so no padded copy is made, nor kept for the backward pass
+    (Keras' "valid" convolution after ``ops.pad`` keeps one: the stem's and the downsamplings' inputs, again)."""
+    import torch
+
+    kernel = ops.cast(conv.kernel, x.dtype)
+    if isinstance(conv, keras.layers.DepthwiseConv2D):  # (kh, kw, C, 1) -> (C, 1, kh, kw), a group per channel
+        weight, groups = kernel.permute(2, 3, 0, 1), kernel.shape[2]
+    else:  # (kh, kw, in, out) -> (out, in, kh, kw)
+        weight, groups = kernel.permute(3, 2, 0, 1), 1
+    # channels-last maps seen as NCHW views: PyTorch's channels-last kernels, no transposing copies
+    y = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), weight, stride=tuple(conv.strides), padding=pad,
+                                   groups=groups).permute(0, 2, 3, 1)
+    return y + ops.cast(conv.bias, y.dtype) if conv.use_bias else y
 
 
 def _conv_repadding_in_backward(conv, x, pad):
@@ -162,6 +184,8 @@ class ConvBN(Rematerializable, keras.layers.Layer):
     def call(self, x, training=None):
         if self._explicit_pad and training and _repad_in_backward_applies(self.conv, x):
             x = _conv_repadding_in_backward(self.conv, x, self.kernel_size // 2)
+        elif self._explicit_pad and keras.config.backend() == "torch" and _plain_conv(self.conv):
+            x = _torch_padded_conv(self.conv, x, self.kernel_size // 2)
         else:
             if self._explicit_pad:
                 p = self.kernel_size // 2
