@@ -72,10 +72,11 @@ def add_arguments(p):
     p.add_argument("--profile-label", default=None, help="with --profile: this profile's name in the plot")
     p.add_argument("--train-runtimes", default=None,
                    help="of keras, keras-xla, keras-remat, keras-mixed, keras-jax, keras-torch, timm, timm-compile, "
-                        "timm-remat; default keras,keras-xla,timm (with --memory: keras, keras-xla, keras-remat, "
-                        "timm, timm-remat, the default). -remat: each block (stage, in timm) recomputed in the "
-                        "backward pass; keras-mixed: the policy of train --mixed-precision; keras-jax, keras-torch: "
-                        "Keras fit on that backend. With --profile: keras or keras-mixed")
+                        "timm-remat; default keras,keras-xla,timm. With --memory: not keras-mixed, keras-jax or "
+                        "timm-compile; default keras,keras-xla,keras-remat,timm,timm-remat. With --profile: keras "
+                        "or keras-mixed. -remat: each block (stage, in timm) recomputed in the backward pass; "
+                        "keras-mixed: the policy of train --mixed-precision; keras-jax, keras-torch: Keras fit on "
+                        "that backend")
     p.add_argument("--train-batch-size", type=bounded_int(1, MAX_EXPORT_BATCH), default=32)
     p.add_argument("--train-steps", type=bounded_int(1, 10_000), default=10, help="steps per timed window")
     p.add_argument("--train-warmup", type=bounded_int(0, 10_000), default=3)
