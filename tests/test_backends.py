@@ -146,3 +146,28 @@ def test_backend(backend, tf_files):
     assert np.isfinite(out["fit_loss"]) and out["fit_changed"] > 0
     assert out["remat_weights"] <= 1e-4  # statistics moved twice: 0.4-0.9
     assert out["tf_data"] <= 1e-6
+
+
+NO_TENSORFLOW = textwrap.dedent('''
+    import sys
+    import keras, numpy as np
+    import keras_evit as ke
+    from keras_evit.optimizers import AGCAdamW
+
+    model = ke.EfficientViTM0(weights=None, input_shape=(64, 64, 3), classes=3)
+    model.compile(AGCAdamW(learning_rate=1e-3, weight_decay=0.05, agc_clip=0.02),
+                  keras.losses.SparseCategoricalCrossentropy())
+    x = np.random.RandomState(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    model.fit(x, np.array([0, 1, 2, 0]), batch_size=2, epochs=1, verbose=0)
+    model.predict(x, verbose=0)
+    print("RESULT", keras.backend.backend(), "tensorflow" in sys.modules)
+''')
+
+
+def test_training_on_pytorch_loads_no_tensorflow():
+    """On the PyTorch backend, building, training (keras-evit's AdamW, BatchNorm's and the strided convolutions'
+    PyTorch kernels) and predicting load no TensorFlow: ~0.5 GB a PyTorch user does not pay."""
+    env = {**os.environ, "KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", NO_TENSORFLOW], capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert "RESULT torch False" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
