@@ -79,22 +79,12 @@ def measure_child(spec):
 
     runtime, variant, batch, size = spec["runtime"], spec["variant"], spec["batch_size"], spec["image_size"]
     row = {"model": variant, "runtime": runtime, "batch_size": batch, "image_size": size, "steps": spec["steps"]}
-    if runtime == "keras-torch":
-        import torch
-
-        import keras_evit  # noqa: F401
-        from keras_evit.training.release_memory import ReleaseFreedMemory
-
-        baseline = resident_mb()
-        model, data = keras_training_setup(variant, batch, size, jit=False)
-        model.fit(data, steps_per_epoch=spec["steps"], epochs=1, verbose=0, callbacks=[ReleaseFreedMemory()])
-        row["allocator_peak_mb"] = None  # PyTorch's CPU allocator keeps no statistics
-        peak = peak_resident_mb()
-        x, y = (torch.from_numpy(t) for t in data[0])
-        kept = torch_saved_for_backward_mb(lambda t: model(t, training=True), [w.value for w in model.weights],
-                                           x, y.long())
-    elif runtime.startswith("keras"):
-        import tensorflow as tf
+    if runtime.startswith("keras"):
+        on_torch = runtime == "keras-torch"
+        if on_torch:
+            import torch
+        else:
+            import tensorflow as tf
 
         import keras_evit  # noqa: F401
         from keras_evit.training.release_memory import ReleaseFreedMemory
@@ -104,9 +94,15 @@ def measure_child(spec):
                                            remat=runtime == "keras-remat")
         # as `keras-evit train` runs: memory freed while the step is built goes back to the system
         model.fit(data, steps_per_epoch=spec["steps"], epochs=1, verbose=0, callbacks=[ReleaseFreedMemory()])
-        row["allocator_peak_mb"] = round(tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20, 1)
-        peak = peak_resident_mb()  # before the analysis below, which traces a step of its own
-        kept = keras_saved_for_backward_mb(model, *next(iter(data)))
+        row["allocator_peak_mb"] = (None if on_torch  # PyTorch's CPU allocator keeps no statistics
+                                    else round(tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20, 1))
+        peak = peak_resident_mb()  # before the analysis below, which runs a step of its own
+        if on_torch:
+            x, y = (torch.from_numpy(t) for t in data[0])
+            kept = torch_saved_for_backward_mb(lambda t: model(t, training=True), [w.value for w in model.weights],
+                                               x, y.long())
+        else:
+            kept = keras_saved_for_backward_mb(model, *next(iter(data)))
     else:
         from keras_evit import reference
 
